@@ -1,0 +1,188 @@
+"""PostgreSQL through a psycopg 3 connection pool."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import psycopg_pool
+
+from pocketjobs.core.db import (
+    Database,
+    DatabaseError,
+    IntegrityError,
+    OperationalError,
+    Params,
+    Row,
+    Tx,
+    rows_as_dicts,
+)
+
+__all__ = ["PostgresDatabase", "redact_url", "to_pyformat"]
+
+
+@functools.lru_cache(maxsize=2048)
+def to_pyformat(sql: str) -> str:
+    """Translate ``?`` placeholders to psycopg's ``%s`` (and escape literal ``%``).
+
+    Quoted strings, quoted identifiers and ``--`` comments are copied verbatim.
+    """
+    out: list[str] = []
+    i, n = 0, len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch in "'\"":
+            end = i + 1
+            while end < n:
+                if sql[end] == ch:
+                    if end + 1 < n and sql[end + 1] == ch:  # doubled quote escapes itself
+                        end += 2
+                        continue
+                    break
+                end += 1
+            out.append(sql[i : end + 1].replace("%", "%%"))
+            i = end + 1
+        elif ch == "-" and sql.startswith("--", i):
+            end = sql.find("\n", i)
+            end = n if end == -1 else end
+            out.append(sql[i:end].replace("%", "%%"))
+            i = end
+        elif ch == "?":
+            out.append("%s")
+            i += 1
+        elif ch == "%":
+            out.append("%%")
+            i += 1
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for logs and error messages)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _raise_translated(exc: Exception) -> NoReturn:
+    if isinstance(exc, psycopg.IntegrityError):
+        raise IntegrityError(str(exc)) from exc
+    if isinstance(
+        exc, psycopg.OperationalError | psycopg.InterfaceError | psycopg_pool.PoolTimeout
+    ):
+        raise OperationalError(str(exc) or type(exc).__name__) from exc
+    raise DatabaseError(str(exc)) from exc
+
+
+class _PostgresTx(Tx):
+    """The query verbs over one checked-out connection."""
+
+    dialect = "postgres"
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        try:
+            return self._conn.execute(to_pyformat(sql), params).rowcount
+        except psycopg.Error as exc:
+            _raise_translated(exc)
+
+    def execute_many(self, sql: str, params_seq: Iterable[Params]) -> int:
+        try:
+            with self._conn.cursor() as cursor:
+                cursor.executemany(to_pyformat(sql), params_seq)
+                return cursor.rowcount
+        except psycopg.Error as exc:
+            _raise_translated(exc)
+
+    def fetch_tuples(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._conn.execute(to_pyformat(sql), params).fetchall()
+        except psycopg.Error as exc:
+            _raise_translated(exc)
+
+    def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        try:
+            cursor = self._conn.execute(to_pyformat(sql), params)
+            rows = cursor.fetchall()
+        except psycopg.Error as exc:
+            _raise_translated(exc)
+        return rows_as_dicts([d.name for d in cursor.description or ()], rows)
+
+
+class PostgresDatabase(Database):
+    """A pool of autocommit connections to one PostgreSQL database.
+
+    Connections broken by a server restart are discarded by the pool when they fail; the
+    failing call raises :class:`OperationalError` and the next call gets a fresh
+    connection. Nothing is retried behind the caller's back: a write is never run twice.
+    """
+
+    dialect = "postgres"
+
+    def __init__(
+        self, url: str, *, min_size: int = 1, max_size: int = 10, connect_timeout: float = 10.0
+    ) -> None:
+        self.url = url
+        self._pool = psycopg_pool.ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs={"autocommit": True},
+            timeout=connect_timeout,
+            open=False,
+            name="pocketjobs",
+        )
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout)
+        except psycopg_pool.PoolTimeout as exc:
+            self._pool.close()
+            raise OperationalError(
+                f"cannot connect to PostgreSQL at {redact_url(url)} within {connect_timeout:g}s"
+            ) from exc
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            _raise_translated(exc)
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        with self._connection() as conn:
+            return _PostgresTx(conn).execute(sql, params)
+
+    def execute_many(self, sql: str, params_seq: Iterable[Params]) -> int:
+        with self.transaction() as tx:
+            return tx.execute_many(sql, params_seq)
+
+    def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        with self._connection() as conn:
+            return _PostgresTx(conn).fetch_all(sql, params)
+
+    def fetch_tuples(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        with self._connection() as conn:
+            return _PostgresTx(conn).fetch_tuples(sql, params)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        # Errors of BEGIN/COMMIT surface from the driver here and are translated by
+        # _connection; the block's own statements already raise translated errors.
+        with self._connection() as conn, conn.transaction():
+            yield _PostgresTx(conn)
+
+    def advisory_lock(self, tx: Tx, key: int) -> None:
+        tx.execute("SELECT pg_advisory_xact_lock(?)", (key,))
+
+    def close(self) -> None:
+        self._pool.close()
