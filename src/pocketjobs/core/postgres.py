@@ -133,6 +133,14 @@ class PostgresDatabase(Database):
         self, url: str, *, min_size: int = 1, max_size: int = 10, connect_timeout: float = 10.0
     ) -> None:
         self.url = url
+        # One direct attempt first: it fails at once, with the server's reason, where the
+        # pool would keep retrying until its timeout.
+        try:
+            psycopg.connect(url, connect_timeout=max(1, round(connect_timeout))).close()
+        except psycopg.Error as exc:
+            raise OperationalError(
+                f"cannot connect to PostgreSQL at {redact_url(url)}: {str(exc).strip()}"
+            ) from exc
         self._pool = psycopg_pool.ConnectionPool(
             url,
             min_size=min_size,
