@@ -125,12 +125,13 @@ def _serve(app: App, http: str) -> int:
     host, port = parse_http_address(http)
     # uvicorn handles SIGINT/SIGTERM itself and re-raises the signal once it has shut down;
     # our handlers then receive it, so the process exits 0 after terminating the app.
-    with _StopSignal():
+    with _StopSignal() as stop:
         app.bootstrap()
         try:
             asgi = prepare_serve(app, host, port)
-            app.logger.info("Server started at http://%s:%d", host, port)
-            run_http_server(asgi, host, port)
+            if not stop.event.is_set():  # a signal during bootstrap means: do not serve
+                app.logger.info("Server started at http://%s:%d", host, port)
+                run_http_server(asgi, host, port, stop.event)
         finally:
             app.terminate()
     return 0
@@ -195,5 +196,8 @@ def run_cli(app: App, argv: Sequence[str]) -> int:
             print(f"error: {field}: {message}", file=sys.stderr)
         return 1
     except (DatabaseError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. a data dir that cannot be created
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -67,11 +68,20 @@ def prepare_serve(app: App, host: str = "127.0.0.1", port: int = 8090) -> Starle
     return asgi
 
 
-def run_http_server(asgi: Starlette, host: str, port: int) -> None:
-    """Serve ``asgi`` with uvicorn until SIGINT/SIGTERM, then return."""
+def run_http_server(
+    asgi: Starlette, host: str, port: int, stop: threading.Event | None = None
+) -> None:
+    """Serve ``asgi`` with uvicorn until SIGINT/SIGTERM (or ``stop`` is set), then return."""
     import uvicorn
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            # A signal that arrived before uvicorn installed its handlers is not lost.
+            if stop is not None and stop.is_set():
+                self.should_exit = True
 
     config = uvicorn.Config(
         asgi, host=host, port=port, lifespan="off", access_log=False, log_config=None
     )
-    uvicorn.Server(config).run()
+    _Server(config).run()

@@ -34,6 +34,7 @@ Contract:
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Literal, TypeVar
@@ -43,6 +44,7 @@ __all__ = [
     "DatabaseError",
     "Dialect",
     "IntegrityError",
+    "Listener",
     "OperationalError",
     "Params",
     "Queryable",
@@ -54,6 +56,7 @@ Dialect = Literal["sqlite", "postgres"]
 Params = Sequence[Any]
 Row = dict[str, Any]
 T = TypeVar("T")
+logger = logging.getLogger("pocketjobs.db")
 
 
 class DatabaseError(Exception):
@@ -103,6 +106,39 @@ class Queryable(abc.ABC):
 class Tx(Queryable, abc.ABC):
     """An open transaction; obtained from :meth:`Database.transaction`."""
 
+    _after_commit: list[Callable[[], None]] | None = None
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once this transaction has committed (never on rollback).
+
+        Callbacks run in registration order on the committing thread; an exception in one
+        is logged and does not affect the others or the (already committed) transaction.
+        """
+        if self._after_commit is None:
+            self._after_commit = []
+        self._after_commit.append(callback)
+
+    def _run_after_commit(self) -> None:
+        for callback in self._after_commit or ():
+            try:
+                callback()
+            except Exception:
+                logger.exception("an on_commit callback failed")
+
+
+class Listener(abc.ABC):
+    """A subscription to one notification channel (PostgreSQL ``LISTEN``)."""
+
+    @abc.abstractmethod
+    def wait(self, timeout: float) -> list[str]:
+        """Block up to ``timeout`` seconds for notifications; return their payloads
+        (empty on timeout). Raises :class:`OperationalError` when the connection is lost:
+        close this listener and open a new one."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop listening and close the connection."""
+
 
 class Database(Queryable, abc.ABC):
     """A connection pool to one database with the shared query API."""
@@ -125,6 +161,12 @@ class Database(Queryable, abc.ABC):
         The lock is held until ``tx`` ends. On SQLite every write transaction is already
         exclusive, so this is a no-op there.
         """
+
+    def listen(self, channel: str) -> Listener | None:
+        """Subscribe to ``channel`` on a dedicated connection; ``None`` where the database
+        has no notifications (SQLite). Payloads sent with ``pg_notify`` in a transaction
+        arrive when it commits."""
+        return None
 
     @abc.abstractmethod
     def close(self) -> None:

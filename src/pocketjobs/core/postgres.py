@@ -10,11 +10,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import psycopg_pool
+from psycopg import sql
 
 from pocketjobs.core.db import (
     Database,
     DatabaseError,
     IntegrityError,
+    Listener,
     OperationalError,
     Params,
     Row,
@@ -119,6 +121,29 @@ class _PostgresTx(Tx):
         return rows_as_dicts([d.name for d in cursor.description or ()], rows)
 
 
+class _PostgresListener(Listener):
+    """``LISTEN channel`` on a dedicated autocommit connection (outside the pool)."""
+
+    def __init__(self, url: str, channel: str) -> None:
+        try:
+            self._conn = psycopg.connect(url, autocommit=True)
+            self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        except psycopg.Error as exc:
+            _raise_translated(exc)
+
+    def wait(self, timeout: float) -> list[str]:
+        try:
+            payloads = [n.payload for n in self._conn.notifies(timeout=timeout, stop_after=1)]
+            if payloads:  # collect whatever else has already arrived, without waiting
+                payloads += [n.payload for n in self._conn.notifies(timeout=0)]
+        except psycopg.Error as exc:
+            _raise_translated(exc)
+        return payloads
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 class PostgresDatabase(Database):
     """A pool of autocommit connections to one PostgreSQL database.
 
@@ -187,7 +212,12 @@ class PostgresDatabase(Database):
         # Errors of BEGIN/COMMIT surface from the driver here and are translated by
         # _connection; the block's own statements already raise translated errors.
         with self._connection() as conn, conn.transaction():
-            yield _PostgresTx(conn)
+            tx = _PostgresTx(conn)
+            yield tx
+        tx._run_after_commit()
+
+    def listen(self, channel: str) -> Listener:
+        return _PostgresListener(self.url, channel)
 
     def advisory_lock(self, tx: Tx, key: int) -> None:
         tx.execute("SELECT pg_advisory_xact_lock(?)", (key,))

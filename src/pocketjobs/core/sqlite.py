@@ -182,8 +182,9 @@ class SQLiteDatabase(Database):
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 _raise_translated(exc)
+            tx = _SQLiteTx(conn)
             try:
-                yield _SQLiteTx(conn)
+                yield tx
             except BaseException:
                 conn.rollback()
                 raise
@@ -192,6 +193,7 @@ class SQLiteDatabase(Database):
             except sqlite3.Error as exc:
                 conn.rollback()
                 _raise_translated(exc)
+        tx._run_after_commit()
 
     def advisory_lock(self, tx: Tx, key: int) -> None:
         """No-op: a SQLite write transaction already excludes every other writer."""

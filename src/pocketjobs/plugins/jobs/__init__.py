@@ -1,0 +1,65 @@
+"""The jobs plugin: a durable, database-backed job queue for a pocketjobs app.
+
+::
+
+    from pocketjobs import App
+    from pocketjobs.plugins import jobs
+
+    app = App()
+    store = jobs.must_register(app, jobs.Config(workers=10))
+
+    @store.handler("send_email")
+    def send_email(job: jobs.Job) -> None: ...
+
+    app.start()
+
+See this package's README.md for the full manual.
+"""
+
+from pocketjobs.plugins.jobs.config import Config, ConfigError, default_config
+from pocketjobs.plugins.jobs.errors import (
+    InvalidJobOptions,
+    InvalidPayload,
+    InvalidTopic,
+    JobCannotDelete,
+    JobCannotRequeue,
+    JobNotFound,
+    JobsError,
+    PayloadTooLarge,
+    PluginAlreadyRegistered,
+    TopicAlreadyRegistered,
+)
+from pocketjobs.plugins.jobs.job import Job, JobFilter, JobList, JobStats, JobStatus
+from pocketjobs.plugins.jobs.register import (
+    PluginDisabled,
+    get_job_store,
+    must_register,
+    register,
+)
+from pocketjobs.plugins.jobs.store import JobStore
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "InvalidJobOptions",
+    "InvalidPayload",
+    "InvalidTopic",
+    "Job",
+    "JobCannotDelete",
+    "JobCannotRequeue",
+    "JobFilter",
+    "JobList",
+    "JobNotFound",
+    "JobStats",
+    "JobStatus",
+    "JobStore",
+    "JobsError",
+    "PayloadTooLarge",
+    "PluginAlreadyRegistered",
+    "PluginDisabled",
+    "TopicAlreadyRegistered",
+    "default_config",
+    "get_job_store",
+    "must_register",
+    "register",
+]

@@ -1,0 +1,407 @@
+"""The jobs plugin's configuration: a frozen :class:`Config`, env overrides and validation.
+
+====================  ==============================  ==========================================
+field                 default                         env override
+====================  ==============================  ==========================================
+``disabled``          ``False``                       ``PB_JOBS_DISABLED`` (bool)
+``workers``           ``10``                          ``PB_JOBS_WORKERS`` (int)
+``poll_interval``     1 s                             ``PB_JOBS_POLL_INTERVAL`` (duration)
+``lock_duration``     5 min                           ``PB_JOBS_LOCK_DURATION`` (duration)
+``batch_size``        ``10``                          ``PB_JOBS_BATCH_SIZE`` (int)
+``max_retries``       ``3``                           ``PB_JOBS_MAX_RETRIES`` (int)
+``max_payload_size``  1 MiB = ``1048576`` JSON bytes  ``PB_JOBS_MAX_PAYLOAD_SIZE`` (int)
+``http_enabled``      ``True``                        ``PB_JOBS_HTTP_ENABLED`` (bool)
+``enqueue_rule``      ``None`` (superusers only)      —
+``manage_rule``       ``None`` (superusers only)      —
+``allowed_topics``    ``()`` (all topics)             ``PB_JOBS_ALLOWED_TOPICS`` (comma separated)
+``auto_start``        ``True``                        ``PB_JOBS_AUTO_START`` (bool)
+``backoff``           retry *n* waits *n²* minutes    —
+``shutdown_timeout``  30 s                            ``PB_JOBS_SHUTDOWN_TIMEOUT`` (duration)
+====================  ==============================  ==========================================
+
+Env values:
+
+- *bool*: ``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off`` (case-insensitive).
+- *int*: decimal digits with an optional sign (``10``, ``+10``).
+- *duration*: Go-style (``500ms``, ``1.5s``, ``1m30s``, ``2h45m``, ``10us``, ``100ns``) or
+  plain seconds (``2``, ``2.5``); see :func:`parse_duration`.
+- ``PB_JOBS_ALLOWED_TOPICS``: comma separated; items are stripped and empty items dropped, so
+  a blank value means all topics (it clears a list given in code).
+
+Surrounding whitespace is ignored. A variable that is unset or empty leaves its field alone
+(except ``PB_JOBS_ALLOWED_TOPICS``, as said). A value that does not parse raises
+:class:`ConfigError` naming the variable and the value: a bad setting is never ignored.
+
+:func:`resolve_config` is what ``register`` calls: defaults, then env, then validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "apply_env",
+    "default_backoff",
+    "default_config",
+    "parse_duration",
+    "resolve_config",
+    "validate",
+]
+
+_MAX_TOPIC_LENGTH = 255
+"""The longest topic name ``allowed_topics`` may hold (the store enforces the same bound)."""
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid: a bad field, or an env variable that does not parse."""
+
+
+def default_backoff(attempt: int) -> timedelta:
+    """The delay before retry number ``attempt`` (1-based): ``attempt²`` minutes.
+
+    Retry 1 waits 1 minute, retry 2 waits 4 minutes, retry 3 waits 9 minutes. Raises
+    ``ValueError`` for ``attempt < 1`` (there is no retry number 0).
+    """
+    if attempt < 1:
+        raise ValueError(f"attempt must be at least 1, got {attempt!r}")
+    return timedelta(minutes=attempt * attempt)
+
+
+# Field groups, used by normalisation, validation and the typing test.
+_DURATION_FIELDS = ("poll_interval", "lock_duration", "shutdown_timeout")
+_BOOL_FIELDS = ("disabled", "http_enabled", "auto_start")
+_INT_FIELDS = ("workers", "batch_size", "max_retries", "max_payload_size")
+_RULE_FIELDS = ("enqueue_rule", "manage_rule")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The jobs plugin's settings (SPEC §4.2); immutable, resolved once by ``register``.
+
+    Duration fields (``poll_interval``, ``lock_duration``, ``shutdown_timeout``) accept a
+    :class:`~datetime.timedelta` or a number of seconds (``int``/``float``) and are always a
+    ``timedelta`` after construction. ``allowed_topics`` accepts any iterable of ``str`` and
+    is always a tuple after construction (duplicates dropped; a ``set`` is sorted, so equal
+    sets give equal configs). Construction never raises on bad values: call :func:`validate`
+    (or :func:`resolve_config`) to check them.
+
+    Rules (``enqueue_rule``/``manage_rule``): ``None`` and ``""`` both mean superusers only;
+    ``"true"`` opens the endpoint to everyone. Their syntax is checked when the plugin
+    compiles them, not here.
+
+    Typing: the fields are annotated with the type they hold *after* construction
+    (``timedelta``, ``tuple[str, ...]``), so ``config.poll_interval.total_seconds()``
+    type-checks. The wider types the constructor accepts are declared by an ``__init__``
+    signature that only type checkers see (under ``TYPE_CHECKING``); at run time the
+    dataclass-generated ``__init__`` is used and ``__post_init__`` normalises. So
+    ``Config(workers=5, poll_interval=0.5)`` passes ``mypy --strict``. (A test keeps that
+    signature in step with the fields.) ``dataclasses.replace`` is checked by mypy against
+    the field types, so pass it a ``timedelta`` for a duration.
+    """
+
+    disabled: bool = False
+    workers: int = 10
+    poll_interval: timedelta = timedelta(seconds=1)
+    lock_duration: timedelta = timedelta(minutes=5)
+    batch_size: int = 10
+    max_retries: int = 3
+    max_payload_size: int = 1024 * 1024
+    http_enabled: bool = True
+    enqueue_rule: str | None = None
+    manage_rule: str | None = None
+    allowed_topics: tuple[str, ...] = ()
+    auto_start: bool = True
+    backoff: Callable[[int], timedelta] = default_backoff
+    shutdown_timeout: timedelta = timedelta(seconds=30)
+
+    if TYPE_CHECKING:
+        # What the constructor accepts; the run-time __init__ is the generated one.
+        def __init__(
+            self,
+            disabled: bool = ...,
+            workers: int = ...,
+            poll_interval: timedelta | float = ...,
+            lock_duration: timedelta | float = ...,
+            batch_size: int = ...,
+            max_retries: int = ...,
+            max_payload_size: int = ...,
+            http_enabled: bool = ...,
+            enqueue_rule: str | None = ...,
+            manage_rule: str | None = ...,
+            allowed_topics: Iterable[str] = ...,
+            auto_start: bool = ...,
+            backoff: Callable[[int], timedelta] = ...,
+            shutdown_timeout: timedelta | float = ...,
+        ) -> None: ...
+
+    def __post_init__(self) -> None:
+        for name in _DURATION_FIELDS:
+            object.__setattr__(self, name, _to_timedelta(getattr(self, name)))
+        object.__setattr__(self, "allowed_topics", _to_topics(self.allowed_topics))
+
+
+def _to_timedelta(value: object) -> object:
+    """``value`` as a timedelta when it is a finite number of seconds; else unchanged."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return timedelta(seconds=value)
+        except (OverflowError, ValueError):  # inf, nan, out of timedelta's range
+            return value
+    return value
+
+
+def _to_topics(value: object) -> object:
+    """``value`` as a tuple of unique items when it is a non-string iterable; else unchanged.
+
+    A bare string is left alone (and rejected by :func:`validate`): ``tuple("email")`` would
+    silently allow the topics ``e``, ``m``, ``a``, ``i`` and ``l``.
+    """
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        return value
+    items: tuple[object, ...] = tuple(value)
+    try:
+        items = tuple(dict.fromkeys(items))
+    except TypeError:  # an unhashable item; validate() reports it
+        return items
+    if isinstance(value, set | frozenset) and all(isinstance(item, str) for item in items):
+        items = tuple(sorted(items, key=str))
+    return items
+
+
+def default_config() -> Config:
+    """A :class:`Config` holding the defaults of SPEC §4.2."""
+    return Config()
+
+
+# --------------------------------------------------------------------------- durations
+
+_UNIT_NANOSECONDS: dict[str, int] = {
+    "ns": 1,
+    "us": 1_000,
+    "\u00b5s": 1_000,  # U+00B5 MICRO SIGN
+    "\u03bcs": 1_000,  # U+03BC GREEK SMALL LETTER MU (Go accepts both)
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60 * 1_000_000_000,
+    "h": 3600 * 1_000_000_000,
+}
+_NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+_UNIT = "|".join(sorted(_UNIT_NANOSECONDS, key=len, reverse=True))
+_SEGMENT = re.compile(rf"({_NUMBER})({_UNIT})")
+_GO_DURATION = re.compile(rf"\+?(?:{_NUMBER}(?:{_UNIT}))+")
+_PLAIN_SECONDS = re.compile(rf"\+?({_NUMBER})")
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse a Go-style duration (``300ms``, ``1.5s``, ``1m30s``, ``2h45m``) or plain seconds.
+
+    Units: ``ns``, ``us``/``µs``, ``ms``, ``s``, ``m``, ``h``. A duration is one or more
+    ``<number><unit>`` segments; each number may have a decimal part; a leading ``+`` is
+    allowed, a sign anywhere else or a negative duration is not. A bare number (``2``,
+    ``2.5``) is seconds. The result is exact, rounded to timedelta's microsecond resolution
+    (half to even). Raises ``ValueError`` for anything else (empty text, ``abc``, ``5x``,
+    ``-1s``, ``1m-30s``, ``s``) and for durations beyond timedelta's range.
+    """
+    plain = _PLAIN_SECONDS.fullmatch(text)
+    if plain is not None:
+        nanoseconds = Decimal(plain.group(1)) * _UNIT_NANOSECONDS["s"]
+    elif _GO_DURATION.fullmatch(text) is not None:
+        nanoseconds = sum(
+            (Decimal(number) * _UNIT_NANOSECONDS[unit] for number, unit in _SEGMENT.findall(text)),
+            Decimal(0),
+        )
+    else:
+        raise ValueError(
+            f"invalid duration {text!r}: expected seconds (2.5) or a Go-style duration "
+            "(300ms, 1.5s, 1m30s, 2h45m; units ns, us, ms, s, m, h)"
+        )
+    microseconds = int((nanoseconds / 1000).to_integral_value())  # ROUND_HALF_EVEN
+    try:
+        return timedelta(microseconds=microseconds)
+    except OverflowError:
+        raise ValueError(f"duration out of range: {text!r}") from None
+
+
+# --------------------------------------------------------------------------- env overrides
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"invalid boolean {text!r} (use 1/true/yes/on or 0/false/no/off)")
+
+
+def _parse_int(text: str) -> int:
+    if _INTEGER.fullmatch(text) is None:
+        raise ValueError(f"invalid integer {text!r}")
+    return int(text)
+
+
+def _parse_env_duration(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise ValueError(
+            f"invalid duration {text!r} (use seconds like 2.5 or Go-style like 500ms, 1m30s)"
+        ) from None
+
+
+def _parse_topics(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+# (variable, field, parser); the order is the table's.
+_ENV_OVERRIDES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
+    ("PB_JOBS_DISABLED", "disabled", _parse_bool),
+    ("PB_JOBS_WORKERS", "workers", _parse_int),
+    ("PB_JOBS_POLL_INTERVAL", "poll_interval", _parse_env_duration),
+    ("PB_JOBS_LOCK_DURATION", "lock_duration", _parse_env_duration),
+    ("PB_JOBS_BATCH_SIZE", "batch_size", _parse_int),
+    ("PB_JOBS_MAX_RETRIES", "max_retries", _parse_int),
+    ("PB_JOBS_MAX_PAYLOAD_SIZE", "max_payload_size", _parse_int),
+    ("PB_JOBS_HTTP_ENABLED", "http_enabled", _parse_bool),
+    ("PB_JOBS_ALLOWED_TOPICS", "allowed_topics", _parse_topics),
+    ("PB_JOBS_AUTO_START", "auto_start", _parse_bool),
+    ("PB_JOBS_SHUTDOWN_TIMEOUT", "shutdown_timeout", _parse_env_duration),
+)
+_BLANK_MEANS_DEFAULT = frozenset({"PB_JOBS_ALLOWED_TOPICS"})
+
+
+def apply_env(config: Config, environ: Mapping[str, str] | None = None) -> Config:
+    """A copy of ``config`` with the ``PB_JOBS_*`` overrides in ``environ`` applied.
+
+    ``environ`` defaults to ``os.environ``. Env beats code. An unset or empty (blank)
+    variable leaves its field alone, except ``PB_JOBS_ALLOWED_TOPICS``, where a blank value
+    means all topics. Every variable present is parsed, even when ``PB_JOBS_DISABLED`` is
+    on. Raises :class:`ConfigError` naming the variable and the value when one does not
+    parse, e.g. ``PB_JOBS_WORKERS: invalid integer 'ten'``. Values are not range-checked
+    here; that is :func:`validate`'s job.
+    """
+    env = os.environ if environ is None else environ
+    changes: dict[str, Any] = {}
+    for variable, field_name, parse in _ENV_OVERRIDES:
+        raw = env.get(variable)
+        if raw is None:
+            continue
+        text = raw.strip()
+        if not text and variable not in _BLANK_MEANS_DEFAULT:
+            continue
+        try:
+            changes[field_name] = parse(text)
+        except ValueError as exc:
+            raise ConfigError(f"{variable}: {exc}") from exc
+    if not changes:
+        return config
+    return dataclasses.replace(config, **changes)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _describe(value: object) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _problems(config: Config) -> list[str]:
+    """Every problem with ``config``, in field order; empty when it is valid."""
+    problems: list[str] = []
+    for name in _BOOL_FIELDS:
+        value = getattr(config, name)
+        if not isinstance(value, bool):
+            problems.append(f"{name} must be a bool, got {_describe(value)}")
+    minimums = {"workers": 1, "batch_size": 1, "max_retries": 0, "max_payload_size": 1}
+    for name in _INT_FIELDS:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            problems.append(f"{name} must be an int, got {_describe(value)}")
+        elif value < minimums[name]:
+            problems.append(f"{name} must be at least {minimums[name]}, got {value}")
+    for name in _DURATION_FIELDS:
+        value = getattr(config, name)
+        if not isinstance(value, timedelta):
+            problems.append(
+                f"{name} must be a timedelta or a finite number of seconds, got {_describe(value)}"
+            )
+        elif name == "shutdown_timeout" and value < timedelta(0):
+            problems.append(f"{name} must not be negative, got {value}")
+        elif name != "shutdown_timeout" and value <= timedelta(0):
+            problems.append(f"{name} must be positive, got {value}")
+    for name in _RULE_FIELDS:
+        value = getattr(config, name)
+        if value is not None and not isinstance(value, str):
+            problems.append(f"{name} must be a str or None, got {_describe(value)}")
+    problems.extend(_topic_problems(config.allowed_topics))
+    if not callable(config.backoff):
+        problems.append(
+            f"backoff must be a callable (attempt: int) -> timedelta, "
+            f"got {_describe(config.backoff)}"
+        )
+    return problems
+
+
+def _topic_problems(topics: object) -> list[str]:
+    if not isinstance(topics, tuple):
+        return [f"allowed_topics must be an iterable of topic names, got {_describe(topics)}"]
+    problems: list[str] = []
+    for topic in topics:
+        if not isinstance(topic, str):
+            problems.append(f"allowed_topics: a topic must be a str, got {_describe(topic)}")
+        elif not topic:
+            problems.append("allowed_topics: a topic must not be empty")
+        elif len(topic) > _MAX_TOPIC_LENGTH:
+            problems.append(
+                f"allowed_topics: topic {topic[:20]!r}... is {len(topic)} characters long "
+                f"(at most {_MAX_TOPIC_LENGTH})"
+            )
+    return problems
+
+
+def validate(config: Config) -> Config:
+    """Check every field of ``config`` and return it unchanged.
+
+    Raises :class:`ConfigError` listing every problem (``; `` separated): a bool field that
+    is not a ``bool``; an int field that is not an ``int`` (``bool`` is not accepted);
+    ``workers < 1``, ``batch_size < 1``, ``max_retries < 0``, ``max_payload_size < 1``;
+    ``poll_interval <= 0``, ``lock_duration <= 0``, ``shutdown_timeout < 0`` or a duration
+    that is not a timedelta; a rule that is neither ``str`` nor ``None``; an
+    ``allowed_topics`` entry that is not a string, is empty or is longer than 255
+    characters; a ``backoff`` that is not callable. Rule syntax is not checked here.
+    """
+    problems = _problems(config)
+    if problems:
+        raise ConfigError("invalid jobs config: " + "; ".join(problems))
+    return config
+
+
+def resolve_config(config: Config | None, environ: Mapping[str, str] | None = None) -> Config:
+    """The config ``register`` runs with: defaults, then env overrides, then validation.
+
+    1. ``config``, or :func:`default_config` when it is ``None``;
+    2. :func:`apply_env` with ``environ`` (default ``os.environ``): env beats code;
+    3. when the result is disabled, it is returned as is (``register`` then returns
+       ``None``): a disabled plugin's other settings are not validated;
+    4. otherwise :func:`validate`.
+
+    Zero or missing values are not replaced by defaults (unlike the seed): a bad value is
+    an error. Raises :class:`ConfigError`.
+    """
+    resolved = apply_env(config if config is not None else default_config(), environ)
+    if resolved.disabled is True:  # a non-bool ``disabled`` is reported by validate()
+        return resolved
+    return validate(resolved)

@@ -1,0 +1,219 @@
+"""The jobs plugin's PostgreSQL driver: all of its SQL for the ``_jobs`` table.
+
+Claims use ``FOR UPDATE SKIP LOCKED``, so any number of dispatchers in any number of
+processes share the queue without blocking each other. Enqueues send ``pg_notify`` in the
+same statement, so listening dispatchers wake when (and only if) the enqueue commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pocketjobs.core import Migration, Queryable, Tx
+from pocketjobs.core.times import format_time
+from pocketjobs.plugins.jobs.drivers.base import NOTIFY_CHANNEL, Failure, JobsDriver, NewJob
+from pocketjobs.plugins.jobs.job import Job, JobFilter
+
+__all__ = ["PostgresJobsDriver"]
+
+_COLUMNS = (
+    "id, topic, payload, status, run_at, locked_until, retries, max_retries, last_error,"
+    " created, updated"
+)
+
+
+def _create_table(tx: Tx) -> None:
+    tx.execute(
+        """CREATE TABLE _jobs (
+            id           TEXT PRIMARY KEY,
+            topic        TEXT NOT NULL,
+            payload      JSONB NOT NULL DEFAULT 'null',
+            status       TEXT NOT NULL DEFAULT 'pending'
+                         CHECK (status IN ('pending', 'processing', 'completed', 'failed')),
+            run_at       TIMESTAMPTZ NOT NULL,
+            locked_until TIMESTAMPTZ,
+            locked_by    TEXT,
+            retries      INTEGER NOT NULL DEFAULT 0,
+            max_retries  INTEGER NOT NULL DEFAULT 3,
+            last_error   TEXT,
+            created      TIMESTAMPTZ NOT NULL,
+            updated      TIMESTAMPTZ NOT NULL
+        )"""
+    )
+    # The claim scans due pending jobs in run_at order; the rescue scans expired locks.
+    tx.execute("CREATE INDEX idx_jobs_pending ON _jobs (run_at, id) WHERE status = 'pending'")
+    tx.execute("CREATE INDEX idx_jobs_locked ON _jobs (locked_until) WHERE status = 'processing'")
+    # Listing newest first, filtered by status or topic, and counting per status.
+    tx.execute("CREATE INDEX idx_jobs_status ON _jobs (status, created)")
+    tx.execute("CREATE INDEX idx_jobs_topic ON _jobs (topic, created)")
+    tx.execute("CREATE INDEX idx_jobs_created ON _jobs (created)")
+
+
+def _job(row: Sequence[Any]) -> Job:
+    return Job(*row)
+
+
+def _pairs(claims: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    return [job_id for job_id, _ in claims], [token for _, token in claims]
+
+
+class PostgresJobsDriver(JobsDriver):
+    """``_jobs`` on PostgreSQL."""
+
+    def migrations(self) -> list[Migration]:
+        return [Migration("jobs_0001_create_jobs", _create_table)]
+
+    def jobs_insert(self, q: Queryable, jobs: Sequence[NewJob], *, wake_at: datetime) -> None:
+        # One statement: the insert, and the notification that is delivered at commit.
+        q.execute(
+            """WITH inserted AS (
+                INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries,
+                                   created, updated)
+                SELECT id, topic, payload::jsonb, 'pending', run_at, 0, max_retries, created,
+                       created
+                FROM unnest(?::text[], ?::text[], ?::text[], ?::timestamptz[], ?::int[],
+                            ?::timestamptz[])
+                     AS t(id, topic, payload, run_at, max_retries, created)
+            )
+            SELECT pg_notify(?, ?)""",
+            (
+                [job.id for job in jobs],
+                [job.topic for job in jobs],
+                [job.payload_json for job in jobs],
+                [job.run_at for job in jobs],
+                [job.max_retries for job in jobs],
+                [job.created for job in jobs],
+                NOTIFY_CHANNEL,
+                format_time(wake_at),
+            ),
+        )
+
+    def jobs_get(self, q: Queryable, job_id: str) -> Job | None:
+        rows = q.fetch_tuples(f"SELECT {_COLUMNS} FROM _jobs WHERE id = ?", (job_id,))
+        return _job(rows[0]) if rows else None
+
+    def jobs_list(self, q: Queryable, job_filter: JobFilter) -> tuple[list[Job], int]:
+        conditions: list[str] = []
+        params: list[Any] = []
+        if job_filter.topic is not None:
+            conditions.append("topic = ?")
+            params.append(job_filter.topic)
+        if job_filter.status is not None:
+            conditions.append("status = ?")
+            params.append(job_filter.status)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        total = int(q.fetch_value(f"SELECT COUNT(*) FROM _jobs {where}", params))
+        rows = q.fetch_tuples(
+            f"SELECT {_COLUMNS} FROM _jobs {where} ORDER BY created DESC, id DESC LIMIT ? OFFSET ?",
+            [*params, job_filter.limit, job_filter.offset],
+        )
+        return [_job(row) for row in rows], total
+
+    def jobs_count_by_status(self, q: Queryable) -> dict[str, int]:
+        return dict(q.fetch_tuples("SELECT status, COUNT(*) FROM _jobs GROUP BY status"))
+
+    def jobs_delete(self, q: Queryable, job_id: str) -> bool:
+        deleted = q.execute(
+            "DELETE FROM _jobs WHERE id = ? AND status IN ('pending', 'failed')", (job_id,)
+        )
+        return deleted > 0
+
+    def jobs_requeue(self, q: Queryable, job_id: str, now: datetime) -> Job | None:
+        rows = q.fetch_tuples(
+            f"""UPDATE _jobs SET status = 'pending', retries = 0, run_at = ?, locked_until = NULL,
+                locked_by = NULL, updated = ?
+            WHERE id = ? AND status = 'failed' RETURNING {_COLUMNS}""",
+            (now, now, job_id),
+        )
+        return _job(rows[0]) if rows else None
+
+    def jobs_claim(
+        self,
+        q: Queryable,
+        topics: Sequence[str],
+        limit: int,
+        now: datetime,
+        lock_until: datetime,
+        claim_token: str,
+    ) -> list[Job]:
+        rows = q.fetch_tuples(
+            f"""WITH picked AS (
+                SELECT id FROM _jobs
+                WHERE status = 'pending' AND run_at <= ? AND topic = ANY(?)
+                ORDER BY run_at, id
+                LIMIT ?
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE _jobs AS j SET status = 'processing', locked_until = ?, locked_by = ?,
+                updated = ?
+            FROM picked WHERE j.id = picked.id
+            RETURNING {", ".join(f"j.{c.strip()}" for c in _COLUMNS.split(","))}""",
+            (now, list(topics), limit, lock_until, claim_token, now),
+        )
+        jobs = [_job(row) for row in rows]
+        jobs.sort(key=lambda job: (job.run_at, job.id))  # RETURNING order is unspecified
+        return jobs
+
+    def jobs_complete(self, q: Queryable, claims: Sequence[tuple[str, str]], now: datetime) -> int:
+        ids, tokens = _pairs(claims)
+        return q.execute(
+            """UPDATE _jobs AS j SET status = 'completed', locked_until = NULL, locked_by = NULL,
+                updated = ?
+            FROM unnest(?::text[], ?::text[]) AS c(id, token)
+            WHERE j.id = c.id AND j.locked_by = c.token AND j.status = 'processing'""",
+            (now, ids, tokens),
+        )
+
+    def jobs_fail(self, q: Queryable, failures: Sequence[Failure], now: datetime) -> int:
+        return q.execute(
+            """UPDATE _jobs AS j SET
+                status = CASE WHEN f.retry_at IS NULL THEN 'failed' ELSE 'pending' END,
+                retries = CASE WHEN f.retry_at IS NULL THEN j.retries ELSE j.retries + 1 END,
+                run_at = COALESCE(f.retry_at, j.run_at),
+                last_error = f.error, locked_until = NULL, locked_by = NULL, updated = ?
+            FROM unnest(?::text[], ?::text[], ?::text[], ?::timestamptz[])
+                 AS f(id, token, error, retry_at)
+            WHERE j.id = f.id AND j.locked_by = f.token AND j.status = 'processing'""",
+            (
+                now,
+                [f.id for f in failures],
+                [f.claim_token for f in failures],
+                [f.error for f in failures],
+                [f.retry_at for f in failures],
+            ),
+        )
+
+    def jobs_extend_locks(
+        self, q: Queryable, claims: Sequence[tuple[str, str]], lock_until: datetime
+    ) -> set[str]:
+        ids, tokens = _pairs(claims)
+        rows = q.fetch_tuples(
+            """UPDATE _jobs AS j SET locked_until = ?
+            FROM unnest(?::text[], ?::text[]) AS c(id, token)
+            WHERE j.id = c.id AND j.locked_by = c.token AND j.status = 'processing'
+            RETURNING j.id""",
+            (lock_until, ids, tokens),
+        )
+        return {row[0] for row in rows}
+
+    def jobs_release(self, q: Queryable, claims: Sequence[tuple[str, str]], now: datetime) -> int:
+        ids, tokens = _pairs(claims)
+        return q.execute(
+            """UPDATE _jobs AS j SET status = 'pending', run_at = ?, locked_until = NULL,
+                locked_by = NULL, updated = ?
+            FROM unnest(?::text[], ?::text[]) AS c(id, token)
+            WHERE j.id = c.id AND j.locked_by = c.token AND j.status = 'processing'""",
+            (now, now, ids, tokens),
+        )
+
+    def jobs_rescue_expired(self, q: Queryable, now: datetime, error: str) -> int:
+        return q.execute(
+            """UPDATE _jobs SET
+                status = CASE WHEN retries < max_retries THEN 'pending' ELSE 'failed' END,
+                retries = CASE WHEN retries < max_retries THEN retries + 1 ELSE retries END,
+                run_at = ?, last_error = ?, locked_until = NULL, locked_by = NULL, updated = ?
+            WHERE status = 'processing' AND locked_until < ?""",
+            (now, error, now, now),
+        )

@@ -1,0 +1,160 @@
+"""The job and the value types around it: filters, pages, statistics, ids."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, Literal, TypeVar, cast
+
+from pocketjobs.core.times import format_time
+
+__all__ = [
+    "JOB_STATUSES",
+    "Job",
+    "JobFilter",
+    "JobList",
+    "JobStats",
+    "JobStatus",
+    "uuid7",
+]
+
+JobStatus = Literal["pending", "processing", "completed", "failed"]
+JOB_STATUSES: Final[tuple[JobStatus, ...]] = ("pending", "processing", "completed", "failed")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One job as stored. ``payload`` is the decoded JSON; times are aware UTC."""
+
+    id: str
+    topic: str
+    payload: Any
+    status: JobStatus
+    run_at: datetime
+    locked_until: datetime | None
+    retries: int
+    max_retries: int
+    last_error: str | None
+    created: datetime
+    updated: datetime
+
+    def unmarshal_payload(self, cls: type[T]) -> T:
+        """Build ``cls`` (a dataclass, a pydantic model, or any class taking keyword
+        arguments) from the payload object. Raises ``TypeError``/``ValueError`` when the
+        payload does not fit."""
+        validate = getattr(cls, "model_validate", None)  # pydantic v2
+        if callable(validate):
+            return cast(T, validate(self.payload))
+        if not isinstance(self.payload, dict):
+            raise TypeError(f"payload of job {self.id} is not a JSON object")
+        if dataclasses.is_dataclass(cls):
+            names = {f.name for f in dataclasses.fields(cls)}
+            unknown = set(self.payload) - names
+            if unknown:
+                raise TypeError(f"unexpected payload fields for {cls.__name__}: {sorted(unknown)}")
+        return cls(**self.payload)
+
+    def to_json(self) -> dict[str, Any]:
+        """The job as the HTTP API returns it (times RFC 3339 UTC with milliseconds)."""
+        return {
+            "id": self.id,
+            "topic": self.topic,
+            "payload": self.payload,
+            "status": self.status,
+            "run_at": format_time(self.run_at),
+            "locked_until": format_time(self.locked_until) if self.locked_until else None,
+            "retries": self.retries,
+            "max_retries": self.max_retries,
+            "last_error": self.last_error,
+            "created": format_time(self.created),
+            "updated": format_time(self.updated),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """What :meth:`JobStore.list` returns: optional topic/status, a page of ``limit`` items
+    from ``offset``, newest first."""
+
+    topic: str | None = None
+    status: JobStatus | None = None
+    limit: int = 20
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class JobList:
+    """One page of jobs and the total number matching the filter."""
+
+    items: list[Job]
+    total: int
+    limit: int
+    offset: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The page as the HTTP API returns it."""
+        return {
+            "items": [job.to_json() for job in self.items],
+            "total": self.total,
+            "limit": self.limit,
+            "offset": self.offset,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class JobStats:
+    """Counts per status; ``success_rate`` = completed / (completed + failed), 0 if none."""
+
+    pending: int
+    processing: int
+    completed: int
+    failed: int
+    total: int
+    success_rate: float
+
+    @classmethod
+    def from_counts(cls, counts: dict[str, int]) -> JobStats:
+        """Statistics from a ``status -> count`` mapping (missing statuses count 0)."""
+        pending, processing, completed, failed = (counts.get(s, 0) for s in JOB_STATUSES)
+        finished = completed + failed
+        return cls(
+            pending=pending,
+            processing=processing,
+            completed=completed,
+            failed=failed,
+            total=pending + processing + completed + failed,
+            success_rate=completed / finished if finished else 0.0,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The statistics as the HTTP API returns them."""
+        return dataclasses.asdict(self)
+
+
+_uuid7_lock = threading.Lock()
+_uuid7_last = (0, 0)  # (milliseconds, 12-bit sequence) of the previous id
+
+
+def uuid7() -> str:
+    """A UUIDv7 (RFC 9562) string: time ordered, and strictly increasing within a process
+    (a 12-bit sequence in ``rand_a`` orders ids minted in the same millisecond)."""
+    global _uuid7_last
+    with _uuid7_lock:
+        millis = time.time_ns() // 1_000_000
+        last_millis, last_seq = _uuid7_last
+        if millis <= last_millis:
+            millis, seq = last_millis, last_seq + 1
+            if seq > 0xFFF:  # sequence exhausted: borrow the next millisecond
+                millis, seq = millis + 1, 0
+        else:
+            seq = 0
+        _uuid7_last = (millis, seq)
+    rand_b = int.from_bytes(os.urandom(8)) & ((1 << 62) - 1)
+    value = (millis << 80) | (0x7 << 76) | (seq << 64) | (0b10 << 62) | rand_b
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"

@@ -1,0 +1,77 @@
+"""Lifecycle wiring: what the jobs plugin does on bootstrap, serve and terminate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pocketjobs.apis import Rule, compile_rule
+from pocketjobs.core import App, BootstrapEvent, ServeEvent, TerminateEvent
+from pocketjobs.plugins.jobs.config import Config
+from pocketjobs.plugins.jobs.drivers import driver_for
+from pocketjobs.plugins.jobs.migrations import apply_jobs_migrations
+from pocketjobs.plugins.jobs.store import JobStore
+from pocketjobs.tools.hook import Handler
+
+__all__ = [
+    "BOOTSTRAP_HANDLER_ID",
+    "SERVE_HANDLER_ID",
+    "TERMINATE_HANDLER_ID",
+    "TERMINATE_PRIORITY",
+    "JobsPlugin",
+]
+
+BOOTSTRAP_HANDLER_ID = "__pbJobsOnBootstrap__"
+SERVE_HANDLER_ID = "__pbJobsOnServe__"
+TERMINATE_HANDLER_ID = "__pbJobsOnTerminate__"
+#: Runs before other terminate handlers, so jobs stop while the database is still open.
+TERMINATE_PRIORITY = -999
+
+
+def _compile(rule: str | None) -> Rule | None:
+    # None and "" both mean superusers only (unlike PocketBase, where "" is public).
+    return compile_rule(rule) if rule else None
+
+
+class JobsPlugin:
+    """The plugin's state on one app: its config, store and compiled rules."""
+
+    def __init__(self, app: App, config: Config, *, forget: Callable[[App], None]) -> None:
+        self.app = app
+        self.config = config
+        self.store = JobStore(app, config)
+        self.enqueue_rule = _compile(config.enqueue_rule)
+        self.manage_rule = _compile(config.manage_rule)
+        self._forget = forget
+
+    def bind(self) -> None:
+        """Bind the lifecycle handlers on the app's hooks."""
+        self.app.on_bootstrap.bind(Handler(fn=self._on_bootstrap, id=BOOTSTRAP_HANDLER_ID))
+        self.app.on_serve.bind(Handler(fn=self._on_serve, id=SERVE_HANDLER_ID))
+        self.app.on_terminate.bind(
+            Handler(fn=self._on_terminate, id=TERMINATE_HANDLER_ID, priority=TERMINATE_PRIORITY)
+        )
+
+    def _on_bootstrap(self, event: BootstrapEvent) -> None:
+        event.next()  # the kernel opens the database first
+        driver = driver_for(self.app.db)
+        apply_jobs_migrations(self.app, driver)
+        self.store.attach(driver)
+        if self.config.auto_start and self.app.background_enabled:
+            self.store.start()
+        self.app.logger.info(
+            "Jobs plugin initialized (workers=%d, poll_interval=%gs, dispatcher %s)",
+            self.config.workers,
+            self.config.poll_interval.total_seconds(),
+            "running" if self.store.is_running() else "not started",
+        )
+
+    def _on_serve(self, event: ServeEvent) -> None:
+        # The HTTP API and the dashboard are bound here when http_enabled (routes module).
+        event.next()
+
+    def _on_terminate(self, event: TerminateEvent) -> None:
+        try:
+            self.store.stop()
+        finally:
+            self._forget(self.app)
+        event.next()

@@ -1,0 +1,68 @@
+"""Registering the jobs plugin on an app, and finding its store again.
+
+The registry maps apps to stores weakly (an app that is gone is forgotten) and forgets an
+app when it terminates.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+
+from pocketjobs.core import App
+from pocketjobs.plugins.jobs.config import Config, resolve_config
+from pocketjobs.plugins.jobs.errors import JobsError, PluginAlreadyRegistered
+from pocketjobs.plugins.jobs.plugin import JobsPlugin
+from pocketjobs.plugins.jobs.store import JobStore
+
+__all__ = ["PluginDisabled", "get_job_store", "must_register", "register"]
+
+_registry: weakref.WeakKeyDictionary[App, JobStore] = weakref.WeakKeyDictionary()
+_registry_lock = threading.Lock()
+
+
+class PluginDisabled(JobsError):
+    """:func:`must_register` was called while the plugin is disabled."""
+
+
+def register(app: App, config: Config | None = None) -> JobStore | None:
+    """Register the jobs plugin on ``app`` and return its :class:`JobStore`.
+
+    Applies the ``PB_JOBS_*`` environment overrides to ``config`` (or the defaults), then
+    returns ``None`` if the plugin is disabled: nothing is bound and no table is created.
+    Otherwise validates the config and compiles its rules (bad values raise
+    ``ValueError``: :class:`~pocketjobs.plugins.jobs.config.ConfigError` or
+    :class:`~pocketjobs.apis.RuleSyntaxError`) and binds the plugin's lifecycle hooks.
+    Registering twice on one app raises :class:`PluginAlreadyRegistered`.
+    """
+    resolved = resolve_config(config)
+    if resolved.disabled:
+        return None
+    with _registry_lock:
+        if app in _registry:
+            raise PluginAlreadyRegistered("the jobs plugin is already registered on this app")
+        plugin = JobsPlugin(app, resolved, forget=_forget)
+        _registry[app] = plugin.store
+    plugin.bind()
+    return plugin.store
+
+
+def must_register(app: App, config: Config | None = None) -> JobStore:
+    """Like :func:`register`, for code that needs the store: a disabled plugin
+    (``PB_JOBS_DISABLED``) raises :class:`PluginDisabled` instead of returning ``None``."""
+    store = register(app, config)
+    if store is None:
+        raise PluginDisabled("the jobs plugin is disabled (PB_JOBS_DISABLED or Config.disabled)")
+    return store
+
+
+def get_job_store(app: App) -> JobStore | None:
+    """The :class:`JobStore` registered on ``app``, or ``None`` (not registered, disabled,
+    or the app has terminated)."""
+    with _registry_lock:
+        return _registry.get(app)
+
+
+def _forget(app: App) -> None:
+    with _registry_lock:
+        _registry.pop(app, None)

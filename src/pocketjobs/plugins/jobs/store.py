@@ -1,0 +1,332 @@
+"""The JobStore: enqueue, inspect and manage jobs; register handlers; control the dispatcher.
+
+Every method has an awaitable twin (``aenqueue``, ``aget``, ...) that runs the same code
+in a worker thread, so async code never blocks its event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pocketjobs.core import Tx
+from pocketjobs.core.times import now_utc
+from pocketjobs.plugins.jobs.config import Config
+from pocketjobs.plugins.jobs.dispatcher import Dispatcher, JobHandler
+from pocketjobs.plugins.jobs.drivers import JobsDriver, NewJob
+from pocketjobs.plugins.jobs.errors import (
+    InvalidJobOptions,
+    InvalidPayload,
+    InvalidTopic,
+    JobCannotDelete,
+    JobCannotRequeue,
+    JobNotFound,
+    PayloadTooLarge,
+    TopicAlreadyRegistered,
+)
+from pocketjobs.plugins.jobs.job import JOB_STATUSES, Job, JobFilter, JobList, JobStats, uuid7
+
+if TYPE_CHECKING:
+    from pocketjobs.core import App
+
+__all__ = ["MAX_TOPIC_LENGTH", "JobStore"]
+
+MAX_TOPIC_LENGTH = 255
+H = TypeVar("H", bound=JobHandler)
+
+
+def _check_topic(topic: object) -> str:
+    if not isinstance(topic, str) or not topic.strip():
+        raise InvalidTopic("topic must be a non-empty string")
+    if len(topic) > MAX_TOPIC_LENGTH:
+        raise InvalidTopic(f"topic must be at most {MAX_TOPIC_LENGTH} characters")
+    return topic
+
+
+class JobStore:
+    """The jobs of one app. Obtain it from :func:`~pocketjobs.plugins.jobs.register`."""
+
+    def __init__(self, app: App, config: Config) -> None:
+        self._app = app
+        self.config = config
+        self._driver_instance: JobsDriver | None = None
+        self._handlers: dict[str, JobHandler] = {}
+        self._handlers_lock = threading.Lock()
+        self._dispatcher: Dispatcher | None = None
+        self._dispatcher_lock = threading.Lock()
+
+    def attach(self, driver: JobsDriver) -> None:
+        """Use ``driver`` for the app's (now open) database. Called by the plugin on bootstrap."""
+        self._driver_instance = driver
+
+    @property
+    def _driver(self) -> JobsDriver:
+        if self._driver_instance is None:
+            raise RuntimeError("the app is not bootstrapped: call app.bootstrap() first")
+        return self._driver_instance
+
+    # -- enqueue -------------------------------------------------------------------------
+
+    def _serialize(self, payload: Any) -> str:
+        try:
+            text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidPayload(f"payload is not JSON-serializable: {exc}") from exc
+        size = len(text.encode())
+        if size > self.config.max_payload_size:
+            raise PayloadTooLarge(
+                f"payload is {size} bytes of JSON; the limit is {self.config.max_payload_size}"
+            )
+        return text
+
+    def _schedule(
+        self, now: datetime, run_at: datetime | None, delay: timedelta | float | None
+    ) -> datetime:
+        if run_at is not None and delay is not None:
+            raise InvalidJobOptions("give run_at or delay, not both")
+        if run_at is not None:
+            if not isinstance(run_at, datetime):
+                raise InvalidJobOptions("run_at must be a datetime")
+            if run_at.tzinfo is None or run_at.utcoffset() is None:
+                raise InvalidJobOptions("run_at must be timezone-aware")
+            return run_at
+        if delay is None:
+            return now
+        if isinstance(delay, bool) or not isinstance(delay, timedelta | int | float):
+            raise InvalidJobOptions("delay must be a timedelta or a number of seconds")
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+        if not 0 <= seconds < 10**10:  # also rejects NaN
+            raise InvalidJobOptions("delay must be zero or positive")
+        return now + timedelta(seconds=seconds)
+
+    def _max_retries(self, max_retries: int | None) -> int:
+        if max_retries is None:
+            return self.config.max_retries
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise InvalidJobOptions("max_retries must be a non-negative integer")
+        return max_retries
+
+    def enqueue(
+        self,
+        topic: str,
+        payload: Any = None,
+        *,
+        run_at: datetime | None = None,
+        delay: timedelta | float | None = None,
+        max_retries: int | None = None,
+        tx: Tx | None = None,
+    ) -> Job:
+        """Add a job; it runs at ``run_at`` (aware datetime), after ``delay``, or now.
+
+        ``max_retries=None`` takes the config default; ``0`` means no retry. With ``tx``
+        the job is written in that transaction: it exists only if the transaction commits.
+        Raises :class:`InvalidTopic`, :class:`InvalidPayload`, :class:`PayloadTooLarge` or
+        :class:`InvalidJobOptions` and writes nothing on bad input.
+        """
+        return self.enqueue_many(
+            topic, [payload], run_at=run_at, delay=delay, max_retries=max_retries, tx=tx
+        )[0]
+
+    def enqueue_at(self, topic: str, payload: Any, run_at: datetime) -> Job:
+        """Add a job that runs at ``run_at`` (a timezone-aware datetime)."""
+        return self.enqueue(topic, payload, run_at=run_at)
+
+    def enqueue_many(
+        self,
+        topic: str,
+        payloads: Sequence[Any],
+        *,
+        run_at: datetime | None = None,
+        delay: timedelta | float | None = None,
+        max_retries: int | None = None,
+        tx: Tx | None = None,
+    ) -> list[Job]:
+        """Add one job per payload in one statement: all of them or, on any error, none."""
+        _check_topic(topic)
+        if isinstance(payloads, str | bytes) or not isinstance(payloads, Sequence):
+            raise InvalidPayload("payloads must be a list of payloads")
+        now = now_utc()
+        due = self._schedule(now, run_at, delay)
+        retries = self._max_retries(max_retries)
+        texts = [self._serialize(payload) for payload in payloads]
+        if not texts:
+            return []
+        rows = [NewJob(uuid7(), topic, text, due, retries, now) for text in texts]
+        self._driver.jobs_insert(tx if tx is not None else self._app.db, rows, wake_at=due)
+        if tx is not None:
+            tx.on_commit(lambda: self._wake(due))
+        else:
+            self._wake(due)
+        return [
+            Job(row.id, topic, payload, "pending", due, None, 0, retries, None, now, now)
+            for row, payload in zip(rows, payloads, strict=True)
+        ]
+
+    def _wake(self, due: datetime) -> None:
+        dispatcher = self._dispatcher
+        if dispatcher is not None:
+            dispatcher.wake(due)
+
+    # -- inspect and manage --------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        """The job with ``job_id``; raises :class:`JobNotFound`."""
+        job = self._driver.jobs_get(self._app.db, job_id) if isinstance(job_id, str) else None
+        if job is None:
+            raise JobNotFound(f"job {job_id!r} not found")
+        return job
+
+    def list(self, job_filter: JobFilter | None = None) -> JobList:
+        """A page of jobs, newest first. Raises :class:`InvalidJobOptions` for a bad filter."""
+        job_filter = job_filter or JobFilter()
+        if job_filter.status is not None and job_filter.status not in JOB_STATUSES:
+            raise InvalidJobOptions(f"status must be one of {', '.join(JOB_STATUSES)}")
+        for name in ("limit", "offset"):
+            value = getattr(job_filter, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidJobOptions(f"{name} must be a non-negative integer")
+        items, total = self._driver.jobs_list(self._app.db, job_filter)
+        return JobList(items, total, job_filter.limit, job_filter.offset)
+
+    def stats(self) -> JobStats:
+        """Counts of jobs per status and the success rate."""
+        return JobStats.from_counts(self._driver.jobs_count_by_status(self._app.db))
+
+    def delete(self, job_id: str) -> None:
+        """Delete a pending or failed job; raises :class:`JobNotFound` or
+        :class:`JobCannotDelete` (processing or completed)."""
+        if self._driver.jobs_delete(self._app.db, job_id):
+            return
+        job = self.get(job_id)
+        raise JobCannotDelete(
+            f"job {job_id} is {job.status}; only pending or failed jobs can be deleted"
+        )
+
+    def requeue(self, job_id: str) -> Job:
+        """Give a failed job a fresh start (retries 0, due now); raises :class:`JobNotFound`
+        or :class:`JobCannotRequeue` (not failed)."""
+        job = self._driver.jobs_requeue(self._app.db, job_id, now_utc())
+        if job is None:
+            current = self.get(job_id)
+            raise JobCannotRequeue(
+                f"job {job_id} is {current.status}; only failed jobs can be requeued"
+            )
+        self._wake(job.run_at)
+        return job
+
+    # -- handlers and the dispatcher -----------------------------------------------------
+
+    def register(self, topic: str, fn: JobHandler) -> None:
+        """Run ``fn(job)`` for jobs of ``topic`` (a plain or ``async`` function).
+
+        Raises :class:`TopicAlreadyRegistered` if the topic has a handler.
+        """
+        _check_topic(topic)
+        if not callable(fn):
+            raise TypeError("a job handler must be callable")
+        with self._handlers_lock:
+            if topic in self._handlers:
+                raise TopicAlreadyRegistered(f"a handler for topic {topic!r} is already registered")
+            self._handlers[topic] = fn
+        self._wake(now_utc())
+
+    def handler(self, topic: str) -> Callable[[H], H]:
+        """Decorator form of :meth:`register`; returns the function unchanged."""
+
+        def decorate(fn: H) -> H:
+            self.register(topic, fn)
+            return fn
+
+        return decorate
+
+    def topics(self) -> builtins.list[str]:
+        """The topics that have a handler."""
+        return list(self._handlers)
+
+    def start(self) -> None:
+        """Start processing jobs in this process (automatic when ``auto_start`` is on)."""
+        with self._dispatcher_lock:
+            if self._dispatcher is None or not self._dispatcher.is_running():
+                self._dispatcher = Dispatcher(
+                    self._app.db, self._driver, self.config, self._handlers, self._app.logger
+                )
+            self._dispatcher.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop processing gracefully (see :meth:`Dispatcher.stop`); blocks until stopped."""
+        with self._dispatcher_lock:
+            dispatcher = self._dispatcher
+        if dispatcher is not None:
+            dispatcher.stop(timeout)
+
+    def is_running(self) -> bool:
+        """Whether this process is processing jobs."""
+        dispatcher = self._dispatcher
+        return dispatcher is not None and dispatcher.is_running()
+
+    # -- awaitable twins -----------------------------------------------------------------
+
+    async def aenqueue(
+        self,
+        topic: str,
+        payload: Any = None,
+        *,
+        run_at: datetime | None = None,
+        delay: timedelta | float | None = None,
+        max_retries: int | None = None,
+        tx: Tx | None = None,
+    ) -> Job:
+        """Awaitable :meth:`enqueue`."""
+        return await asyncio.to_thread(
+            self.enqueue, topic, payload, run_at=run_at, delay=delay, max_retries=max_retries, tx=tx
+        )
+
+    async def aenqueue_at(self, topic: str, payload: Any, run_at: datetime) -> Job:
+        """Awaitable :meth:`enqueue_at`."""
+        return await asyncio.to_thread(self.enqueue_at, topic, payload, run_at)
+
+    async def aenqueue_many(
+        self,
+        topic: str,
+        payloads: Sequence[Any],
+        *,
+        run_at: datetime | None = None,
+        delay: timedelta | float | None = None,
+        max_retries: int | None = None,
+        tx: Tx | None = None,
+    ) -> builtins.list[Job]:
+        """Awaitable :meth:`enqueue_many`."""
+        return await asyncio.to_thread(
+            self.enqueue_many,
+            topic,
+            payloads,
+            run_at=run_at,
+            delay=delay,
+            max_retries=max_retries,
+            tx=tx,
+        )
+
+    async def aget(self, job_id: str) -> Job:
+        """Awaitable :meth:`get`."""
+        return await asyncio.to_thread(self.get, job_id)
+
+    async def alist(self, job_filter: JobFilter | None = None) -> JobList:
+        """Awaitable :meth:`list`."""
+        return await asyncio.to_thread(self.list, job_filter)
+
+    async def astats(self) -> JobStats:
+        """Awaitable :meth:`stats`."""
+        return await asyncio.to_thread(self.stats)
+
+    async def adelete(self, job_id: str) -> None:
+        """Awaitable :meth:`delete`."""
+        await asyncio.to_thread(self.delete, job_id)
+
+    async def arequeue(self, job_id: str) -> Job:
+        """Awaitable :meth:`requeue`."""
+        return await asyncio.to_thread(self.requeue, job_id)
