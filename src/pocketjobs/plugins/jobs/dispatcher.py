@@ -273,12 +273,14 @@ class Dispatcher:
                 )
                 failures.append(Failure(job.id, result.claim_token, result.error, retry_at))
         written = 0
-        if completed or failures:
+        if completed and failures:  # one transaction, so a retry after an error repeats nothing
             with self._db.transaction() as tx:
-                if completed:
-                    written += self._driver.jobs_complete(tx, completed, now)
-                if failures:
-                    written += self._driver.jobs_fail(tx, failures, now)
+                written += self._driver.jobs_complete(tx, completed, now)
+                written += self._driver.jobs_fail(tx, failures, now)
+        elif completed:
+            written = self._driver.jobs_complete(self._db, completed, now)
+        elif failures:
+            written = self._driver.jobs_fail(self._db, failures, now)
         # Written (or fenced out): forget them. Only now do the slots free up.
         for _ in batch:
             result = self._results.popleft()
@@ -369,9 +371,22 @@ class Dispatcher:
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             loop = asyncio.new_event_loop()
-            self._spawn(loop.run_forever, "pocketjobs-async")
+            self._spawn(lambda: self._run_event_loop(loop), "pocketjobs-async")
             self._loop = loop
         return self._loop
+
+    @staticmethod
+    def _run_event_loop(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:  # stopped: cancel handlers still running (their jobs were released)
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.close()
 
     def _listen_loop(self) -> None:
         delay = 0.0
