@@ -66,7 +66,10 @@ class JobsPlugin:
         )
 
     def _on_serve(self, event: ServeEvent) -> None:
-        # The HTTP API and the dashboard are bound here when http_enabled (routes module).
+        if self.config.http_enabled:
+            from pocketjobs.plugins.jobs.routes import bind_routes
+
+            bind_routes(event, self)
         event.next()
 
     def _on_terminate(self, event: TerminateEvent) -> None:

@@ -1,0 +1,259 @@
+"""The OpenAPI 3.1 document of the jobs HTTP API, served at ``/api/jobs/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pocketjobs.plugins.jobs.job import JOB_STATUSES
+
+__all__ = ["openapi_document"]
+
+_TIME = {"type": "string", "format": "date-time", "examples": ["2025-01-08T12:00:00.000Z"]}
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _error_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
+
+
+def _ok(description: str, ref: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+
+
+_AUTH_ERRORS = {
+    "401": _error_response("A valid auth token is required."),
+    "403": _error_response("The authenticated record is not allowed to do this."),
+}
+_JOB_ID = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "The job's id (a UUIDv7).",
+}
+
+
+def openapi_document(max_payload_size: int) -> dict[str, Any]:
+    """The document, with the configured payload limit in the descriptions."""
+    job = {
+        "type": "object",
+        "required": [
+            "id", "topic", "payload", "status", "run_at", "locked_until", "retries",
+            "max_retries", "last_error", "created", "updated",
+        ],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string"},
+            "topic": {"type": "string", "minLength": 1, "maxLength": 255},
+            "payload": {"description": "The job's JSON payload (any JSON value)."},
+            "status": {"type": "string", "enum": list(JOB_STATUSES)},
+            "run_at": _TIME,
+            "locked_until": {"oneOf": [_TIME, {"type": "null"}]},
+            "retries": {"type": "integer", "minimum": 0},
+            "max_retries": {"type": "integer", "minimum": 0},
+            "last_error": {"type": ["string", "null"]},
+            "created": _TIME,
+            "updated": _TIME,
+        },
+    }  # fmt: skip
+    enqueue_body = {
+        "type": "object",
+        "required": ["topic"],
+        "additionalProperties": False,
+        "properties": {
+            "topic": {"type": "string", "minLength": 1, "maxLength": 255},
+            "payload": {
+                "description": f"Any JSON value, at most {max_payload_size} bytes of JSON.",
+            },
+            "run_at": {**_TIME, "description": "When to run (RFC 3339 with a timezone)."},
+            "delay": {
+                "oneOf": [
+                    {"type": "number", "minimum": 0},
+                    {"type": "string", "examples": ["30s", "1m30s"]},
+                ],
+                "description": "Seconds (or a duration like 1m30s) from now; not with run_at.",
+            },
+            "max_retries": {"type": "integer", "minimum": 0},
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "pocketjobs jobs API",
+            "version": "1.0.0",
+            "description": "Enqueue, inspect and manage background jobs. Superusers pass "
+            "every rule; other callers need the app's enqueue_rule / manage_rule to allow them.",
+        },
+        "components": {
+            "securitySchemes": {
+                "authToken": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "The token from auth-with-password (a Bearer prefix is "
+                    "accepted).",
+                }
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["status", "message", "data"],
+                    "properties": {
+                        "status": {"type": "integer"},
+                        "message": {"type": "string"},
+                        "data": {
+                            "type": "object",
+                            "additionalProperties": {
+                                "type": "object",
+                                "required": ["code", "message"],
+                                "properties": {
+                                    "code": {"type": "string"},
+                                    "message": {"type": "string"},
+                                },
+                            },
+                        },
+                    },
+                },
+                "Job": job,
+                "JobList": {
+                    "type": "object",
+                    "required": ["items", "total", "limit", "offset"],
+                    "properties": {
+                        "items": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
+                        "total": {"type": "integer", "minimum": 0},
+                        "limit": {"type": "integer", "minimum": 1, "maximum": 500},
+                        "offset": {"type": "integer", "minimum": 0},
+                    },
+                },
+                "JobStats": {
+                    "type": "object",
+                    "required": [
+                        "pending",
+                        "processing",
+                        "completed",
+                        "failed",
+                        "total",
+                        "success_rate",
+                    ],
+                    "properties": {
+                        "pending": {"type": "integer", "minimum": 0},
+                        "processing": {"type": "integer", "minimum": 0},
+                        "completed": {"type": "integer", "minimum": 0},
+                        "failed": {"type": "integer", "minimum": 0},
+                        "total": {"type": "integer", "minimum": 0},
+                        "success_rate": {"type": "number", "minimum": 0, "maximum": 1},
+                    },
+                },
+                "EnqueueRequest": enqueue_body,
+            },
+        },
+        "security": [{"authToken": []}],
+        "paths": {
+            "/api/jobs/enqueue": {
+                "post": {
+                    "summary": "Enqueue a job",
+                    "operationId": "enqueueJob",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/EnqueueRequest"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _ok("The new job.", "Job"),
+                        "400": _error_response("Invalid input (see data for field errors)."),
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+            "/api/jobs": {
+                "get": {
+                    "summary": "List jobs, newest first",
+                    "operationId": "listJobs",
+                    "parameters": [
+                        {"name": "topic", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": list(JOB_STATUSES)},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "description": "Page size (default 20, capped at 500).",
+                            "schema": {"type": "integer", "minimum": 0},
+                        },
+                        {
+                            "name": "offset",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0},
+                        },
+                    ],
+                    "responses": {
+                        "200": _ok("A page of jobs.", "JobList"),
+                        "400": _error_response("Invalid query parameters."),
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+            "/api/jobs/stats": {
+                "get": {
+                    "summary": "Job counts per status",
+                    "operationId": "jobStats",
+                    "responses": {"200": _ok("The statistics.", "JobStats"), **_AUTH_ERRORS},
+                }
+            },
+            "/api/jobs/{job_id}": {
+                "get": {
+                    "summary": "Get a job",
+                    "operationId": "getJob",
+                    "parameters": [_JOB_ID],
+                    "responses": {
+                        "200": _ok("The job.", "Job"),
+                        "404": _error_response("No such job."),
+                        **_AUTH_ERRORS,
+                    },
+                },
+                "delete": {
+                    "summary": "Delete a pending or failed job",
+                    "operationId": "deleteJob",
+                    "parameters": [_JOB_ID],
+                    "responses": {
+                        "200": {
+                            "description": "Deleted.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["ok"],
+                                        "properties": {"ok": {"const": True}},
+                                    }
+                                }
+                            },
+                        },
+                        "400": _error_response("The job is processing or completed."),
+                        "404": _error_response("No such job."),
+                        **_AUTH_ERRORS,
+                    },
+                },
+            },
+            "/api/jobs/{job_id}/requeue": {
+                "post": {
+                    "summary": "Requeue a failed job",
+                    "operationId": "requeueJob",
+                    "parameters": [_JOB_ID],
+                    "responses": {
+                        "200": _ok("The requeued job.", "Job"),
+                        "400": _error_response("The job has not failed."),
+                        "404": _error_response("No such job."),
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
+        },
+    }
