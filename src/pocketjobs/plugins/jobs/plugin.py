@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from pocketjobs.apis import Rule, compile_rule
 from pocketjobs.core import App, BootstrapEvent, ServeEvent, TerminateEvent
+from pocketjobs.plugins.jobs.commands import jobs_command
 from pocketjobs.plugins.jobs.config import Config
 from pocketjobs.plugins.jobs.drivers import driver_for
 from pocketjobs.plugins.jobs.migrations import apply_jobs_migrations
@@ -44,7 +45,8 @@ class JobsPlugin:
         self._forget = forget
 
     def bind(self) -> None:
-        """Bind the lifecycle handlers on the app's hooks."""
+        """Bind the lifecycle handlers on the app's hooks and add the ``jobs`` command."""
+        self.app.add_command(jobs_command(self.store))
         self.app.on_bootstrap.bind(Handler(fn=self._on_bootstrap, id=BOOTSTRAP_HANDLER_ID))
         self.app.on_serve.bind(Handler(fn=self._on_serve, id=SERVE_HANDLER_ID))
         self.app.on_terminate.bind(

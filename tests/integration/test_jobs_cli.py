@@ -1,0 +1,102 @@
+"""``jobs stats`` and ``jobs list``: the terminal views, through the real CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pocketjobs import App
+from pocketjobs.plugins import jobs
+from support import run_cli
+
+
+@pytest.fixture
+def queued(data_dir: Path, db_url: str | None, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Three jobs written by an enqueue-only app: one completed, one failed, one pending."""
+    monkeypatch.delenv("PB_DATABASE_URL", raising=False)
+    app = App(data_dir=data_dir, database_url=db_url)
+    store = jobs.register(app, jobs.Config(auto_start=False))
+    assert store is not None
+    app.bootstrap()
+    try:
+        done = store.enqueue("demo:echo", {"n": 1})
+        failed = store.enqueue("demo:echo", {"n": 2})
+        pending = store.enqueue("other", {"n": 3})
+        app.db.execute("UPDATE _jobs SET status = 'completed' WHERE id = ?", (done.id,))
+        app.db.execute(
+            "UPDATE _jobs SET status = 'failed', last_error = ? WHERE id = ?",
+            ("Traceback (most recent call last):\nValueError: boom", failed.id),
+        )
+        return [done.id, failed.id, pending.id]
+    finally:
+        app.terminate()
+
+
+def test_jobs_stats(queued: list[str], data_dir: Path, db_url: str | None) -> None:
+    result = run_cli("jobs", "stats", data_dir=data_dir, db_url=db_url)
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line.split()[-1] for line in result.stdout.splitlines()[2:]}
+    assert lines["pending"] == "1"
+    assert lines["completed"] == "1"
+    assert lines["failed"] == "1"
+    assert lines["total"] == "3"
+    assert "50.0%" in result.stdout
+
+
+def test_jobs_list_and_filters(queued: list[str], data_dir: Path, db_url: str | None) -> None:
+    done, failed, pending = queued
+    result = run_cli("jobs", "list", data_dir=data_dir, db_url=db_url)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.index(pending) < out.index(failed) < out.index(done)  # newest first
+    assert "ValueError: boom" in out
+    assert "1-3 of 3" in out
+
+    failed_only = run_cli("jobs", "list", "--status", "failed", data_dir=data_dir, db_url=db_url)
+    assert failed_only.returncode == 0, failed_only.stderr
+    assert failed in failed_only.stdout
+    assert done not in failed_only.stdout
+    assert "1-1 of 1" in failed_only.stdout
+
+    by_topic = run_cli("jobs", "list", "--topic", "other", data_dir=data_dir, db_url=db_url)
+    assert pending in by_topic.stdout
+    assert failed not in by_topic.stdout
+
+    paged = run_cli(
+        "jobs", "list", "--limit", "1", "--offset", "1", data_dir=data_dir, db_url=db_url
+    )
+    assert failed in paged.stdout
+    assert "2-2 of 3" in paged.stdout
+
+
+def test_jobs_list_bad_arguments(queued: list[str], data_dir: Path, db_url: str | None) -> None:
+    bad_status = run_cli("jobs", "list", "--status", "bogus", data_dir=data_dir, db_url=db_url)
+    assert bad_status.returncode == 2
+    assert "invalid choice" in bad_status.stderr
+    bad_limit = run_cli("jobs", "list", "--limit", "0", data_dir=data_dir, db_url=db_url)
+    assert bad_limit.returncode == 2
+    assert "--limit" in bad_limit.stderr
+
+
+def test_jobs_command_never_runs_jobs(
+    queued: list[str], data_dir: Path, db_url: str | None
+) -> None:
+    """A one-shot command does not start the dispatcher: the pending demo job stays."""
+    app = App(data_dir=data_dir, database_url=db_url)
+    store = jobs.register(app, jobs.Config(auto_start=False))
+    assert store is not None
+    app.bootstrap()
+    try:
+        extra = store.enqueue("demo:echo", {"n": 4})
+    finally:
+        app.terminate()
+    assert run_cli("jobs", "stats", data_dir=data_dir, db_url=db_url).returncode == 0
+    app = App(data_dir=data_dir, database_url=db_url)
+    store = jobs.register(app, jobs.Config(auto_start=False))
+    assert store is not None
+    app.bootstrap()
+    try:
+        assert store.get(extra.id).status == "pending"
+    finally:
+        app.terminate()
