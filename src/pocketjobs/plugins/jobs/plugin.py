@@ -54,6 +54,7 @@ class JobsPlugin:
         )
 
     def _on_bootstrap(self, event: BootstrapEvent) -> None:
+        self.store.stop()  # bootstrapping again reopens the database: no dispatcher on the old one
         event.next()  # the kernel opens the database first
         driver = driver_for(self.app.db)
         apply_jobs_migrations(self.app, driver)

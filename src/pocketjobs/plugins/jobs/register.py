@@ -17,7 +17,9 @@ from pocketjobs.plugins.jobs.store import JobStore
 
 __all__ = ["PluginDisabled", "get_job_store", "must_register", "register"]
 
-_registry: weakref.WeakKeyDictionary[App, JobStore] = weakref.WeakKeyDictionary()
+# Values are weak too: a store refers to its app, and a strong value would keep the key alive.
+# The app keeps its store alive through the plugin's hook handlers.
+_registry: weakref.WeakKeyDictionary[App, weakref.ref[JobStore]] = weakref.WeakKeyDictionary()
 _registry_lock = threading.Lock()
 
 
@@ -42,7 +44,7 @@ def register(app: App, config: Config | None = None) -> JobStore | None:
         if app in _registry:
             raise PluginAlreadyRegistered("the jobs plugin is already registered on this app")
         plugin = JobsPlugin(app, resolved, forget=_forget)
-        _registry[app] = plugin.store
+        _registry[app] = weakref.ref(plugin.store)
     plugin.bind()
     return plugin.store
 
@@ -60,7 +62,8 @@ def get_job_store(app: App) -> JobStore | None:
     """The :class:`JobStore` registered on ``app``, or ``None`` (not registered, disabled,
     or the app has terminated)."""
     with _registry_lock:
-        return _registry.get(app)
+        ref = _registry.get(app)
+    return ref() if ref is not None else None
 
 
 def _forget(app: App) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import builtins
 import json
+import re
 import threading
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pocketjobs.core import Tx
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
 __all__ = ["MAX_TOPIC_LENGTH", "JobStore"]
 
 MAX_TOPIC_LENGTH = 255
+# A JSON \u0000 escape (not preceded by an escaped backslash): PostgreSQL's JSONB cannot
+# store it, so it is refused on every database alike.
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 H = TypeVar("H", bound=JobHandler)
 
 
@@ -45,7 +49,19 @@ def _check_topic(topic: object) -> str:
         raise InvalidTopic("topic must be a non-empty string")
     if len(topic) > MAX_TOPIC_LENGTH:
         raise InvalidTopic(f"topic must be at most {MAX_TOPIC_LENGTH} characters")
+    if "\x00" in topic:
+        raise InvalidTopic("topic must not contain the NUL character")
     return topic
+
+
+def _is_possible_id(job_id: object) -> bool:
+    # No database can hold a NUL in text (PostgreSQL refuses it outright): no such job.
+    return isinstance(job_id, str) and "\x00" not in job_id
+
+
+def _to_millis(moment: datetime) -> datetime:
+    """``moment`` truncated to milliseconds, the precision stored on every database."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 class JobStore:
@@ -77,6 +93,8 @@ class JobStore:
             text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise InvalidPayload(f"payload is not JSON-serializable: {exc}") from exc
+        if "\\u0000" in text and _NUL_ESCAPE.search(text):
+            raise InvalidPayload("payload strings must not contain the NUL character (\\u0000)")
         size = len(text.encode())
         if size > self.config.max_payload_size:
             raise PayloadTooLarge(
@@ -94,7 +112,7 @@ class JobStore:
                 raise InvalidJobOptions("run_at must be a datetime")
             if run_at.tzinfo is None or run_at.utcoffset() is None:
                 raise InvalidJobOptions("run_at must be timezone-aware")
-            return run_at
+            return _to_millis(run_at.astimezone(UTC))
         if delay is None:
             return now
         if isinstance(delay, bool) or not isinstance(delay, timedelta | int | float):
@@ -102,7 +120,7 @@ class JobStore:
         seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
         if not 0 <= seconds < 10**10:  # also rejects NaN
             raise InvalidJobOptions("delay must be zero or positive")
-        return now + timedelta(seconds=seconds)
+        return _to_millis(now + timedelta(seconds=seconds))
 
     def _max_retries(self, max_retries: int | None) -> int:
         if max_retries is None:
@@ -150,7 +168,7 @@ class JobStore:
         _check_topic(topic)
         if isinstance(payloads, str | bytes) or not isinstance(payloads, Sequence):
             raise InvalidPayload("payloads must be a list of payloads")
-        now = now_utc()
+        now = _to_millis(now_utc())
         due = self._schedule(now, run_at, delay)
         retries = self._max_retries(max_retries)
         texts = [self._serialize(payload) for payload in payloads]
@@ -176,7 +194,7 @@ class JobStore:
 
     def get(self, job_id: str) -> Job:
         """The job with ``job_id``; raises :class:`JobNotFound`."""
-        job = self._driver.jobs_get(self._app.db, job_id) if isinstance(job_id, str) else None
+        job = self._driver.jobs_get(self._app.db, job_id) if _is_possible_id(job_id) else None
         if job is None:
             raise JobNotFound(f"job {job_id!r} not found")
         return job
@@ -186,6 +204,10 @@ class JobStore:
         job_filter = job_filter or JobFilter()
         if job_filter.status is not None and job_filter.status not in JOB_STATUSES:
             raise InvalidJobOptions(f"status must be one of {', '.join(JOB_STATUSES)}")
+        if job_filter.topic is not None and (
+            not isinstance(job_filter.topic, str) or "\x00" in job_filter.topic
+        ):
+            raise InvalidJobOptions("topic must be a string without NUL characters")
         for name in ("limit", "offset"):
             value = getattr(job_filter, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -200,7 +222,7 @@ class JobStore:
     def delete(self, job_id: str) -> None:
         """Delete a pending or failed job; raises :class:`JobNotFound` or
         :class:`JobCannotDelete` (processing or completed)."""
-        if self._driver.jobs_delete(self._app.db, job_id):
+        if _is_possible_id(job_id) and self._driver.jobs_delete(self._app.db, job_id):
             return
         job = self.get(job_id)
         raise JobCannotDelete(
@@ -210,7 +232,11 @@ class JobStore:
     def requeue(self, job_id: str) -> Job:
         """Give a failed job a fresh start (retries 0, due now); raises :class:`JobNotFound`
         or :class:`JobCannotRequeue` (not failed)."""
-        job = self._driver.jobs_requeue(self._app.db, job_id, now_utc())
+        job = (
+            self._driver.jobs_requeue(self._app.db, job_id, now_utc())
+            if _is_possible_id(job_id)
+            else None
+        )
         if job is None:
             current = self.get(job_id)
             raise JobCannotRequeue(
