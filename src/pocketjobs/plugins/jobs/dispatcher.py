@@ -30,7 +30,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pocketjobs.core import Database, DatabaseError
@@ -46,6 +46,9 @@ JobHandler = Callable[[Job], None] | Callable[[Job], Awaitable[None]]
 LOCK_EXPIRED_ERROR = "lock expired: the worker running this job stopped responding"
 MAX_ERROR_LENGTH = 16_384
 _MAX_BACKOFF = 10.0  # seconds between retries of a failing database
+_LISTENER_THREAD = "pocketjobs-listener"
+_RECHECK_DELAY = timedelta(milliseconds=20)
+_LISTEN_TICK = 0.25  # seconds: how often the listener checks whether to stop
 
 
 def is_async_handler(fn: Callable[..., Any]) -> bool:
@@ -129,7 +132,7 @@ class Dispatcher:
             self._started = True
         for index in range(self._config.workers):
             self._spawn(self._work_loop, f"pocketjobs-worker-{index}")
-        self._spawn(self._listen_loop, "pocketjobs-listener")  # returns at once on SQLite
+        self._spawn(self._listen_loop, _LISTENER_THREAD)  # returns at once on SQLite
         self._spawn(self._control_loop, "pocketjobs-dispatcher")
 
     def is_running(self) -> bool:
@@ -143,9 +146,7 @@ class Dispatcher:
     def wake(self, due: datetime | None = None) -> None:
         """Tell the dispatcher that work is due at ``due`` (now if ``None``)."""
         if due is not None and due > self._clock():
-            with self._timers.lock:
-                if self._timers.next_due is None or due < self._timers.next_due:
-                    self._timers.next_due = due
+            self._remember_due(due)
         self._wake_event.set()
 
     def stop(self, timeout: float | None = None) -> None:
@@ -159,6 +160,9 @@ class Dispatcher:
         self._stopping.set()
         self._wake_event.set()
         self._stopped.wait()
+        for thread in self._threads:  # the listener's connection is closed when this returns
+            if thread.name == _LISTENER_THREAD:
+                thread.join(_LISTEN_TICK * 4)
 
     # -- threads -------------------------------------------------------------------------
 
@@ -241,7 +245,20 @@ class Dispatcher:
         for job in jobs:
             self._running[job.id] = _Running(job, token)
             self._dispatch(job, token)
+        if not jobs:  # nothing due: learn when the next job is, to wake for it by ourselves
+            due = self._driver.jobs_next_due(self._db, topics)
+            if due is not None:
+                # Due already yet not claimable (just became due, or row-locked by another
+                # claimer): look again shortly rather than spin.
+                self._remember_due(max(due, self._clock() + _RECHECK_DELAY))
         return len(jobs) == limit and len(self._running) < self._config.workers
+
+    def _remember_due(self, due: datetime | None) -> None:
+        if due is None:
+            return
+        with self._timers.lock:
+            if self._timers.next_due is None or due < self._timers.next_due:
+                self._timers.next_due = due
 
     def _dispatch(self, job: Job, token: str) -> None:
         handler = self._handlers.get(job.topic)
@@ -406,7 +423,7 @@ class Dispatcher:
             self._wake_event.set()  # notifications may have been missed while disconnected
             try:
                 while not self._stopping.is_set():
-                    for payload in listener.wait(0.5):
+                    for payload in listener.wait(_LISTEN_TICK):
                         self._on_notification(payload)
             except DatabaseError as exc:
                 self._logger.warning("jobs listener: connection lost, reconnecting: %s", exc)

@@ -96,6 +96,10 @@ class JobsDriver(abc.ABC):
         Concurrent claimers never receive the same job."""
 
     @abc.abstractmethod
+    def jobs_next_due(self, q: Queryable, topics: Sequence[str]) -> datetime | None:
+        """The earliest ``run_at`` of a pending job of ``topics``, or ``None``."""
+
+    @abc.abstractmethod
     def jobs_complete(self, q: Queryable, claims: Sequence[tuple[str, str]], now: datetime) -> int:
         """Mark ``(job id, claim token)`` pairs completed, fenced on the token: a job whose
         claim was lost is left alone. Return the number updated."""

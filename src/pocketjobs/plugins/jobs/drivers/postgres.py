@@ -156,6 +156,14 @@ class PostgresJobsDriver(JobsDriver):
         jobs.sort(key=lambda job: (job.run_at, job.id))  # RETURNING order is unspecified
         return jobs
 
+    def jobs_next_due(self, q: Queryable, topics: Sequence[str]) -> datetime | None:
+        value = q.fetch_value(
+            """SELECT run_at FROM _jobs WHERE status = 'pending' AND topic = ANY(?)
+            ORDER BY run_at LIMIT 1""",
+            (list(topics),),
+        )
+        return value if isinstance(value, datetime) else None
+
     def jobs_complete(self, q: Queryable, claims: Sequence[tuple[str, str]], now: datetime) -> int:
         ids, tokens = _pairs(claims)
         return q.execute(

@@ -172,6 +172,15 @@ class SQLiteJobsDriver(JobsDriver):
         jobs.sort(key=lambda job: (job.run_at, job.id))  # RETURNING order is unspecified
         return jobs
 
+    def jobs_next_due(self, q: Queryable, topics: Sequence[str]) -> datetime | None:
+        value = q.fetch_value(
+            f"""SELECT run_at FROM _jobs INDEXED BY idx_jobs_pending
+            WHERE status = 'pending' AND topic IN ({_placeholders(len(topics))})
+            ORDER BY run_at LIMIT 1""",
+            topics,
+        )
+        return _time(value) if value is not None else None
+
     def jobs_complete(self, q: Queryable, claims: Sequence[tuple[str, str]], now: datetime) -> int:
         stamp = format_time(now)
         return q.execute_many(
