@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -25,6 +26,8 @@ from pocketjobs.core.db import (
 )
 
 __all__ = ["PostgresDatabase", "redact_url", "to_pyformat"]
+
+logger = logging.getLogger("pocketjobs.db")
 
 
 @functools.lru_cache(maxsize=2048)
@@ -188,8 +191,21 @@ class PostgresDatabase(Database):
         try:
             with self._pool.connection() as conn:
                 yield conn
+        except OperationalError:  # raised (translated) by a statement on this connection
+            self._evict_dead_connections()
+            raise
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+                self._evict_dead_connections()
             _raise_translated(exc)
+
+    def _evict_dead_connections(self) -> None:
+        # After a server restart or killed backends every idle connection is dead, and the
+        # pool would hand them out one failure at a time. Test them all now instead.
+        try:
+            self._pool.check()
+        except Exception:  # the server may still be down: the next call will tell
+            logger.debug("connection pool check failed", exc_info=True)
 
     def execute(self, sql: str, params: Params = ()) -> int:
         with self._connection() as conn:
