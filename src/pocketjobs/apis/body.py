@@ -49,7 +49,7 @@ async def read_json(
         return {}
     try:
         value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurd nesting
         raise BadRequestError(_INVALID_JSON) from None
     if require_object and not isinstance(value, dict):
         raise BadRequestError("The request body must be a JSON object.")

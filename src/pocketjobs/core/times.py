@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 __all__ = ["format_time", "now_utc", "parse_time"]
@@ -19,16 +20,32 @@ def format_time(moment: datetime) -> str:
     """
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("naive datetime: pass a timezone-aware datetime")
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    u = moment.astimezone(UTC)
+    return (
+        f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}"
+        f".{u.microsecond // 1000:03d}Z"
+    )
+
+
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
 
 
 def parse_time(text: str) -> datetime:
-    """Parse an RFC 3339 timestamp with an offset (``Z`` or ``+hh:mm``) into aware UTC.
+    """Parse an RFC 3339 date-time with an offset (``2025-01-08T12:00:00Z``,
+    ``...T13:00:00.5+01:00``) into aware UTC.
 
-    Raises ``ValueError`` for text that is not such a timestamp, including naive ones.
+    Raises ``ValueError`` for anything else: naive times, other ISO 8601 shapes (week dates,
+    basic format, no seconds), impossible dates, or instants outside years 1 to 9999 in UTC.
     """
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise ValueError(f"timestamp without a timezone: {text!r}")
-    return moment.astimezone(UTC)
+    if not _RFC3339.fullmatch(text):
+        raise ValueError(f"not an RFC 3339 date-time with a timezone: {text!r}")
+    head, dot, rest = text.partition(".")
+    if dot:  # Python takes at most 6 fractional digits: drop the extra precision
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        text = f"{head}.{rest[: min(digits, 6)]}{rest[digits:]}"
+    try:
+        return datetime.fromisoformat(text.upper()).astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"date-time out of range: {text!r}") from None

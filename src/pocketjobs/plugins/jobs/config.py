@@ -47,6 +47,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "MAX_RETRIES_LIMIT",
     "Config",
     "ConfigError",
     "apply_env",
@@ -58,6 +59,8 @@ __all__ = [
 ]
 
 _MAX_TOPIC_LENGTH = 255
+#: The most retries a job may have (also the bound of the HTTP API's ``max_retries``).
+MAX_RETRIES_LIMIT = 1000
 """The longest topic name ``allowed_topics`` may hold (the store enforces the same bound)."""
 
 
@@ -332,6 +335,8 @@ def _problems(config: Config) -> list[str]:
             problems.append(f"{name} must be an int, got {_describe(value)}")
         elif value < minimums[name]:
             problems.append(f"{name} must be at least {minimums[name]}, got {value}")
+        elif name == "max_retries" and value > MAX_RETRIES_LIMIT:
+            problems.append(f"max_retries must be at most {MAX_RETRIES_LIMIT}, got {value}")
     for name in _DURATION_FIELDS:
         value = getattr(config, name)
         if not isinstance(value, timedelta):

@@ -48,6 +48,7 @@ MAX_ERROR_LENGTH = 16_384
 _MAX_BACKOFF = 10.0  # seconds between retries of a failing database
 _LISTENER_THREAD = "pocketjobs-listener"
 _RECHECK_DELAY = timedelta(milliseconds=20)
+_MAX_RETRY_WAIT = timedelta(days=365)
 _LISTEN_TICK = 0.25  # seconds: how often the listener checks whether to stop
 
 
@@ -283,11 +284,7 @@ class Dispatcher:
                 completed.append((result.job_id, result.claim_token))
             else:
                 job = running.job
-                retry_at = (
-                    now + self._config.backoff(job.retries + 1)
-                    if job.retries < job.max_retries
-                    else None
-                )
+                retry_at = self._retry_at(job, now) if job.retries < job.max_retries else None
                 failures.append(Failure(job.id, result.claim_token, result.error, retry_at))
         written = 0
         if completed and failures:  # one transaction, so a retry after an error repeats nothing
@@ -309,6 +306,21 @@ class Dispatcher:
             )
         if any(f.retry_at is not None for f in failures):
             self.wake(min(f.retry_at for f in failures if f.retry_at is not None))
+
+    def _retry_at(self, job: Job, now: datetime) -> datetime:
+        """When the next attempt is due: ``now + backoff(retries + 1)``, at most a year out.
+        A backoff that raises or returns nonsense is logged and treated as a year."""
+        attempt = job.retries + 1
+        try:
+            wait = self._config.backoff(attempt)
+            if not isinstance(wait, timedelta):
+                raise TypeError(f"backoff({attempt}) returned {wait!r}, not a timedelta")
+        except Exception:
+            self._logger.exception(
+                "jobs dispatcher: the backoff function failed for job %s", job.id
+            )
+            wait = _MAX_RETRY_WAIT
+        return now + min(max(wait, timedelta(0)), _MAX_RETRY_WAIT)
 
     def _heartbeat(self) -> None:
         claims = [(job_id, r.claim_token) for job_id, r in self._running.items() if not r.released]

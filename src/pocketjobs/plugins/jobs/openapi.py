@@ -76,7 +76,7 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
                 ],
                 "description": "Seconds (or a duration like 1m30s) from now; not with run_at.",
             },
-            "max_retries": {"type": "integer", "minimum": 0},
+            "max_retries": {"type": "integer", "minimum": 0, "maximum": 1000},
         },
     }
     return {
@@ -186,12 +186,12 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
                             "name": "limit",
                             "in": "query",
                             "description": "Page size (default 20, capped at 500).",
-                            "schema": {"type": "integer", "minimum": 0},
+                            "schema": {"type": "integer", "minimum": 1},
                         },
                         {
                             "name": "offset",
                             "in": "query",
-                            "schema": {"type": "integer", "minimum": 0},
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 1000000000},
                         },
                     ],
                     "responses": {

@@ -52,7 +52,7 @@ from pocketjobs.plugins.jobs.errors import (
 )
 from pocketjobs.plugins.jobs.job import JOB_STATUSES, JobFilter, JobStatus
 from pocketjobs.plugins.jobs.openapi import openapi_document
-from pocketjobs.plugins.jobs.store import MAX_TOPIC_LENGTH
+from pocketjobs.plugins.jobs.store import MAX_RETRIES_LIMIT, MAX_TOPIC_LENGTH
 
 if TYPE_CHECKING:
     from pocketjobs.plugins.jobs.plugin import JobsPlugin
@@ -60,6 +60,8 @@ if TYPE_CHECKING:
 __all__ = ["MAX_LIST_LIMIT", "bind_routes", "to_api_error"]
 
 MAX_LIST_LIMIT = 500
+MAX_OFFSET = 1_000_000_000
+MAX_DELAY = timedelta(days=36_525)  # a hundred years
 # Room for the envelope around the payload (topic, run_at, ...) in an enqueue body.
 _BODY_OVERHEAD = 64 * 1024
 _ENQUEUE_FIELDS = frozenset({"topic", "payload", "run_at", "delay", "max_retries"})
@@ -117,7 +119,7 @@ def _parse_enqueue(body: dict[str, Any], allowed_topics: tuple[str, ...]) -> dic
     if body.get("run_at") is not None:
         value = body["run_at"]
         try:
-            if not isinstance(value, str) or "T" not in value.upper():
+            if not isinstance(value, str):
                 raise ValueError
             run_at = parse_time(value)
         except ValueError:
@@ -133,26 +135,34 @@ def _parse_enqueue(body: dict[str, Any], allowed_topics: tuple[str, ...]) -> dic
             if isinstance(value, bool):
                 raise ValueError
             if isinstance(value, int | float):
-                if not math.isfinite(value) or not 0 <= value < 10**10:
+                if not math.isfinite(value):
                     raise ValueError
                 delay = timedelta(seconds=value)
             elif isinstance(value, str):
                 delay = parse_duration(value)
             else:
                 raise ValueError
+            if not timedelta(0) <= delay <= MAX_DELAY:
+                raise ValueError
         except (ValueError, OverflowError):
             errors["delay"] = (
                 "validation_invalid_duration",
-                'Must be a non-negative number of seconds or a duration such as "1m30s".',
+                'Must be a non-negative number of seconds or a duration such as "1m30s", '
+                "at most 100 years.",
             )
     if run_at is not None and delay is not None:
         errors["delay"] = ("validation_conflict", "Give run_at or delay, not both.")
 
     max_retries = body.get("max_retries")
     if max_retries is not None and (
-        isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
+        isinstance(max_retries, bool)
+        or not isinstance(max_retries, int)
+        or not 0 <= max_retries <= MAX_RETRIES_LIMIT
     ):
-        errors["max_retries"] = ("validation_invalid_number", "Must be a non-negative integer.")
+        errors["max_retries"] = (
+            "validation_invalid_number",
+            f"Must be an integer from 0 to {MAX_RETRIES_LIMIT}.",
+        )
     if errors:
         raise _invalid("Failed to enqueue the job.", errors)
     return {
@@ -167,14 +177,22 @@ def _parse_enqueue(body: dict[str, Any], allowed_topics: tuple[str, ...]) -> dic
 def _parse_filter(query: Mapping[str, str]) -> JobFilter:
     errors: dict[str, tuple[str, str]] = {}
     numbers: dict[str, int] = {"limit": 20, "offset": 0}
+    lowest = {"limit": 1, "offset": 0}
     for name in numbers:
         text = query.get(name)
         if text is None or text == "":
             continue
-        if not text.isdigit() or not text.isascii():
+        if not text.isdigit() or not text.isascii() or len(text) > 12:
             errors[name] = ("validation_invalid_number", "Must be a non-negative integer.")
             continue
         numbers[name] = int(text)
+        if not lowest[name] <= numbers[name] <= MAX_OFFSET:
+            errors[name] = (
+                "validation_out_of_range",
+                f"Must be from {lowest[name]} to {MAX_OFFSET}.",
+            )
+    if "\x00" in query.get("topic", ""):
+        errors["topic"] = ("validation_invalid_topic", "Must not contain the NUL character.")
     status = query.get("status") or None
     if status is not None and status not in JOB_STATUSES:
         errors["status"] = (
@@ -186,7 +204,7 @@ def _parse_filter(query: Mapping[str, str]) -> JobFilter:
     return JobFilter(
         topic=query.get("topic") or None,
         status=cast("JobStatus | None", status),
-        limit=max(1, min(numbers["limit"], MAX_LIST_LIMIT)),
+        limit=min(numbers["limit"], MAX_LIST_LIMIT),
         offset=numbers["offset"],
     )
 
@@ -217,7 +235,10 @@ def bind_routes(event: ServeEvent, plugin: JobsPlugin) -> None:
 
     async def list_jobs(request: Request) -> JSONResponse:
         await authorize(request, plugin.manage_rule)
-        page = await store.alist(_parse_filter(request.query_params))
+        try:
+            page = await store.alist(_parse_filter(request.query_params))
+        except JobsError as exc:
+            raise to_api_error(exc) from None
         return JSONResponse(page.to_json())
 
     async def stats(request: Request) -> JSONResponse:

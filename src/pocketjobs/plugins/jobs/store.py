@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pocketjobs.core import Tx
 from pocketjobs.core.times import now_utc
-from pocketjobs.plugins.jobs.config import Config
+from pocketjobs.plugins.jobs.config import MAX_RETRIES_LIMIT, Config
 from pocketjobs.plugins.jobs.dispatcher import Dispatcher, JobHandler
 from pocketjobs.plugins.jobs.drivers import JobsDriver, NewJob
 from pocketjobs.plugins.jobs.errors import (
@@ -35,9 +35,10 @@ from pocketjobs.plugins.jobs.job import JOB_STATUSES, Job, JobFilter, JobList, J
 if TYPE_CHECKING:
     from pocketjobs.core import App
 
-__all__ = ["MAX_TOPIC_LENGTH", "JobStore"]
+__all__ = ["MAX_RETRIES_LIMIT", "MAX_TOPIC_LENGTH", "JobStore"]
 
 MAX_TOPIC_LENGTH = 255
+_MAX_DELAY_SECONDS = 100 * 366 * 86_400
 # A JSON \u0000 escape (not preceded by an escaped backslash): PostgreSQL's JSONB cannot
 # store it, so it is refused on every database alike.
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
@@ -112,21 +113,28 @@ class JobStore:
                 raise InvalidJobOptions("run_at must be a datetime")
             if run_at.tzinfo is None or run_at.utcoffset() is None:
                 raise InvalidJobOptions("run_at must be timezone-aware")
-            return _to_millis(run_at.astimezone(UTC))
+            try:
+                return _to_millis(run_at.astimezone(UTC))
+            except OverflowError:
+                raise InvalidJobOptions("run_at is out of range") from None
         if delay is None:
             return now
         if isinstance(delay, bool) or not isinstance(delay, timedelta | int | float):
             raise InvalidJobOptions("delay must be a timedelta or a number of seconds")
         seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
-        if not 0 <= seconds < 10**10:  # also rejects NaN
-            raise InvalidJobOptions("delay must be zero or positive")
+        if not 0 <= seconds <= _MAX_DELAY_SECONDS:  # also rejects NaN
+            raise InvalidJobOptions("delay must be from zero to a hundred years")
         return _to_millis(now + timedelta(seconds=seconds))
 
     def _max_retries(self, max_retries: int | None) -> int:
         if max_retries is None:
             return self.config.max_retries
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise InvalidJobOptions("max_retries must be a non-negative integer")
+        if (
+            isinstance(max_retries, bool)
+            or not isinstance(max_retries, int)
+            or not 0 <= max_retries <= MAX_RETRIES_LIMIT
+        ):
+            raise InvalidJobOptions(f"max_retries must be an integer from 0 to {MAX_RETRIES_LIMIT}")
         return max_retries
 
     def enqueue(
@@ -210,8 +218,8 @@ class JobStore:
             raise InvalidJobOptions("topic must be a string without NUL characters")
         for name in ("limit", "offset"):
             value = getattr(job_filter, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InvalidJobOptions(f"{name} must be a non-negative integer")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**62:
+                raise InvalidJobOptions(f"{name} must be a non-negative integer below 2**62")
         items, total = self._driver.jobs_list(self._app.db, job_filter)
         return JobList(items, total, job_filter.limit, job_filter.offset)
 

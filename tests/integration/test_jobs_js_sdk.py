@@ -1,0 +1,182 @@
+"""PocketBase's own JavaScript SDK (npm ``pocketbase``) against the jobs HTTP API.
+
+The app runs as a real ``serve`` subprocess (an app script written to the test's tmp dir,
+registering the plugin with ``enqueue_rule='@request.auth.id != ""'``, which cannot be
+set by env). ``tests/js/sdk_jobs.mjs`` signs up a user, logs in as the user and as a
+superuser, calls ``pb.send('/api/jobs/...')`` and reports what it saw as JSON.
+
+Same policy as test_js_sdk.py (whose helpers it uses): without node/npm the test is
+skipped loudly, or fails when ``CI`` is set; ``npm ci`` installs the SDK on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_js_sdk import JS_DIR, MIN_NODE_MAJOR, _install_sdk, _unavailable
+
+from support import run_app, run_cli
+
+SCRIPT = JS_DIR / "sdk_jobs.mjs"
+EMAIL = "sdk-jobs-admin@example.com"
+PASSWORD = "sdk-jobs-admin-password-1"
+TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+MSG_401 = "The request requires valid record authorization token."
+MSG_403 = "The authorized record is not allowed to perform this action."
+
+APP_SCRIPT = textwrap.dedent(
+    """
+    from pocketjobs import App
+    from pocketjobs.plugins import jobs
+
+    app = App()
+    store = jobs.must_register(
+        app,
+        jobs.Config(
+            enqueue_rule='@request.auth.id != ""',
+            allowed_topics=("sdk:echo", "sdk:other"),
+            poll_interval=0.2,
+            shutdown_timeout=5,
+        ),
+    )
+
+
+    @store.handler("sdk:echo")
+    def echo(job: jobs.Job) -> None:
+        if isinstance(job.payload, dict) and job.payload.get("fail"):
+            raise RuntimeError("sdk:echo was asked to fail")
+
+
+    if __name__ == "__main__":
+        app.start()
+    """
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    """Path of ``node``, with the PocketBase SDK installed in tests/js."""
+    node_bin, npm_bin = shutil.which("node"), shutil.which("npm")
+    missing = [name for name, path in (("node", node_bin), ("npm", npm_bin)) if path is None]
+    if missing:
+        _unavailable(f"{' and '.join(missing)} not found in PATH")
+    assert node_bin is not None
+    assert npm_bin is not None
+    version = subprocess.run(
+        [node_bin, "--version"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout.strip()
+    match = re.match(r"v(\d+)\.", version)
+    if match is None or int(match.group(1)) < MIN_NODE_MAJOR:
+        _unavailable(f"node {version or '(unknown version)'} is older than {MIN_NODE_MAJOR}")
+    _install_sdk(npm_bin)
+    return node_bin
+
+
+def _run_sdk_script(node: str, base_url: str) -> dict[str, Any]:
+    result = subprocess.run(
+        [node, str(SCRIPT), base_url, EMAIL, PASSWORD],
+        cwd=JS_DIR,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, (
+        f"sdk_jobs.mjs exited {result.returncode}\nstdout:\n{result.stdout}\n"
+        f"stderr:\n{result.stderr}"
+    )
+    lines = result.stdout.strip().splitlines()
+    assert lines, f"sdk_jobs.mjs printed nothing\nstderr:\n{result.stderr}"
+    output: dict[str, Any] = json.loads(lines[-1])
+    return output
+
+
+def _assert_api_error(
+    error: dict[str, Any], status: int, message: str | None = None
+) -> dict[str, Any]:
+    assert error["isClientResponseError"] is True
+    assert error["status"] == status, error
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    if message is not None:
+        assert error["message"] == message, error
+    data: dict[str, Any] = error["data"]
+    assert isinstance(data, dict)
+    return data
+
+
+def test_pocketbase_js_sdk_jobs_api(
+    node: str, tmp_path: Path, data_dir: Path, db_url: str | None
+) -> None:
+    script = tmp_path / "sdk_jobs_app.py"
+    script.write_text(APP_SCRIPT)
+    created = run_cli(
+        "superuser", "upsert", EMAIL, PASSWORD, data_dir=data_dir, db_url=db_url, script=script
+    )
+    assert created.returncode == 0, created.stderr
+
+    with run_app(data_dir=data_dir, db_url=db_url, script=script) as server:
+        out = _run_sdk_script(node, server.base_url)
+        server.stop_cleanly()
+    assert "unhandled error" not in server.log_text(), server.log_text()  # no 500 anywhere
+
+    # a user may enqueue (enqueue_rule) but not manage (manage_rule None: superusers only)
+    assert out["userIsSuperuser"] is False
+    job = out["userJob"]
+    assert job["topic"] == "sdk:echo"
+    assert job["payload"] == {"from": "user", "n": 1}
+    assert job["status"] == "pending"
+    assert TIME_RE.match(job["run_at"])
+    for key in ("userStats", "userList", "userGet"):
+        _assert_api_error(out[key], 403, MSG_403)
+    data = _assert_api_error(out["userNotAllowedTopic"], 400)
+    assert data["topic"]["code"] == "validation_topic_not_allowed"
+    data = _assert_api_error(out["userEmptyTopic"], 400, "Failed to enqueue the job.")
+    assert data["topic"]["code"] == "validation_required"
+    data = _assert_api_error(out["userBadRunAt"], 400)
+    assert data["run_at"]["code"] == "validation_invalid_datetime"
+
+    # a guest: 401 where a rule needs a record; the OpenAPI document is public
+    _assert_api_error(out["guestEnqueue"], 401, MSG_401)
+    _assert_api_error(out["guestStats"], 401, MSG_401)
+    assert out["openapi"]["openapi"].startswith("3.1")
+
+    # a superuser passes every rule
+    assert out["superIsSuperuser"] is True
+    super_job = out["superJob"]
+    assert super_job["run_at"] == "2099-01-08T12:00:00.000Z"
+    assert super_job["max_retries"] == 7
+    assert super_job["payload"] == {"from": "superuser", "list": [1, 2, 3]}
+    assert out["userJobDone"]["status"] == "completed"
+    assert out["failed"]["status"] == "failed"
+    assert "sdk:echo was asked to fail" in out["failed"]["last_error"]
+    assert out["stats"] == {
+        "pending": 1, "processing": 0, "completed": 1, "failed": 1, "total": 3,
+        "success_rate": 0.5,
+    }  # fmt: skip
+    assert out["list"]["total"] == 3
+    assert out["list"]["limit"] == 2
+    assert [item["id"] for item in out["list"]["items"]] == [out["failed"]["id"], super_job["id"]]
+    assert [item["id"] for item in out["listEcho"]["items"]] == [job["id"]]
+    assert out["get"] == super_job
+    assert out["requeued"]["id"] == out["failed"]["id"]
+    assert out["requeued"]["status"] == "pending"
+    assert out["requeued"]["retries"] == 0
+    message = f"job {super_job['id']} is pending; only failed jobs can be requeued"
+    _assert_api_error(out["requeueAgain"], 400, message)
+    message = f"job {job['id']} is completed; only pending or failed jobs can be deleted"
+    _assert_api_error(out["deleteCompleted"], 400, message)
+    assert out["deleted"] == {"ok": True}
+    _assert_api_error(out["getDeleted"], 404, "The requested job wasn't found.")
+    data = _assert_api_error(out["badLimit"], 400, "Invalid query parameters.")
+    assert data["limit"]["code"] == "validation_invalid_number"

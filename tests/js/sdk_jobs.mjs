@@ -1,0 +1,141 @@
+// PocketBase's own JavaScript SDK against the jobs HTTP API (run by
+// tests/integration/test_jobs_js_sdk.py).
+//
+//   node sdk_jobs.mjs BASE_URL SUPERUSER_EMAIL SUPERUSER_PASSWORD
+//
+// The app must register the jobs plugin with enqueue_rule '@request.auth.id != ""', the
+// default manage_rule (superusers only), allowed_topics ["sdk:echo", "sdk:other"], and a
+// handler for "sdk:echo" that raises when the payload has {"fail": true}.
+//
+// Prints one JSON object on stdout describing what the SDK saw; the Python test asserts on
+// it. Expected API errors are caught and reported in the JSON; anything unexpected (a
+// network failure, an error where success was expected) exits with code 1 and a message
+// on stderr.
+
+import PocketBase, { ClientResponseError } from "pocketbase";
+
+const [url, email, password] = process.argv.slice(2);
+if (!url || !email || !password) {
+    console.error("usage: node sdk_jobs.mjs BASE_URL EMAIL PASSWORD");
+    process.exit(2);
+}
+
+// Runs `fn`, which must fail with a ClientResponseError; returns what the error carried.
+async function expectApiError(what, fn) {
+    try {
+        await fn();
+    } catch (err) {
+        if (err instanceof ClientResponseError && err.status >= 400 && err.status < 500) {
+            return {
+                status: err.status,
+                message: err.response?.message ?? null,
+                data: err.response?.data ?? null,
+                isClientResponseError: true,
+            };
+        }
+        throw err;
+    }
+    throw new Error(`${what}: expected an API error, but the call succeeded`);
+}
+
+function enqueue(pb, body) {
+    return pb.send("/api/jobs/enqueue", { method: "POST", body });
+}
+
+async function waitForStatus(pb, id, status, timeoutMs = 20000) {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+        const job = await pb.send(`/api/jobs/${encodeURIComponent(id)}`, {});
+        if (job.status === status) {
+            return job;
+        }
+        if (Date.now() > deadline) {
+            throw new Error(`job ${id} never became ${status}: ${JSON.stringify(job)}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+}
+
+async function main() {
+    const result = {};
+
+    // -- a regular user (signed up through the SDK) ---------------------------------------
+    const userEmail = `sdk-jobs-${Date.now()}-${Math.floor(Math.random() * 1e9)}@example.com`;
+    const userPassword = "user-password-1234";
+    const userPb = new PocketBase(url);
+    await userPb.collection("users").create({
+        email: userEmail,
+        password: userPassword,
+        passwordConfirm: userPassword,
+    });
+    await userPb.collection("users").authWithPassword(userEmail, userPassword);
+    result.userIsSuperuser = userPb.authStore.isSuperuser;
+
+    result.userJob = await enqueue(userPb, { topic: "sdk:echo", payload: { from: "user", n: 1 } });
+    result.userStats = await expectApiError("user stats", () => userPb.send("/api/jobs/stats", {}));
+    result.userList = await expectApiError("user list", () =>
+        userPb.send("/api/jobs", { query: { limit: 5 } }),
+    );
+    result.userGet = await expectApiError("user get", () =>
+        userPb.send(`/api/jobs/${result.userJob.id}`, {}),
+    );
+    result.userNotAllowedTopic = await expectApiError("topic not in allowed_topics", () =>
+        enqueue(userPb, { topic: "not:allowed" }),
+    );
+    result.userEmptyTopic = await expectApiError("empty topic", () => enqueue(userPb, { topic: "" }));
+    result.userBadRunAt = await expectApiError("bad run_at", () =>
+        enqueue(userPb, { topic: "sdk:echo", run_at: "2025-01-08T12:00:00" }),
+    );
+
+    // -- a guest ---------------------------------------------------------------------------
+    const guest = new PocketBase(url);
+    result.guestEnqueue = await expectApiError("guest enqueue", () =>
+        enqueue(guest, { topic: "sdk:echo" }),
+    );
+    result.guestStats = await expectApiError("guest stats", () => guest.send("/api/jobs/stats", {}));
+    result.openapi = await guest.send("/api/jobs/openapi.json", {});
+
+    // -- a superuser -----------------------------------------------------------------------
+    const pb = new PocketBase(url);
+    await pb.collection("_superusers").authWithPassword(email, password);
+    result.superIsSuperuser = pb.authStore.isSuperuser;
+
+    result.superJob = await enqueue(pb, {
+        topic: "sdk:other",
+        payload: { from: "superuser", list: [1, 2, 3] },
+        run_at: "2099-01-08T14:00:00+02:00",
+        max_retries: 7,
+    });
+    result.userJobDone = await waitForStatus(pb, result.userJob.id, "completed");
+
+    const failing = await enqueue(pb, { topic: "sdk:echo", payload: { fail: true }, max_retries: 0 });
+    result.failed = await waitForStatus(pb, failing.id, "failed");
+    result.stats = await pb.send("/api/jobs/stats", {});
+    result.list = await pb.send("/api/jobs", { query: { limit: 2 } });
+    result.listEcho = await pb.send("/api/jobs", { query: { topic: "sdk:echo", status: "completed" } });
+    result.get = await pb.send(`/api/jobs/${result.superJob.id}`, {});
+    result.requeued = await pb.send(`/api/jobs/${failing.id}/requeue`, { method: "POST" });
+    result.requeueAgain = await expectApiError("requeue of a pending job", () =>
+        pb.send(`/api/jobs/${result.superJob.id}/requeue`, { method: "POST" }),
+    );
+    result.deleteCompleted = await expectApiError("delete of a completed job", () =>
+        pb.send(`/api/jobs/${result.userJob.id}`, { method: "DELETE" }),
+    );
+    result.deleted = await pb.send(`/api/jobs/${result.superJob.id}`, { method: "DELETE" });
+    result.getDeleted = await expectApiError("get of a deleted job", () =>
+        pb.send(`/api/jobs/${result.superJob.id}`, {}),
+    );
+    result.badLimit = await expectApiError("limit=-1", () =>
+        pb.send("/api/jobs", { query: { limit: -1 } }),
+    );
+
+    process.stdout.write(JSON.stringify(result) + "\n");
+}
+
+main().catch((err) => {
+    const detail = err instanceof ClientResponseError
+        ? `ClientResponseError ${err.status} at ${err.url}: ${JSON.stringify(err.response)}`
+        : (err?.stack ?? String(err));
+    console.error(`sdk_jobs.mjs failed: ${detail}`);
+    process.exit(1);
+});
