@@ -70,9 +70,11 @@ class JobsPlugin:
 
     def _on_serve(self, event: ServeEvent) -> None:
         if self.config.http_enabled:
+            from pocketjobs.plugins.jobs.dashboard import bind_dashboard
             from pocketjobs.plugins.jobs.routes import bind_routes
 
             bind_routes(event, self)
+            bind_dashboard(event.router)
         event.next()
 
     def _on_terminate(self, event: TerminateEvent) -> None:

@@ -1,0 +1,369 @@
+// pocketjobs jobs dashboard: plain JS, no dependencies, same-origin requests only.
+// Every piece of data reaches the DOM through textContent / Text nodes, never as HTML.
+"use strict";
+(() => {
+  const TOKEN_KEY = "pocketjobs.jobs.token";
+  const EMAIL_KEY = "pocketjobs.jobs.email";
+  const REFRESH_MS = 3000;
+  const $ = (id) => document.getElementById(id);
+  const state = {
+    topic: "", status: "", limit: 20, offset: 0, total: 0,
+    selected: null, job: null, busy: false, again: false, banner: null, timer: null,
+  };
+
+  class ApiError extends Error {
+    constructor(status, message) { super(message); this.status = status; }
+  }
+
+  const token = () => localStorage.getItem(TOKEN_KEY);
+
+  function errorMessage(status, body) {
+    let message = body && typeof body.message === "string" ? body.message : `Request failed (HTTP ${status}).`;
+    const data = body && typeof body.data === "object" && body.data ? body.data : {};
+    const fields = Object.entries(data)
+      .filter(([, v]) => v && typeof v.message === "string")
+      .map(([k, v]) => `${k}: ${v.message}`);
+    if (fields.length) message += ` (${fields.join("; ")})`;
+    return message;
+  }
+
+  async function api(method, path, body, auth = true) {
+    const headers = { Accept: "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (auth && token()) headers.Authorization = token();
+    let res;
+    try {
+      res = await fetch(path, {
+        method, headers, cache: "no-store", credentials: "omit",
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch {
+      throw new ApiError(0, "Cannot reach the server.");
+    }
+    let data = null;
+    try { data = await res.json(); } catch { data = null; }
+    if (!res.ok) {
+      if (auth && res.status === 401) signOut("Your session has expired: please sign in again.");
+      throw new ApiError(res.status, errorMessage(res.status, data));
+    }
+    return data;
+  }
+
+  // DOM helpers
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "className") node.className = v;
+      else node.setAttribute(k, v);
+    }
+    node.append(...children); // strings become Text nodes
+    return node;
+  }
+  const setText = (node, text) => { if (node.textContent !== text) node.textContent = text; };
+  const badge = (status) => el("span", { className: `badge badge-${status}` }, status);
+
+  const pad = (n) => String(n).padStart(2, "0");
+  function fmtTime(iso) {
+    if (!iso) return "—";
+    const d = new Date(iso);
+    if (Number.isNaN(d.getTime())) return String(iso);
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+      `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }
+  function relTime(iso) {
+    if (!iso) return "—";
+    const s = Math.round((new Date(iso).getTime() - Date.now()) / 1000);
+    const a = Math.abs(s);
+    if (Number.isNaN(a)) return String(iso);
+    if (a < 5) return "now";
+    const text = a < 60 ? `${a}s` : a < 3600 ? `${Math.floor(a / 60)}m`
+      : a < 86400 ? `${Math.floor(a / 3600)}h` : `${Math.floor(a / 86400)}d`;
+    return s < 0 ? `${text} ago` : `in ${text}`;
+  }
+  const fullTime = (iso) => (iso ? `${fmtTime(iso)} (${relTime(iso)})` : "—");
+
+  // banner
+
+  function showBanner(message, source = "error", kind = "error") {
+    state.banner = source;
+    $("banner").className = `banner banner-${kind}`;
+    setText($("banner-text"), message);
+    $("banner").hidden = false;
+  }
+  function clearBanner(source) {
+    if (source && state.banner !== source) return;
+    state.banner = null;
+    $("banner").hidden = true;
+  }
+  function notice(message) {
+    showBanner(message, "notice", "info");
+    setTimeout(() => clearBanner("notice"), 4000);
+  }
+
+  // session
+
+  function showLogin() {
+    $("dashboard").hidden = true;
+    $("session").hidden = true;
+    $("login").hidden = false;
+    stopTimer();
+    $("email").value = $("email").value || localStorage.getItem(EMAIL_KEY) || "";
+    ($("email").value ? $("password") : $("email")).focus();
+  }
+  function showDashboard() {
+    $("login").hidden = true;
+    $("dashboard").hidden = false;
+    $("session").hidden = false;
+    setText($("who"), localStorage.getItem(EMAIL_KEY) || "");
+    startTimer();
+    refresh();
+  }
+  function signOut(message) {
+    localStorage.removeItem(TOKEN_KEY);
+    closeDetails();
+    if (message) showBanner(message, "auth"); else clearBanner();
+    showLogin();
+  }
+
+  async function login(event) {
+    event.preventDefault();
+    const submit = $("login-submit");
+    submit.disabled = true;
+    try {
+      const email = $("email").value.trim();
+      const res = await api("POST", "/api/collections/_superusers/auth-with-password",
+        { identity: email, password: $("password").value }, false);
+      localStorage.setItem(TOKEN_KEY, res.token);
+      localStorage.setItem(EMAIL_KEY, (res.record && res.record.email) || email);
+      $("password").value = "";
+      clearBanner();
+      showDashboard();
+    } catch (e) {
+      showBanner(e.message, "login");
+    } finally {
+      submit.disabled = false;
+    }
+  }
+
+  // data
+
+  function renderStats(stats) {
+    for (const node of document.querySelectorAll("#stats [data-stat]")) {
+      const key = node.dataset.stat;
+      const value = key === "success_rate"
+        ? (stats.completed + stats.failed ? `${(stats.success_rate * 100).toFixed(1)}%` : "—")
+        : String(stats[key]);
+      setText(node.querySelector(".value"), value);
+      if (node.dataset.filter !== undefined) {
+        node.classList.toggle("active", node.dataset.filter === state.status);
+      }
+    }
+  }
+
+  function renderRows(page) {
+    const focused = document.activeElement && document.activeElement.dataset
+      ? document.activeElement.dataset.id : undefined;
+    const rows = page.items.map((job) => {
+      const tr = el("tr", { tabindex: "0", "data-id": job.id, "data-status": job.status },
+        el("td", null, el("code", { title: job.id }, job.id.slice(-8))),
+        el("td", { className: "topic" }, job.topic),
+        el("td", null, badge(job.status)),
+        el("td", { className: "num" }, `${job.retries}/${job.max_retries}`),
+        el("td", { title: fmtTime(job.run_at) }, relTime(job.run_at)),
+        el("td", { title: fmtTime(job.updated) }, relTime(job.updated)));
+      if (job.id === state.selected) tr.classList.add("selected");
+      return tr;
+    });
+    if (!rows.length) {
+      const filtered = state.topic || state.status;
+      rows.push(el("tr", { className: "empty" },
+        el("td", { colspan: "6" }, filtered ? "No jobs match these filters." : "No jobs yet.")));
+    }
+    $("rows").replaceChildren(...rows);
+    const known = new Set([...$("topics").options].map((o) => o.value));
+    for (const job of page.items) {
+      if (!known.has(job.topic)) { known.add(job.topic); $("topics").append(el("option", { value: job.topic })); }
+    }
+    if (focused) {
+      const again = $("rows").querySelector(`tr[data-id="${CSS.escape(focused)}"]`);
+      if (again) again.focus({ preventScroll: true });
+    }
+    state.total = page.total;
+    const last = page.offset + page.items.length;
+    setText($("range"), page.total ? `${page.offset + 1}–${last} of ${page.total}` : "0 of 0");
+    $("prev").disabled = page.offset <= 0;
+    $("next").disabled = last >= page.total;
+  }
+
+  function renderDetails(job) {
+    state.selected = job.id;
+    state.job = job;
+    setText($("d-id"), job.id);
+    setText($("d-topic"), job.topic);
+    $("d-status").replaceChildren(badge(job.status));
+    setText($("d-retries"), `${job.retries} of ${job.max_retries}`);
+    for (const key of ["run_at", "created", "updated", "locked_until"]) {
+      setText($(`d-${key}`), fullTime(job[key]));
+    }
+    setText($("d-payload"), JSON.stringify(job.payload === undefined ? null : job.payload, null, 2));
+    setText($("d-error"), job.last_error || "—");
+    $("d-error").classList.toggle("none", !job.last_error);
+    $("requeue").hidden = job.status !== "failed";
+    $("delete").hidden = job.status !== "pending" && job.status !== "failed";
+    $("details").hidden = false;
+    for (const tr of $("rows").querySelectorAll("tr[data-id]")) {
+      tr.classList.toggle("selected", tr.dataset.id === job.id);
+    }
+  }
+
+  function closeDetails() {
+    state.selected = null;
+    state.job = null;
+    $("details").hidden = true;
+    for (const tr of $("rows").querySelectorAll("tr.selected")) tr.classList.remove("selected");
+  }
+
+  async function loadDetails(id) {
+    try {
+      const job = await api("GET", `/api/jobs/${encodeURIComponent(id)}`);
+      if (state.selected === id) renderDetails(job);
+    } catch (e) {
+      if (state.selected !== id || e.status === 401) return; // stale, or already signed out
+      if (e.status !== 404) throw e;
+      closeDetails();
+      notice("The job no longer exists.");
+    }
+  }
+
+  async function refresh(fromTimer = false) {
+    if (!token()) return;
+    if (state.busy) { if (!fromTimer) state.again = true; return; }
+    state.busy = true;
+    try {
+      const query = new URLSearchParams({ limit: state.limit, offset: state.offset });
+      if (state.topic) query.set("topic", state.topic);
+      if (state.status) query.set("status", state.status);
+      const [stats, page] = await Promise.all([
+        api("GET", "/api/jobs/stats"), api("GET", `/api/jobs?${query}`),
+      ]);
+      if (!page.items.length && page.total > 0 && state.offset > 0) {
+        // The page emptied (jobs deleted or finished): step back to the last page.
+        state.offset = Math.floor((page.total - 1) / state.limit) * state.limit;
+        state.again = true;
+        return;
+      }
+      renderStats(stats);
+      renderRows(page);
+      if (state.selected) await loadDetails(state.selected);
+      clearBanner("refresh");
+      setText($("updated"), `Updated ${fmtTime(new Date().toISOString()).slice(11)}`);
+    } catch (e) {
+      if (e.status !== 401) showBanner(e.message, "refresh");
+    } finally {
+      state.busy = false;
+      if (state.again) { state.again = false; refresh(); }
+    }
+  }
+
+  async function act(kind) {
+    const job = state.job;
+    if (!job) return;
+    const question = kind === "requeue"
+      ? `Requeue job ${job.id} (${job.topic})?\n\nIt becomes pending and runs again with its retries reset.`
+      : `Delete job ${job.id} (${job.topic})?\n\nThis cannot be undone.`;
+    if (!window.confirm(question)) return;
+    $("requeue").disabled = $("delete").disabled = true;
+    try {
+      const path = `/api/jobs/${encodeURIComponent(job.id)}`;
+      if (kind === "requeue") {
+        renderDetails(await api("POST", `${path}/requeue`));
+        notice("Job requeued.");
+      } else {
+        await api("DELETE", path);
+        closeDetails();
+        notice("Job deleted.");
+      }
+    } catch (e) {
+      if (e.status !== 401) showBanner(e.message, "action");
+    } finally {
+      $("requeue").disabled = $("delete").disabled = false;
+      refresh();
+    }
+  }
+
+  // live refresh
+
+  function startTimer() {
+    stopTimer();
+    if ($("live").checked) {
+      state.timer = setInterval(() => { if (!document.hidden) refresh(true); }, REFRESH_MS);
+    }
+    document.body.classList.toggle("live", $("live").checked);
+  }
+  function stopTimer() {
+    if (state.timer) clearInterval(state.timer);
+    state.timer = null;
+  }
+
+  // wiring
+
+  function setFilter(changes) {
+    Object.assign(state, changes, { offset: 0 });
+    $("status").value = state.status;
+    refresh();
+  }
+
+  function init() {
+    $("login-form").addEventListener("submit", login);
+    $("logout").addEventListener("click", () => signOut());
+    $("refresh").addEventListener("click", () => refresh());
+    $("live").addEventListener("change", startTimer);
+    $("banner-close").addEventListener("click", () => clearBanner());
+    $("details-close").addEventListener("click", closeDetails);
+    $("requeue").addEventListener("click", () => act("requeue"));
+    $("delete").addEventListener("click", () => act("delete"));
+    let debounce = null;
+    $("topic").addEventListener("input", () => {
+      clearTimeout(debounce);
+      debounce = setTimeout(() => setFilter({ topic: $("topic").value.trim() }), 400);
+    });
+    $("status").addEventListener("change", () => setFilter({ status: $("status").value }));
+    $("limit").addEventListener("change", () => setFilter({ limit: Number($("limit").value) }));
+    $("prev").addEventListener("click", () => {
+      state.offset = Math.max(0, state.offset - state.limit);
+      refresh();
+    });
+    $("next").addEventListener("click", () => {
+      if (state.offset + state.limit < state.total) state.offset += state.limit;
+      refresh();
+    });
+    for (const card of document.querySelectorAll("#stats [data-filter]")) {
+      card.addEventListener("click", () => setFilter({ status: card.dataset.filter }));
+    }
+    const open = (tr) => {
+      if (!tr || !tr.dataset.id) return;
+      const id = tr.dataset.id;
+      state.selected = id;
+      loadDetails(id).then(() => {
+        // On a narrow screen the panel sits below the list: bring it into view.
+        const top = $("details").getBoundingClientRect().top;
+        if (state.selected === id && top > window.innerHeight * 0.6) $("details").scrollIntoView();
+      }, (e) => showBanner(e.message, "action"));
+    };
+    $("rows").addEventListener("click", (e) => open(e.target.closest("tr")));
+    $("rows").addEventListener("keydown", (e) => {
+      if (e.key === "Enter" || e.key === " ") { e.preventDefault(); open(e.target.closest("tr")); }
+    });
+    document.addEventListener("keydown", (e) => {
+      if (e.key === "Escape" && !$("details").hidden) closeDetails();
+    });
+    document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(true); });
+    window.addEventListener("storage", (e) => {
+      if (e.key === TOKEN_KEY && !e.newValue) signOut();
+    });
+    if (token()) showDashboard(); else showLogin();
+  }
+
+  init();
+})();

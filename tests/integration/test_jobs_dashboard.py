@@ -1,0 +1,338 @@
+"""The jobs dashboard at ``/_/jobs`` (SPEC §4.8), driven by a real browser.
+
+Playwright's Python package drives Debian's Chromium (``/usr/bin/chromium``, or
+``$PB_TEST_CHROMIUM``): browsers cannot be downloaded here, so ``playwright install`` is
+never needed. ``chromium.launch`` starts it headless with a fresh temporary profile
+(user-data dir) each time. Without Playwright or Chromium the browser test is skipped with
+a loud reason, except when ``CI`` is ``true``/``1``: then it fails.
+
+The app is served in-process (``LiveServer``) on SQLite with the plugin and the dashboard.
+The page may only talk to the server it came from: every other request is aborted and
+reported, and the test fails on any console error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from conftest import LiveServer
+from pocketjobs import App
+from pocketjobs.core import ServeEvent
+from pocketjobs.plugins import jobs
+from pocketjobs.plugins.jobs import dashboard
+from pocketjobs.tools.hook import Handler
+from support import REPO_ROOT
+
+EMAIL = "dash-admin@example.com"
+PASSWORD = "dash-admin-password-1"
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: Chromium logs every non-2xx fetch as a console error; these are expected while the
+#: test provokes them (the log may arrive after the page has shown the result).
+BAD_LOGIN_LOG = "the server responded with a status of 400"
+BAD_TOKEN_LOG = "the server responded with a status of 401"
+
+pytestmark = pytest.mark.timeout(240)
+
+#: While set, the ``flaky`` handler fails the jobs whose payload asks for it.
+FAIL = threading.Event()
+
+
+def flaky(job: jobs.Job) -> None:
+    if FAIL.is_set() and isinstance(job.payload, dict) and job.payload.get("fail"):
+        raise RuntimeError("boom: the flaky handler failed on purpose")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+    return value
+
+
+def _is_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if _is_ci():
+        pytest.fail(f"dashboard browser test cannot run and CI is set: {reason}", pytrace=False)
+    pytest.skip(
+        f"dashboard browser test SKIPPED (the dashboard is NOT checked in a browser): {reason}"
+    )
+
+
+def _chromium() -> str:
+    path = os.environ.get("PB_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).is_file() or not os.access(path, os.X_OK):
+        _unavailable(f"no Chromium at {path} (apt-get install chromium)")
+    return path
+
+
+def _bind_dashboard_once(event: ServeEvent) -> None:
+    # Once the plugin binds the dashboard itself, this leaves its route alone.
+    event.next()
+    if not any(getattr(route, "path", "") == "/_/jobs" for route in event.router.routes):
+        dashboard.bind_dashboard(event.router)
+
+
+class Served:
+    def __init__(self, app: App, store: jobs.JobStore, server: LiveServer) -> None:
+        self.app, self.store, self.server = app, store, server
+        self.base_url = server.base_url
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    saved_url = os.environ.pop("PB_DATABASE_URL", None)
+    app = App(data_dir=tmp_path_factory.mktemp("dashboard") / "pb_data")
+    store = jobs.must_register(
+        app, jobs.Config(workers=2, poll_interval=0.2, max_retries=0, http_enabled=True)
+    )
+    store.register("flaky", flaky)
+    app.on_serve.bind(Handler(fn=_bind_dashboard_once, id="testDashboard"))
+    app.bootstrap()
+    app.auth.upsert_superuser(EMAIL, PASSWORD)
+    server = LiveServer(app)
+    server.start()
+    try:
+        yield Served(app, store, server)
+    finally:
+        server.stop()
+        app.terminate()
+        if saved_url is not None:
+            os.environ["PB_DATABASE_URL"] = saved_url
+
+
+def test_page_and_assets_are_served_with_safe_headers(served: Served) -> None:
+    with httpx.Client(base_url=served.base_url, timeout=30) as http:
+        page = http.get("/_/jobs")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert page.headers["cache-control"] == "no-cache"
+        csp = page.headers["content-security-policy"]
+        assert "default-src 'self'" in csp
+        assert "script-src 'self'" in csp
+        assert "unsafe" not in csp
+        assert page.headers["x-content-type-options"] == "nosniff"
+        # Every asset the page references is served from the package, on this origin.
+        refs = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert refs
+        for ref in refs:
+            assert ref.startswith("/_/jobs/assets/"), ref
+            asset = http.get(ref)
+            assert asset.status_code == 200, ref
+            assert asset.content
+        assert "javascript" in http.get("/_/jobs/assets/app.js").headers["content-type"]
+        assert http.get("/_/jobs/assets/favicon.svg").headers["content-type"] == "image/svg+xml"
+        assert http.get("/_/jobs/assets/style.css").headers["content-type"].startswith("text/css")
+
+        etag = page.headers["etag"]
+        assert http.get("/_/jobs", headers={"If-None-Match": etag}).status_code == 304
+
+        slash = http.get("/_/jobs/", follow_redirects=False)
+        assert slash.status_code in (301, 302, 307, 308)
+        assert urlsplit(slash.headers["location"]).path == "/_/jobs"
+
+        missing = http.get("/_/jobs/assets/../plugin.py")
+        assert missing.status_code == 404
+        missing = http.get("/_/jobs/assets/index.html")
+        assert missing.status_code == 404
+        assert missing.json()["status"] == 404
+
+
+def test_static_files_are_all_package_data() -> None:
+    # pyproject ships only .html/.css/.js files as package data: anything else in static/
+    # would work from a checkout and be missing from an installed wheel.
+    static = Path(dashboard.__file__).parent / "static"
+    names = {path.name for path in static.iterdir()}
+    assert names == {"index.html", *dashboard.ASSETS}
+    assert all(Path(name).suffix in {".html", ".css", ".js"} for name in names)
+    total = sum((static / name).stat().st_size for name in names)
+    assert total < 30 * 1024, f"the dashboard grew to {total} bytes"
+
+
+def test_dashboard_in_a_browser(served: Served) -> None:
+    try:
+        from playwright.sync_api import Error as PlaywrightError
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        _unavailable("the `playwright` package is not installed (pip install playwright)")
+    chromium = _chromium()
+    store, base_url = served.store, served.base_url
+    origin = urlsplit(base_url).netloc
+
+    FAIL.set()
+    failing = store.enqueue("flaky", {"fail": True, "to": "someone@example.com", "n": [1, 2]})
+    waiting = store.enqueue("unhandled.topic", {"note": "<b>not HTML</b>"})
+    wait_until(lambda: store.get(failing.id).status == "failed", what="the flaky job to fail")
+    assert "boom" in (store.get(failing.id).last_error or "")
+
+    console_errors: list[str] = []
+    expected_errors: list[str] = []  # substrings of console errors the current step provokes
+
+    def on_console(message: Any) -> None:
+        if message.type == "error" and not any(e in message.text for e in expected_errors):
+            console_errors.append(message.text)
+
+    foreign: list[str] = []
+    with sync_playwright() as pw:
+        try:
+            browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        except PlaywrightError as exc:
+            _unavailable(f"Chromium at {chromium} does not start under Playwright: {exc}")
+        try:
+            context = browser.new_context(viewport={"width": 1440, "height": 900})
+
+            def guard(route: Any) -> None:
+                if urlsplit(route.request.url).netloc == origin:
+                    route.continue_()
+                else:
+                    foreign.append(route.request.url)
+                    route.abort()
+
+            context.route("**/*", guard)
+            page = context.new_page()
+            page.on("console", on_console)
+            page.on("pageerror", lambda exc: console_errors.append(f"page error: {exc}"))
+            page.on("dialog", lambda dialog: dialog.accept())
+            expect.set_options(timeout=15_000)
+
+            # -- login: a wrong password shows the API's message, the right one gets in
+            page.goto(f"{base_url}/_/jobs")
+            expect(page.locator("#login")).to_be_visible()
+            expect(page.locator("#dashboard")).to_be_hidden()
+            page.fill("#email", EMAIL)
+            page.fill("#password", "wrong-password")
+            expected_errors.append(BAD_LOGIN_LOG)
+            page.click("#login-submit")
+            expect(page.locator("#banner")).to_contain_text("Failed to authenticate")
+            expect(page.locator("#login")).to_be_visible()
+
+            page.fill("#password", PASSWORD)
+            page.click("#login-submit")
+            expect(page.locator("#dashboard")).to_be_visible()
+            expect(page.locator("#banner")).to_be_hidden()
+            expect(page.locator("#who")).to_have_text(EMAIL)
+            expected_errors.remove(BAD_LOGIN_LOG)
+            assert page.evaluate("localStorage.getItem('pocketjobs.jobs.token')")
+
+            # -- stats cards and the list
+            expect(page.locator('[data-stat="failed"] .value')).to_have_text("1")
+            expect(page.locator('[data-stat="pending"] .value')).to_have_text("1")
+            expect(page.locator('[data-stat="total"] .value')).to_have_text("2")
+            expect(page.locator('[data-stat="success_rate"] .value')).to_have_text("0.0%")
+            failed_row = page.locator(f'#rows tr[data-id="{failing.id}"]')
+            waiting_row = page.locator(f'#rows tr[data-id="{waiting.id}"]')
+            expect(failed_row).to_be_visible()
+            expect(waiting_row).to_be_visible()
+            expect(page.locator("#range")).to_have_text("1\u20132 of 2")
+
+            page.select_option("#status", "failed")
+            expect(waiting_row).to_have_count(0)
+            expect(failed_row).to_contain_text("flaky")
+            expect(failed_row.locator(".badge")).to_have_text("failed")
+            expect(page.locator("#range")).to_have_text("1\u20131 of 1")
+
+            page.fill("#topic", "no-such-topic")
+            expect(page.locator("#rows tr.empty")).to_contain_text("No jobs match")
+            page.fill("#topic", "flaky")
+            expect(failed_row).to_be_visible()
+
+            # -- details: full id, payload pretty-printed, the traceback
+            failed_row.click()
+            details = page.locator("#details")
+            expect(details).to_be_visible()
+            expect(page.locator("#d-id")).to_have_text(failing.id)
+            expect(page.locator("#d-topic")).to_have_text("flaky")
+            expect(page.locator("#d-status")).to_have_text("failed")
+            expect(page.locator("#d-retries")).to_have_text("0 of 0")
+            payload = page.locator("#d-payload").text_content() or ""
+            assert '"to": "someone@example.com"' in payload
+            assert "\n" in payload
+            error_text = page.locator("#d-error")
+            expect(error_text).to_contain_text("Traceback (most recent call last)")
+            expect(error_text).to_contain_text("RuntimeError: boom")
+            expect(page.locator("#requeue")).to_be_visible()
+            expect(page.locator("#delete")).to_be_visible()
+
+            # -- requeue: the handler succeeds now; live refresh shows it completed
+            FAIL.clear()
+            page.click("#requeue")
+            expect(page.locator("#d-status")).to_have_text("completed")
+            expect(page.locator("#requeue")).to_be_hidden()
+            expect(page.locator("#delete")).to_be_hidden()
+            expect(page.locator('[data-stat="completed"] .value')).to_have_text("1")
+            expect(page.locator('[data-stat="failed"] .value')).to_have_text("0")
+            expect(failed_row).to_have_count(0)  # the list still shows failed jobs only
+            assert store.get(failing.id).status == "completed"
+
+            # -- delete the pending job (shown as text, never as HTML)
+            page.fill("#topic", "")
+            page.select_option("#status", "pending")
+            expect(waiting_row).to_be_visible()
+            waiting_row.click()
+            expect(page.locator("#d-id")).to_have_text(waiting.id)
+            expect(page.locator("#d-payload")).to_contain_text('"note": "<b>not HTML</b>"')
+            assert page.locator("#d-payload b").count() == 0
+            expect(page.locator("#d-error")).to_have_text("—")
+            expect(page.locator("#requeue")).to_be_hidden()
+            page.click("#delete")
+            expect(details).to_be_hidden()
+            expect(waiting_row).to_have_count(0)
+            expect(page.locator("#rows tr.empty")).to_be_visible()
+            expect(page.locator('[data-stat="total"] .value')).to_have_text("1")
+            with pytest.raises(jobs.JobNotFound):
+                store.get(waiting.id)
+
+            # -- a picture of the final state, with the completed job's details open
+            page.locator('[data-stat="total"]').click()
+            expect(page.locator("#status")).to_have_value("")
+            failed_row.click()
+            expect(page.locator("#d-status")).to_have_text("completed")
+            expect(page.locator("#banner")).to_be_hidden()  # notices go away by themselves
+            page.evaluate("window.scrollTo(0, 0)")
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+            # -- a rejected token sends the browser back to the login form
+            expected_errors.append(BAD_TOKEN_LOG)
+            page.evaluate("localStorage.setItem('pocketjobs.jobs.token', 'not-a-token')")
+            page.click("#refresh")
+            expect(page.locator("#login")).to_be_visible()
+            expect(page.locator("#banner")).to_contain_text("sign in again")
+
+            # -- logging out forgets the token
+            page.fill("#password", PASSWORD)
+            page.click("#login-submit")
+            expect(page.locator("#dashboard")).to_be_visible()
+            page.click("#logout")
+            expect(page.locator("#login")).to_be_visible()
+            assert page.evaluate("localStorage.getItem('pocketjobs.jobs.token')") is None
+        finally:
+            browser.close()
+
+    assert not foreign, f"the page requested other origins: {foreign}"
+    assert not console_errors, f"console errors: {console_errors}"
