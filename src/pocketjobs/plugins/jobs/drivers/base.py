@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from pocketjobs.core import Migration, Queryable
+from pocketjobs.core import Database, Migration, Queryable
 from pocketjobs.plugins.jobs.job import Job, JobFilter
 
 __all__ = ["NOTIFY_CHANNEL", "Failure", "JobsDriver", "NewJob"]
@@ -94,6 +94,11 @@ class JobsDriver(abc.ABC):
         """Atomically take up to ``limit`` due pending jobs of ``topics`` (oldest ``run_at``
         first), marking them processing, locked until ``lock_until`` by ``claim_token``.
         Concurrent claimers never receive the same job."""
+
+    @abc.abstractmethod
+    def claim_plan(self, db: Database, topics: Sequence[str], limit: int, now: datetime) -> str:
+        """The database's query plan of :meth:`jobs_claim` (for diagnostics and tests);
+        claims nothing."""
 
     @abc.abstractmethod
     def jobs_next_due(self, q: Queryable, topics: Sequence[str]) -> datetime | None:

@@ -8,12 +8,13 @@ claimers can take the same job.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pocketjobs.core import Migration, Queryable, Tx
+from pocketjobs.core import Database, Migration, Queryable, Tx
 from pocketjobs.core.times import format_time
 from pocketjobs.plugins.jobs.drivers.base import Failure, JobsDriver, NewJob
 from pocketjobs.plugins.jobs.job import Job, JobFilter
@@ -77,6 +78,16 @@ def _job(row: Sequence[Any]) -> Job:
 
 def _placeholders(count: int) -> str:
     return ", ".join("?" * count)
+
+
+@functools.lru_cache(maxsize=64)
+def _claim_sql(topic_count: int) -> str:
+    return f"""UPDATE _jobs SET status = 'processing', locked_until = ?, locked_by = ?, updated = ?
+        WHERE id IN (
+            SELECT id FROM _jobs INDEXED BY idx_jobs_pending
+            WHERE status = 'pending' AND run_at <= ? AND topic IN ({_placeholders(topic_count)})
+            ORDER BY run_at, id LIMIT ?
+        ) RETURNING {_COLUMNS}"""
 
 
 class SQLiteJobsDriver(JobsDriver):
@@ -160,17 +171,20 @@ class SQLiteJobsDriver(JobsDriver):
     ) -> list[Job]:
         stamp = format_time(now)
         rows = q.fetch_tuples(
-            f"""UPDATE _jobs SET status = 'processing', locked_until = ?, locked_by = ?, updated = ?
-            WHERE id IN (
-                SELECT id FROM _jobs INDEXED BY idx_jobs_pending
-                WHERE status = 'pending' AND run_at <= ? AND topic IN ({_placeholders(len(topics))})
-                ORDER BY run_at, id LIMIT ?
-            ) RETURNING {_COLUMNS}""",
+            _claim_sql(len(topics)),
             (format_time(lock_until), claim_token, stamp, stamp, *topics, limit),
         )
         jobs = [_job(row) for row in rows]
         jobs.sort(key=lambda job: (job.run_at, job.id))  # RETURNING order is unspecified
         return jobs
+
+    def claim_plan(self, db: Database, topics: Sequence[str], limit: int, now: datetime) -> str:
+        stamp = format_time(now)
+        rows = db.fetch_tuples(
+            "EXPLAIN QUERY PLAN " + _claim_sql(len(topics)),
+            (stamp, "plan", stamp, stamp, *topics, limit),
+        )
+        return "\n".join(str(row[-1]) for row in rows)
 
     def jobs_next_due(self, q: Queryable, topics: Sequence[str]) -> datetime | None:
         value = q.fetch_value(

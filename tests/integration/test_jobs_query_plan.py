@@ -1,0 +1,97 @@
+"""The claim query uses its partial index and touches a bounded number of rows, however many
+finished jobs the table holds (50,000 here)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from pocketjobs import App
+from pocketjobs.core.times import format_time, now_utc
+from pocketjobs.plugins import jobs
+from pocketjobs.plugins.jobs.drivers import driver_for
+from pocketjobs.plugins.jobs.store import JobStore
+
+FINISHED = 50_000
+PENDING = 30
+
+
+@pytest.fixture
+def loaded(
+    data_dir: Path, db_url: str | None, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[App, JobStore]]:
+    monkeypatch.delenv("PB_DATABASE_URL", raising=False)
+    app = App(data_dir=data_dir, database_url=db_url)
+    store = jobs.register(app, jobs.Config(auto_start=False))
+    assert store is not None
+    app.bootstrap()
+    old = now_utc() - timedelta(days=1)
+    finished = store.enqueue_many("t", [{"n": n} for n in range(FINISHED)], run_at=old)
+    app.db.execute("UPDATE _jobs SET status = 'completed'")
+    store.enqueue_many("t", [{"p": n} for n in range(PENDING)], run_at=old)
+    assert len(finished) == FINISHED
+    if app.is_postgres():
+        # The steady state autovacuum keeps (the migration tunes it for this table): the
+        # finished jobs' old entries are gone from the partial index.
+        app.db.execute("VACUUM ANALYZE _jobs")
+    yield app, store
+    app.terminate()
+
+
+def _pending_scans(plan: str) -> list[str]:
+    """The plan's scans of ``_jobs`` below the claim's LIMIT (the picking part)."""
+    picking = plan.split("CTE picked", 1)[1].split("->  Nested Loop", 1)[0]
+    return [line.strip() for line in picking.splitlines() if "Scan" in line]
+
+
+def test_claim_uses_the_pending_index(loaded: tuple[App, JobStore]) -> None:
+    app, _ = loaded
+    driver = driver_for(app.db)
+    plan = driver.claim_plan(app.db, ["t", "other"], 10, now_utc())
+    if not app.is_postgres():
+        assert "USING INDEX idx_jobs_pending" in plan, plan
+        return
+    assert "Seq Scan" not in plan, plan
+    # With only 30 pending rows the planner may read them through either index restricted
+    # to pending rows; both touch a handful of pages, never the 50,000 finished rows.
+    scans = _pending_scans(plan)
+    assert scans, plan
+    assert all("idx_jobs_pending" in scan or "idx_jobs_status" in scan for scan in scans), plan
+    picked = plan.split("CTE picked", 1)[1]
+    buffers = [int(n) for n in re.findall(r"shared hit=(\d+)", picked.split("->  Nested", 1)[0])]
+    assert buffers, plan
+    assert max(buffers) < 100, plan
+
+
+def test_claim_reads_only_the_batch_from_a_large_backlog(loaded: tuple[App, JobStore]) -> None:
+    """With a backlog of due jobs, the ordered partial index serves the claim and the scan
+    stops after the batch (the LIMIT), whatever the backlog's size."""
+    app, store = loaded
+    old = now_utc() - timedelta(hours=1)
+    store.enqueue_many("t", [{"b": n} for n in range(20_000)], run_at=old)
+    if app.is_postgres():
+        app.db.execute("VACUUM ANALYZE _jobs")
+    plan = driver_for(app.db).claim_plan(app.db, ["t"], 10, now_utc())
+    assert "idx_jobs_pending" in plan, plan
+    if app.is_postgres():
+        rows = [int(n) for n in re.findall(r"idx_jobs_pending.*actual .*rows=(\d+)", plan)]
+        assert rows, plan
+        assert max(rows) <= 10, plan
+        assert "Sort" not in plan.split("CTE picked", 1)[1].split("->  Nested", 1)[0], plan
+
+
+def test_claim_takes_only_due_pending_jobs_among_many_finished(
+    loaded: tuple[App, JobStore],
+) -> None:
+    app, _ = loaded
+    driver = driver_for(app.db)
+    now = now_utc()
+    claimed = driver.jobs_claim(app.db, ["t"], 10, now, now + timedelta(minutes=5), "tok")
+    assert len(claimed) == 10
+    assert all(job.payload.get("p") is not None for job in claimed)
+    assert [job.payload["p"] for job in claimed] == sorted(job.payload["p"] for job in claimed)
+    assert format_time(claimed[0].run_at) <= format_time(now)
