@@ -227,18 +227,12 @@ def bind_routes(event: ServeEvent, plugin: JobsPlugin) -> None:
         if plugin.enqueue_rule is not None:
             await authorize(request, plugin.enqueue_rule, body)
         options = _parse_enqueue(body, plugin.config.allowed_topics)
-        try:
-            job = await store.aenqueue(**options)
-        except JobsError as exc:
-            raise to_api_error(exc) from None
+        job = await store.aenqueue(**options)
         return JSONResponse(job.to_json())
 
     async def list_jobs(request: Request) -> JSONResponse:
         await authorize(request, plugin.manage_rule)
-        try:
-            page = await store.alist(_parse_filter(request.query_params))
-        except JobsError as exc:
-            raise to_api_error(exc) from None
+        page = await store.alist(_parse_filter(request.query_params))
         return JSONResponse(page.to_json())
 
     async def stats(request: Request) -> JSONResponse:
@@ -247,26 +241,17 @@ def bind_routes(event: ServeEvent, plugin: JobsPlugin) -> None:
 
     async def get_job(request: Request) -> JSONResponse:
         await authorize(request, plugin.manage_rule)
-        try:
-            job = await store.aget(request.path_params["job_id"])
-        except JobsError as exc:
-            raise to_api_error(exc) from None
+        job = await store.aget(request.path_params["job_id"])
         return JSONResponse(job.to_json())
 
     async def requeue(request: Request) -> JSONResponse:
         await authorize(request, plugin.manage_rule)
-        try:
-            job = await store.arequeue(request.path_params["job_id"])
-        except JobsError as exc:
-            raise to_api_error(exc) from None
+        job = await store.arequeue(request.path_params["job_id"])
         return JSONResponse(job.to_json())
 
     async def delete(request: Request) -> JSONResponse:
         await authorize(request, plugin.manage_rule)
-        try:
-            await store.adelete(request.path_params["job_id"])
-        except JobsError as exc:
-            raise to_api_error(exc) from None
+        await store.adelete(request.path_params["job_id"])
         return JSONResponse({"ok": True})
 
     document = openapi_document(plugin.config.max_payload_size)
@@ -274,6 +259,13 @@ def bind_routes(event: ServeEvent, plugin: JobsPlugin) -> None:
     async def openapi(request: Request) -> JSONResponse:
         return JSONResponse(document)
 
+    async def handle_jobs_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, JobsError)
+        error = to_api_error(exc)
+        return JSONResponse(error.to_json(), status_code=error.status)
+
+    # The plugin's errors become HTTP errors in one place, for every route below.
+    event.asgi.add_exception_handler(JobsError, handle_jobs_error)
     router = event.router
     router.add_route("/api/jobs/enqueue", enqueue, methods=["POST"])
     router.add_route("/api/jobs", list_jobs, methods=["GET"])
