@@ -48,6 +48,7 @@ def test_public_surface() -> None:
     assert sorted(config_module.__all__) == [
         "Config",
         "ConfigError",
+        "MAX_RETRIES_LIMIT",
         "apply_env",
         "default_backoff",
         "default_config",
@@ -377,6 +378,12 @@ def test_env_int_negative_parses_and_validate_rejects() -> None:
     assert config.max_retries == -1
     with pytest.raises(ConfigError, match="max_retries must be at least 0, got -1"):
         validate(config)
+
+
+def test_max_retries_has_an_upper_bound() -> None:
+    assert validate(Config(max_retries=1000)).max_retries == 1000
+    with pytest.raises(ConfigError, match="max_retries must be at most 1000, got 1001"):
+        validate(Config(max_retries=1001))
 
 
 @pytest.mark.parametrize(("variable", "name"), DURATION_VARIABLES)
