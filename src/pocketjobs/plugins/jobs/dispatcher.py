@@ -189,15 +189,12 @@ class Dispatcher:
     def _round(self) -> bool:
         """One pass over the database work; ``True`` if another pass should follow at once."""
         try:
-            self._flush_results()
             now_mono = time.monotonic()
             if self._running and now_mono >= self._timers.heartbeat_at:
                 self._heartbeat()
-            if self._stopping.is_set():
-                return False
-            if now_mono >= self._timers.rescue_at:
+            if not self._stopping.is_set() and now_mono >= self._timers.rescue_at:
                 self._rescue()
-            filled = self._claim()
+            filled = self._settle_and_claim()
         except DatabaseError as exc:
             self._timers.backoff = min(_MAX_BACKOFF, max(0.1, self._timers.backoff * 2))
             self._logger.warning(
@@ -227,32 +224,80 @@ class Dispatcher:
 
     # -- database work (control thread only) ---------------------------------------------
 
-    def _claim(self) -> bool:
-        free = self._config.workers - len(self._running)
-        topics = list(self._handlers)
-        if free <= 0 or not topics:
-            return False
-        limit = min(free, self._config.batch_size)
+    def _settle_and_claim(self) -> bool:
+        """Record the finished jobs and claim as many as there are free slots, in one
+        database round trip. ``True`` if the claim filled its batch and slots remain."""
+        batch = list(self._results)  # results keep arriving; take what is there now
         now = self._clock()
-        with self._timers.lock:
-            if self._timers.next_due is not None and self._timers.next_due <= now:
-                self._timers.next_due = None
+        completed, failures = self._outcomes(batch, now)
+        finished = {result.job_id for result in batch}
+        busy = sum(1 for job_id in self._running if job_id not in finished)
+        topics = list(self._handlers)
+        limit = 0
+        if topics and not self._stopping.is_set():
+            limit = max(0, min(self._config.workers - busy, self._config.batch_size))
+        if not completed and not failures and limit == 0:
+            self._forget(len(batch))
+            return False
+        if limit:
+            with self._timers.lock:
+                if self._timers.next_due is not None and self._timers.next_due <= now:
+                    self._timers.next_due = None
         token = uuid.uuid4().hex
-        jobs = self._driver.jobs_claim(
-            self._db, topics, limit, now, now + self._config.lock_duration, token
+        written, jobs = self._driver.jobs_settle_and_claim(
+            self._db,
+            completed,
+            failures,
+            topics,
+            limit,
+            now,
+            now + self._config.lock_duration,
+            token,
         )
+        self._forget(len(batch))  # written, or fenced out: their slots are free now
+        lost = len(completed) + len(failures) - written
+        if lost:
+            self._logger.warning(
+                "jobs dispatcher: %d result(s) discarded: their claim was taken over", lost
+            )
+        retries = [f.retry_at for f in failures if f.retry_at is not None]
+        if retries:
+            self._remember_due(min(retries))
         if jobs and not self._running:
             self._timers.heartbeat_at = time.monotonic() + self._heartbeat_interval()
         for job in jobs:
             self._running[job.id] = _Running(job, token)
             self._dispatch(job, token)
-        if not jobs:  # nothing due: learn when the next job is, to wake for it by ourselves
+        if limit and not jobs:  # nothing due: learn when the next job is, to wake for it
             due = self._driver.jobs_next_due(self._db, topics)
             if due is not None:
                 # Due already yet not claimable (just became due, or row-locked by another
                 # claimer): look again shortly rather than spin.
                 self._remember_due(max(due, self._clock() + _RECHECK_DELAY))
-        return len(jobs) == limit and len(self._running) < self._config.workers
+        return limit > 0 and len(jobs) == limit and len(self._running) < self._config.workers
+
+    def _outcomes(
+        self, batch: list[_Result], now: datetime
+    ) -> tuple[list[tuple[str, str]], list[Failure]]:
+        completed: list[tuple[str, str]] = []
+        failures: list[Failure] = []
+        for result in batch:
+            running = self._running.get(result.job_id)
+            if running is None or running.released:
+                continue
+            if result.error is None:
+                completed.append((result.job_id, result.claim_token))
+            else:
+                job = running.job
+                retry_at = self._retry_at(job, now) if job.retries < job.max_retries else None
+                failures.append(Failure(job.id, result.claim_token, result.error, retry_at))
+        return completed, failures
+
+    def _forget(self, count: int) -> None:
+        """Drop the first ``count`` results and their running entries (control thread)."""
+        for _ in range(count):
+            result = self._results.popleft()
+            self._running.pop(result.job_id, None)
 
     def _remember_due(self, due: datetime | None) -> None:
         if due is None:
@@ -268,44 +313,6 @@ class Dispatcher:
             asyncio.run_coroutine_threadsafe(self._run_async(handler, job, token), loop)
         else:
             self._work.put((job, token))
-
-    def _flush_results(self) -> None:
-        if not self._results:
-            return
-        batch = list(self._results)
-        completed: list[tuple[str, str]] = []
-        failures: list[Failure] = []
-        now = self._clock()
-        for result in batch:
-            running = self._running.get(result.job_id)
-            if running is None or running.released:
-                continue
-            if result.error is None:
-                completed.append((result.job_id, result.claim_token))
-            else:
-                job = running.job
-                retry_at = self._retry_at(job, now) if job.retries < job.max_retries else None
-                failures.append(Failure(job.id, result.claim_token, result.error, retry_at))
-        written = 0
-        if completed and failures:  # one transaction, so a retry after an error repeats nothing
-            with self._db.transaction() as tx:
-                written += self._driver.jobs_complete(tx, completed, now)
-                written += self._driver.jobs_fail(tx, failures, now)
-        elif completed:
-            written = self._driver.jobs_complete(self._db, completed, now)
-        elif failures:
-            written = self._driver.jobs_fail(self._db, failures, now)
-        # Written (or fenced out): forget them. Only now do the slots free up.
-        for _ in batch:
-            result = self._results.popleft()
-            self._running.pop(result.job_id, None)
-        lost = len(completed) + len(failures) - written
-        if lost:
-            self._logger.warning(
-                "jobs dispatcher: %d result(s) discarded: their claim was taken over", lost
-            )
-        if any(f.retry_at is not None for f in failures):
-            self.wake(min(f.retry_at for f in failures if f.retry_at is not None))
 
     def _retry_at(self, job: Job, now: datetime) -> datetime:
         """When the next attempt is due: ``now + backoff(retries + 1)``, at most a year out.
@@ -345,7 +352,7 @@ class Dispatcher:
 
     def _release_unfinished(self) -> None:
         try:
-            self._flush_results()
+            self._settle_and_claim()  # stopping: records results, claims nothing
         except DatabaseError as exc:
             self._logger.warning("jobs dispatcher: could not record results at stop: %s", exc)
         claims = [(job_id, r.claim_token) for job_id, r in self._running.items()]

@@ -114,6 +114,36 @@ class JobsDriver(abc.ABC):
         """Record failed attempts, fenced on the claim token: back to pending with
         ``retries + 1`` at ``retry_at``, or failed. Return the number updated."""
 
+    def jobs_settle_and_claim(
+        self,
+        db: Database,
+        completed: Sequence[tuple[str, str]],
+        failures: Sequence[Failure],
+        topics: Sequence[str],
+        limit: int,
+        now: datetime,
+        lock_until: datetime,
+        claim_token: str,
+    ) -> tuple[int, list[Job]]:
+        """The dispatcher's round trip: :meth:`jobs_complete` and :meth:`jobs_fail` for the
+        finished jobs, then :meth:`jobs_claim` of up to ``limit`` jobs (none if 0), all or
+        nothing. Returns the number of finished jobs written and the claimed jobs.
+
+        This default runs the verbs in one transaction; a driver may do it in one statement.
+        """
+        written = 0
+        with db.transaction() as tx:
+            if completed:
+                written += self.jobs_complete(tx, completed, now)
+            if failures:
+                written += self.jobs_fail(tx, failures, now)
+            claimed = (
+                self.jobs_claim(tx, topics, limit, now, lock_until, claim_token)
+                if limit > 0 and topics
+                else []
+            )
+        return written, claimed
+
     @abc.abstractmethod
     def jobs_extend_locks(
         self, q: Queryable, claims: Sequence[tuple[str, str]], lock_until: datetime

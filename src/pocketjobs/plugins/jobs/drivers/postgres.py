@@ -42,8 +42,12 @@ def _create_table(tx: Tx) -> None:
             updated      TIMESTAMPTZ NOT NULL
         )"""
     )
-    # The claim scans due pending jobs in run_at order; the rescue scans expired locks.
-    tx.execute("CREATE INDEX idx_jobs_pending ON _jobs (run_at, id) WHERE status = 'pending'")
+    # The claim reads, per handled topic, the due pending jobs in run_at order (an ordered
+    # range scan that stops at the batch size, whatever the planner's statistics say);
+    # the rescue scans expired locks.
+    tx.execute(
+        "CREATE INDEX idx_jobs_pending ON _jobs (topic, run_at, id) WHERE status = 'pending'"
+    )
     tx.execute("CREATE INDEX idx_jobs_locked ON _jobs (locked_until) WHERE status = 'processing'")
     # Listing newest first, filtered by status or topic, and counting per status.
     tx.execute("CREATE INDEX idx_jobs_status ON _jobs (status, created)")
@@ -57,16 +61,58 @@ def _create_table(tx: Tx) -> None:
     )
 
 
-_CLAIM_SQL = f"""WITH picked AS (
-        SELECT id FROM _jobs
-        WHERE status = 'pending' AND run_at <= ? AND topic = ANY(?)
-        ORDER BY run_at, id
-        LIMIT ?
-        FOR UPDATE SKIP LOCKED
-    )
+# Per topic, a LIMIT-ed ordered scan of idx_jobs_pending that skips rows other claimers hold;
+# then the oldest of those across topics. (One scan over all topics with `topic = ANY(...)`
+# lets the planner pick a bitmap scan and sort every pending row when its statistics lag,
+# e.g. right after a bulk enqueue.)
+_PICK_SQL = """SELECT p.id FROM unnest(?::text[]) AS t(topic)
+        CROSS JOIN LATERAL (
+            SELECT id, run_at FROM _jobs
+            WHERE status = 'pending' AND topic = t.topic AND run_at <= ?
+            ORDER BY run_at, id
+            LIMIT ?
+            FOR UPDATE SKIP LOCKED
+        ) AS p
+        ORDER BY p.run_at, p.id
+        LIMIT ?"""
+
+_CLAIM_SQL = f"""WITH picked AS ({_PICK_SQL})
     UPDATE _jobs AS j SET status = 'processing', locked_until = ?, locked_by = ?, updated = ?
     FROM picked WHERE j.id = picked.id
     RETURNING {", ".join(f"j.{c.strip()}" for c in _COLUMNS.split(","))}"""
+
+
+# The dispatcher's round trip in one statement (one commit): complete and fail the finished
+# jobs (fenced on their claim tokens), then claim. The data-modifying CTEs share a snapshot
+# and touch disjoint rows (processing ones, then pending ones). The outer join keeps one row
+# for the count when nothing is claimed.
+_SETTLE_AND_CLAIM_SQL = f"""WITH done AS (
+        UPDATE _jobs AS j SET status = 'completed', locked_until = NULL, locked_by = NULL,
+            updated = ?
+        FROM unnest(?::text[], ?::text[]) AS c(id, token)
+        WHERE j.id = c.id AND j.locked_by = c.token AND j.status = 'processing'
+        RETURNING 1
+    ),
+    failed AS (
+        UPDATE _jobs AS j SET
+            status = CASE WHEN f.retry_at IS NULL THEN 'failed' ELSE 'pending' END,
+            retries = CASE WHEN f.retry_at IS NULL THEN j.retries ELSE j.retries + 1 END,
+            run_at = COALESCE(f.retry_at, j.run_at),
+            last_error = f.error, locked_until = NULL, locked_by = NULL, updated = ?
+        FROM unnest(?::text[], ?::text[], ?::text[], ?::timestamptz[])
+             AS f(id, token, error, retry_at)
+        WHERE j.id = f.id AND j.locked_by = f.token AND j.status = 'processing'
+        RETURNING 1
+    ),
+    picked AS ({_PICK_SQL}),
+    claimed AS (
+        UPDATE _jobs AS j SET status = 'processing', locked_until = ?, locked_by = ?,
+            updated = ?
+        FROM picked WHERE j.id = picked.id
+        RETURNING {", ".join(f"j.{c.strip()}" for c in _COLUMNS.split(","))}
+    )
+    SELECT (SELECT count(*) FROM done) + (SELECT count(*) FROM failed), claimed.*
+    FROM (SELECT 1) AS one LEFT JOIN claimed ON true"""
 
 
 def _job(row: Sequence[Any]) -> Job:
@@ -156,7 +202,9 @@ class PostgresJobsDriver(JobsDriver):
         lock_until: datetime,
         claim_token: str,
     ) -> list[Job]:
-        rows = q.fetch_tuples(_CLAIM_SQL, (now, list(topics), limit, lock_until, claim_token, now))
+        rows = q.fetch_tuples(
+            _CLAIM_SQL, (list(topics), now, limit, limit, lock_until, claim_token, now)
+        )
         jobs = [_job(row) for row in rows]
         jobs.sort(key=lambda job: (job.run_at, job.id))  # RETURNING order is unspecified
         return jobs
@@ -170,7 +218,7 @@ class PostgresJobsDriver(JobsDriver):
             with db.transaction() as tx:  # EXPLAIN ANALYZE runs the claim: undo it
                 rows = tx.fetch_tuples(
                     "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + _CLAIM_SQL,
-                    (now, list(topics), limit, now, "plan", now),
+                    (list(topics), now, limit, limit, now, "plan", now),
                 )
                 plan = [str(row[0]) for row in rows]
                 raise _RollBack
@@ -180,8 +228,11 @@ class PostgresJobsDriver(JobsDriver):
 
     def jobs_next_due(self, q: Queryable, topics: Sequence[str]) -> datetime | None:
         value = q.fetch_value(
-            """SELECT run_at FROM _jobs WHERE status = 'pending' AND topic = ANY(?)
-            ORDER BY run_at LIMIT 1""",
+            """SELECT min(p.run_at) FROM unnest(?::text[]) AS t(topic)
+            CROSS JOIN LATERAL (
+                SELECT run_at FROM _jobs WHERE status = 'pending' AND topic = t.topic
+                ORDER BY run_at LIMIT 1
+            ) AS p""",
             (list(topics),),
         )
         return value if isinstance(value, datetime) else None
@@ -214,6 +265,43 @@ class PostgresJobsDriver(JobsDriver):
                 [f.retry_at for f in failures],
             ),
         )
+
+    def jobs_settle_and_claim(
+        self,
+        db: Database,
+        completed: Sequence[tuple[str, str]],
+        failures: Sequence[Failure],
+        topics: Sequence[str],
+        limit: int,
+        now: datetime,
+        lock_until: datetime,
+        claim_token: str,
+    ) -> tuple[int, list[Job]]:
+        done_ids, done_tokens = _pairs(completed)
+        rows = db.fetch_tuples(
+            _SETTLE_AND_CLAIM_SQL,
+            (
+                now,
+                done_ids,
+                done_tokens,
+                now,
+                [f.id for f in failures],
+                [f.claim_token for f in failures],
+                [f.error for f in failures],
+                [f.retry_at for f in failures],
+                list(topics),
+                now,
+                limit,
+                limit,
+                lock_until,
+                claim_token,
+                now,
+            ),
+        )
+        written = int(rows[0][0]) if rows else 0
+        jobs = [_job(row[1:]) for row in rows if row[1] is not None]
+        jobs.sort(key=lambda job: (job.run_at, job.id))  # RETURNING order is unspecified
+        return written, jobs
 
     def jobs_extend_locks(
         self, q: Queryable, claims: Sequence[tuple[str, str]], lock_until: datetime
