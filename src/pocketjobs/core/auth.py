@@ -14,6 +14,7 @@ Errors::
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import string
@@ -52,8 +53,13 @@ EMAIL_MAX = 255
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _BCRYPT_ROUNDS = 12
-# A real hash to check against when the identity is unknown, so both paths cost the same.
-_DUMMY_HASH = bcrypt.hashpw(b"pocketjobs-dummy-password", bcrypt.gensalt(_BCRYPT_ROUNDS))
+
+
+@functools.cache
+def _dummy_hash() -> bytes:
+    """A real hash to check against when the identity is unknown, so both paths cost the
+    same. Made on first use: hashing is slow on purpose, and most processes never log in."""
+    return bcrypt.hashpw(b"pocketjobs-dummy-password", bcrypt.gensalt(_BCRYPT_ROUNDS))
 
 
 class AuthError(Exception):
@@ -259,7 +265,7 @@ class AuthRecords:
             " WHERE email = ?",
             (identity.strip().lower(),),
         )
-        stored = row["password_hash"].encode() if row else _DUMMY_HASH
+        stored = row["password_hash"].encode() if row else _dummy_hash()
         try:
             matches = bcrypt.checkpw(password.encode(), stored)
         except ValueError:  # e.g. a password longer than bcrypt accepts
@@ -293,12 +299,24 @@ class AuthRecords:
             unverified = jwt.decode(token, options={"verify_signature": False})
             collection = _check_collection(str(unverified.get("collectionName")))
             record_id = str(unverified["id"])
-            key = self._signing_key(collection, record_id)
-            if key is None:
-                return None
-            jwt.decode(token, key, algorithms=["HS256"], options={"require": ["exp", "id", "type"]})
         except (jwt.PyJWTError, ValueError, KeyError, TypeError, AttributeError):
             return None
         if unverified.get("type") != "auth":
             return None
-        return self.find_by_id(collection, record_id)
+        row = self._db.fetch_one(
+            f"SELECT id, email, verified, created, updated, token_key FROM {collection}"
+            " WHERE id = ?",
+            (record_id,),
+        )
+        if row is None:
+            return None
+        try:
+            jwt.decode(
+                token,
+                self._app_secret() + row["token_key"],
+                algorithms=["HS256"],
+                options={"require": ["exp", "id", "type"]},
+            )
+        except jwt.PyJWTError:
+            return None
+        return _record_from_row(collection, row)

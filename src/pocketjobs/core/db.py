@@ -163,9 +163,9 @@ class Database(Queryable, abc.ABC):
         """
 
     def listen(self, channel: str) -> Listener | None:
-        """Subscribe to ``channel`` on a dedicated connection; ``None`` where the database
-        has no notifications (SQLite). Payloads sent with ``pg_notify`` in a transaction
-        arrive when it commits."""
+        """Subscribe to ``channel`` on a dedicated connection, or ``None`` where the database
+        cannot. On PostgreSQL, payloads sent with ``pg_notify`` in a transaction arrive when it
+        commits; SQLite reports every commit of another connection with the payload ``""``."""
         return None
 
     @abc.abstractmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ from pocketjobs.core.db import (
     Database,
     DatabaseError,
     IntegrityError,
+    Listener,
     OperationalError,
     Params,
     Row,
@@ -26,6 +28,8 @@ __all__ = ["SQLiteDatabase"]
 # PRAGMAs applied to every connection. synchronous=NORMAL is durable in WAL mode against a
 # crashed or killed process; only an operating-system crash or power loss can drop the last
 # commits (the SQLite documentation's trade-off, also PocketBase's choice).
+_DATA_VERSION_POLL = 0.005  # seconds between two looks at another connection's commits
+
 _CONNECTION_PRAGMAS = (
     "PRAGMA synchronous = NORMAL",
     "PRAGMA foreign_keys = ON",
@@ -84,6 +88,43 @@ class _SQLiteTx(Tx):
         return rows_as_dicts([d[0] for d in cursor.description or ()], rows)
 
 
+class _DataVersionListener(Listener):
+    """SQLite's stand-in for ``LISTEN``: notices any commit made through another connection
+    (another process, or another connection of this one) by polling ``PRAGMA data_version``,
+    an in-memory check, every ``interval`` seconds. Every change arrives as the payload
+    ``""``, whatever the channel."""
+
+    def __init__(self, path: Path, interval: float) -> None:
+        self._interval = interval
+        try:
+            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._version = self._read()
+        except sqlite3.Error as exc:
+            _raise_translated(exc)
+
+    def _read(self) -> int:
+        row = self._conn.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    def wait(self, timeout: float) -> list[str]:
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                version = self._read()
+                if version != self._version:
+                    self._version = version
+                    return [""]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                time.sleep(min(self._interval, remaining))
+        except sqlite3.Error as exc:
+            _raise_translated(exc)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 class SQLiteDatabase(Database):
     """A SQLite file opened in WAL mode with a busy timeout.
 
@@ -95,7 +136,7 @@ class SQLiteDatabase(Database):
 
     dialect = "sqlite"
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = 10.0, max_idle: int = 8) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout: float = 10.0, max_idle: int = 32) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.url = f"sqlite:///{self.path}"
@@ -194,6 +235,11 @@ class SQLiteDatabase(Database):
                 conn.rollback()
                 _raise_translated(exc)
         tx._run_after_commit()
+
+    def listen(self, channel: str) -> Listener:
+        """Notices commits from other connections within ~5 ms (see the listener); SQLite
+        has no notification payloads, so ``channel`` is not used."""
+        return _DataVersionListener(self.path, _DATA_VERSION_POLL)
 
     def advisory_lock(self, tx: Tx, key: int) -> None:
         """No-op: a SQLite write transaction already excludes every other writer."""

@@ -133,7 +133,7 @@ class Dispatcher:
             self._started = True
         for index in range(self._config.workers):
             self._spawn(self._work_loop, f"pocketjobs-worker-{index}")
-        self._spawn(self._listen_loop, _LISTENER_THREAD)  # returns at once on SQLite
+        self._spawn(self._listen_loop, _LISTENER_THREAD)
         self._spawn(self._control_loop, "pocketjobs-dispatcher")
 
     def is_running(self) -> bool:
