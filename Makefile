@@ -6,7 +6,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint
+.PHONY: serve test lint bench bench-quick
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required" >&2; exit 1; }
@@ -19,9 +19,16 @@ serve: $(STAMP)
 	$(VENV)/bin/python examples/base/main.py serve
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests examples
-	$(VENV)/bin/ruff format --check src tests examples
+	$(VENV)/bin/ruff check src tests examples bench
+	$(VENV)/bin/ruff format --check src tests examples bench
 	$(VENV)/bin/mypy
 
 test: lint
 	$(VENV)/bin/pytest
+
+# Benchmarks side by side with pgqueuer, procrastinate and huey (installs them on first use).
+bench: $(STAMP)
+	$(VENV)/bin/python -m bench
+
+bench-quick: $(STAMP)
+	$(VENV)/bin/python -m bench --quick

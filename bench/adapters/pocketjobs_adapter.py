@@ -1,0 +1,264 @@
+"""pocketjobs: ``store.enqueue`` / ``store.enqueue_many`` in the benchmark process, and a
+worker process that runs the dispatcher with ``Config(workers=10, batch_size=10)`` and a
+plain (thread-pool) no-op handler -- what ``python main.py worker`` does.
+
+Also the pocketjobs-only helpers of the backlog workload (bulk-inserting finished rows,
+capturing the claim query's plan).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.adapters.base import BURNDOWN, ENQUEUE, STEADY, WAKEUP, Adapter, WorkerHandle
+from bench.common import POSTGRES, SQLITE, Scenario, record, set_record_path, worker_ready_and_wait
+
+TOPIC = "noop"
+WORKERS = 10
+BATCH_SIZE = 10
+
+
+def make_app(db: str, tmp: str | Path, pg_url: str | None) -> Any:
+    """An App on the scenario's database (SQLite: ``<tmp>/pb_data/data.db``)."""
+    from pocketjobs import App
+
+    return App(data_dir=Path(tmp) / "pb_data", database_url=pg_url if db == POSTGRES else None)
+
+
+def _noop(job: Any) -> None:
+    record(job.payload)
+
+
+class _PocketjobsBase(Adapter):
+    library = "pocketjobs"
+    notes = (
+        "pocketjobs: worker process = App + jobs.Config(workers=10, batch_size=10), a plain "
+        "(thread-pool) no-op handler; producer = store.enqueue / store.enqueue_many (chunks "
+        "of 1,000) in the benchmark process. SQLite: WAL, synchronous=NORMAL (its default).",
+    )
+
+    def setup(self) -> None:
+        from pocketjobs.plugins import jobs
+
+        self.app = make_app(self.ctx.db, self.ctx.tmp, self.ctx.pg_url)
+        self.store = jobs.must_register(
+            self.app, jobs.Config(workers=WORKERS, batch_size=BATCH_SIZE, auto_start=False)
+        )
+        self.app.bootstrap()
+
+    def teardown(self) -> None:
+        app = getattr(self, "app", None)
+        if app is not None:
+            app.terminate()
+
+    def enqueue_one(self, number: int) -> None:
+        self.store.enqueue(TOPIC, number)
+
+    def enqueue_chunk(self, numbers: Sequence[int]) -> None:
+        self.store.enqueue_many(TOPIC, list(numbers))
+
+    def remaining(self) -> int:
+        return int(
+            self.app.db.fetch_value(
+                "SELECT COUNT(*) FROM _jobs WHERE status IN ('pending', 'processing')"
+            )
+        )
+
+    @classmethod
+    def worker_main(cls, spec: dict[str, Any]) -> None:
+        from pocketjobs.plugins import jobs
+
+        app = make_app(spec["db"], spec["tmp"], spec["pg_url"])
+        store = jobs.must_register(
+            app,
+            jobs.Config(workers=spec["concurrency"], batch_size=BATCH_SIZE, auto_start=False),
+        )
+        store.register(TOPIC, _noop)
+        app.bootstrap()
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        worker_ready_and_wait(spec)
+        store.start()
+        while not stop.wait(0.2):
+            pass
+        store.stop(timeout=2)
+        app.terminate()
+
+
+class PocketjobsPostgres(_PocketjobsBase):
+    key = "pocketjobs-pg"
+    label = "pocketjobs"
+    db = POSTGRES
+
+
+class PocketjobsSQLite(_PocketjobsBase):
+    key = "pocketjobs-sqlite"
+    label = "pocketjobs"
+    db = SQLITE
+    # Wake-up is measured in-process only: SQLite has no cross-process notification, so a
+    # separate worker process finds new jobs by polling (poll_interval, default 1 s).
+    workloads = (ENQUEUE, BURNDOWN, STEADY)
+    notes = (
+        "pocketjobs on SQLite: wake-up is measured with the dispatcher in the enqueuing "
+        "process (the embedded default: enqueue wakes it at once). SQLite has no "
+        "cross-process notification, so a separate worker process would find new jobs by "
+        "polling (poll_interval, default 1 s: ~500 ms p50 in a trial).",
+    )
+
+
+class _InProcessHandle(WorkerHandle):
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def go(self) -> None:
+        self.store.start()
+
+    def stop(self) -> None:
+        self.store.stop(timeout=2)
+
+
+class _PocketjobsInProcess(_PocketjobsBase):
+    """The dispatcher in the enqueuing process (the embedded default: an app that serves
+    and works); steady state and wake-up."""
+
+    workloads = (STEADY, WAKEUP)
+    notes = ()
+
+    def setup(self) -> None:
+        super().setup()
+        set_record_path(self.ctx.records)
+        self.store.register(TOPIC, _noop)
+
+    def start_workers(self) -> WorkerHandle:
+        return _InProcessHandle(self.store)
+
+
+class PocketjobsInProcessPostgres(_PocketjobsInProcess):
+    key = "pocketjobs-inproc-pg"
+    label = "pocketjobs (in-process)"
+    db = POSTGRES
+
+
+class PocketjobsInProcessSQLite(_PocketjobsInProcess):
+    key = "pocketjobs-inproc-sqlite"
+    label = "pocketjobs (in-process)"
+    db = SQLITE
+
+
+ADAPTERS: list[type[Adapter]] = [
+    PocketjobsPostgres,
+    PocketjobsInProcessPostgres,
+    PocketjobsSQLite,
+    PocketjobsInProcessSQLite,
+]
+
+
+# -- backlog workload helpers ------------------------------------------------------------
+
+
+def insert_finished_rows(app: Any, count: int, *, analyze: bool = True) -> None:
+    """Bulk-insert ``count`` completed jobs with SQL (ids older than any new job's), then
+    ``ANALYZE`` (unless told not to)."""
+    from pocketjobs.core.times import format_time, now_utc
+
+    if count <= 0:
+        if analyze:
+            app.db.execute("ANALYZE _jobs" if app.is_postgres() else "ANALYZE")
+        return
+    if app.is_postgres():
+        app.db.execute(
+            """INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries,
+                                  created, updated)
+            SELECT '00000000-0000-7000-8000-' || lpad(to_hex(g), 12, '0'), ?, 'null'::jsonb,
+                   'completed', now() - interval '1 hour', 0, 3,
+                   now() - interval '1 hour', now() - interval '1 hour'
+            FROM generate_series(1, ?) AS g""",
+            (TOPIC, count),
+        )
+        if analyze:
+            app.db.execute("ANALYZE _jobs")
+        return
+    stamp = format_time(now_utc().replace(microsecond=0).replace(hour=0))
+    app.db.execute(
+        """WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < ?)
+        INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries,
+                           created, updated)
+        SELECT printf('00000000-0000-7000-8000-%012x', g), ?, 'null', 'completed',
+               ?, 0, 3, ?, ?
+        FROM s""",
+        (count, TOPIC, stamp, stamp, stamp),
+    )
+    if analyze:
+        app.db.execute("ANALYZE")
+
+
+class _Rollback(Exception):
+    pass
+
+
+class ExplainCapture:
+    """A stand-in for ``app.db`` that, instead of running the driver's statement, runs
+    ``EXPLAIN`` of it (PostgreSQL: ``EXPLAIN (ANALYZE, BUFFERS)`` in a transaction that
+    is rolled back; SQLite: ``EXPLAIN QUERY PLAN``) and keeps the plan text. The SQL is
+    taken from the driver itself, so the plan is always the real claim's."""
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+        self.dialect = db.dialect
+        self.sql: str | None = None
+        self.plan: str = ""
+
+    def fetch_tuples(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        self.sql = sql
+        if self.dialect == "postgres":
+            with contextlib.suppress(_Rollback), self._db.transaction() as tx:
+                rows = tx.fetch_tuples("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
+                self.plan = "\n".join(str(row[0]) for row in rows)
+                raise _Rollback
+        else:
+            rows = self._db.fetch_tuples("EXPLAIN QUERY PLAN " + sql, params)
+            depth: dict[int, int] = {0: -1}
+            lines = []
+            for node_id, parent, _unused, detail in rows:
+                level = depth.get(parent, -1) + 1
+                depth[node_id] = level
+                lines.append("  " * level + "- " + str(detail))
+            self.plan = "\n".join(lines)
+        return []
+
+    def fetch_all(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
+        self.fetch_tuples(sql, params)
+        return []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+
+def claim_plan(app: Any, driver: Any) -> tuple[str, str]:
+    """``(sql, plan)`` of one claim of a 10-job batch."""
+    import uuid
+    from datetime import timedelta
+
+    from pocketjobs.core.times import now_utc
+
+    capture = ExplainCapture(app.db)
+    now = now_utc()
+    driver.jobs_claim(capture, [TOPIC], 10, now, now + timedelta(minutes=5), uuid.uuid4().hex)
+    return capture.sql or "", capture.plan
+
+
+def prepare_scenario_app(ctx: Scenario) -> tuple[Any, Any, Any]:
+    """A bootstrapped app (dispatcher off), its store and its jobs driver."""
+    from pocketjobs.plugins import jobs
+    from pocketjobs.plugins.jobs.drivers import driver_for
+
+    app = make_app(ctx.db, ctx.tmp, ctx.pg_url)
+    store = jobs.must_register(app, jobs.Config(auto_start=False))
+    app.bootstrap()
+    return app, store, driver_for(app.db)
