@@ -71,7 +71,6 @@ JOBS_INDEXES = {
     "idx_jobs_locked",
     "idx_jobs_status",
     "idx_jobs_topic",
-    "idx_jobs_created",
 }
 TERMINATE_HANDLER_ID = "__pbJobsOnTerminate__"
 

@@ -49,12 +49,12 @@ def _create_table(tx: Tx) -> None:
         "CREATE INDEX idx_jobs_pending ON _jobs (topic, run_at, id) WHERE status = 'pending'"
     )
     tx.execute("CREATE INDEX idx_jobs_locked ON _jobs (locked_until) WHERE status = 'processing'")
-    # Listing newest first, filtered by status or topic, and counting per status. Not for
+    # Listing newest first (ids are time-ordered UUIDv7, so the primary key serves the
+    # unfiltered list), filtered by status or topic, and counting per status. Not for
     # pending rows: with statistics that lag a bulk enqueue, the planner would take a
     # (status, created) index for the claim and sort the whole backlog.
-    tx.execute("CREATE INDEX idx_jobs_status ON _jobs (status, created) WHERE status <> 'pending'")
-    tx.execute("CREATE INDEX idx_jobs_topic ON _jobs (topic, created)")
-    tx.execute("CREATE INDEX idx_jobs_created ON _jobs (created)")
+    tx.execute("CREATE INDEX idx_jobs_status ON _jobs (status, id) WHERE status <> 'pending'")
+    tx.execute("CREATE INDEX idx_jobs_topic ON _jobs (topic, id)")
     # A queue table churns: every job is updated twice. Vacuum it after 2% of its rows
     # changed (the default waits for 20%), so the pending index stays small.
     tx.execute(
@@ -172,7 +172,7 @@ class PostgresJobsDriver(JobsDriver):
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         total = int(q.fetch_value(f"SELECT COUNT(*) FROM _jobs {where}", params))
         rows = q.fetch_tuples(
-            f"SELECT {_COLUMNS} FROM _jobs {where} ORDER BY created DESC, id DESC LIMIT ? OFFSET ?",
+            f"SELECT {_COLUMNS} FROM _jobs {where} ORDER BY id DESC LIMIT ? OFFSET ?",
             [*params, job_filter.limit, job_filter.offset],
         )
         return [_job(row) for row in rows], total

@@ -50,10 +50,10 @@ def _create_table(tx: Tx) -> None:
     # The claim scans due pending jobs in run_at order; the rescue scans expired locks.
     tx.execute("CREATE INDEX idx_jobs_pending ON _jobs (run_at, id) WHERE status = 'pending'")
     tx.execute("CREATE INDEX idx_jobs_locked ON _jobs (locked_until) WHERE status = 'processing'")
-    # Listing newest first, filtered by status or topic, and counting per status.
-    tx.execute("CREATE INDEX idx_jobs_status ON _jobs (status, created)")
-    tx.execute("CREATE INDEX idx_jobs_topic ON _jobs (topic, created)")
-    tx.execute("CREATE INDEX idx_jobs_created ON _jobs (created)")
+    # Listing newest first (ids are time-ordered UUIDv7, so the primary key serves the
+    # unfiltered list), filtered by status or topic, and counting per status.
+    tx.execute("CREATE INDEX idx_jobs_status ON _jobs (status, id)")
+    tx.execute("CREATE INDEX idx_jobs_topic ON _jobs (topic, id)")
 
 
 def _time(text: str) -> datetime:
@@ -136,7 +136,7 @@ class SQLiteJobsDriver(JobsDriver):
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         total = int(q.fetch_value(f"SELECT COUNT(*) FROM _jobs {where}", params))
         rows = q.fetch_tuples(
-            f"SELECT {_COLUMNS} FROM _jobs {where} ORDER BY created DESC, id DESC LIMIT ? OFFSET ?",
+            f"SELECT {_COLUMNS} FROM _jobs {where} ORDER BY id DESC LIMIT ? OFFSET ?",
             [*params, job_filter.limit, job_filter.offset],
         )
         return [_job(row) for row in rows], total
