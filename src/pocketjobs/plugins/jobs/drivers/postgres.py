@@ -117,6 +117,23 @@ _SETTLE_AND_CLAIM_SQL = f"""WITH done AS (
     FROM (SELECT 1) AS one LEFT JOIN claimed ON true"""
 
 
+_INSERT_ONE_SQL = """WITH inserted AS (
+        INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries, created,
+                           updated)
+        VALUES (?, ?, ?::jsonb, 'pending', ?, 0, ?, ?, ?)
+    )
+    SELECT pg_notify(?, ?)"""
+
+_INSERT_MANY_SQL = """WITH inserted AS (
+        INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries, created,
+                           updated)
+        SELECT id, topic, payload::jsonb, 'pending', run_at, 0, max_retries, created, created
+        FROM unnest(?::text[], ?::text[], ?::text[], ?::timestamptz[], ?::int[],
+                    ?::timestamptz[]) AS t(id, topic, payload, run_at, max_retries, created)
+    )
+    SELECT pg_notify(?, ?)"""
+
+
 def _job(row: Sequence[Any]) -> Job:
     return Job(*row)
 
@@ -133,17 +150,18 @@ class PostgresJobsDriver(JobsDriver):
 
     def jobs_insert(self, q: Queryable, jobs: Sequence[NewJob], *, wake_at: datetime) -> None:
         # One statement: the insert, and the notification that is delivered at commit.
+        # Arrays for a batch; plain parameters for one job (cheaper to send than arrays).
+        notify = (NOTIFY_CHANNEL, format_time(wake_at))
+        if len(jobs) == 1:
+            job = jobs[0]
+            q.execute(
+                _INSERT_ONE_SQL,
+                (job.id, job.topic, job.payload_json, job.run_at, job.max_retries, job.created,
+                 job.created, *notify),
+            )  # fmt: skip
+            return
         q.execute(
-            """WITH inserted AS (
-                INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries,
-                                   created, updated)
-                SELECT id, topic, payload::jsonb, 'pending', run_at, 0, max_retries, created,
-                       created
-                FROM unnest(?::text[], ?::text[], ?::text[], ?::timestamptz[], ?::int[],
-                            ?::timestamptz[])
-                     AS t(id, topic, payload, run_at, max_retries, created)
-            )
-            SELECT pg_notify(?, ?)""",
+            _INSERT_MANY_SQL,
             (
                 [job.id for job in jobs],
                 [job.topic for job in jobs],
@@ -151,8 +169,7 @@ class PostgresJobsDriver(JobsDriver):
                 [job.run_at for job in jobs],
                 [job.max_retries for job in jobs],
                 [job.created for job in jobs],
-                NOTIFY_CHANNEL,
-                format_time(wake_at),
+                *notify,
             ),
         )
 
