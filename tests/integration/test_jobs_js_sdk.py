@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_js_sdk import JS_DIR, MIN_NODE_MAJOR, _install_sdk, _unavailable
+import test_js_sdk
 
 from support import run_app, run_cli
 
+JS_DIR = test_js_sdk.JS_DIR
 SCRIPT = JS_DIR / "sdk_jobs.mjs"
 EMAIL = "sdk-jobs-admin@example.com"
 PASSWORD = "sdk-jobs-admin-password-1"
@@ -60,30 +60,12 @@ APP_SCRIPT = textwrap.dedent(
 )
 
 pytestmark = pytest.mark.timeout(300)
+node = test_js_sdk.node  # the shared fixture: node, with the SDK installed in tests/js
 
 
-@pytest.fixture(scope="module")
-def node() -> str:
-    """Path of ``node``, with the PocketBase SDK installed in tests/js."""
-    node_bin, npm_bin = shutil.which("node"), shutil.which("npm")
-    missing = [name for name, path in (("node", node_bin), ("npm", npm_bin)) if path is None]
-    if missing:
-        _unavailable(f"{' and '.join(missing)} not found in PATH")
-    assert node_bin is not None
-    assert npm_bin is not None
-    version = subprocess.run(
-        [node_bin, "--version"], capture_output=True, text=True, timeout=30, check=False
-    ).stdout.strip()
-    match = re.match(r"v(\d+)\.", version)
-    if match is None or int(match.group(1)) < MIN_NODE_MAJOR:
-        _unavailable(f"node {version or '(unknown version)'} is older than {MIN_NODE_MAJOR}")
-    _install_sdk(npm_bin)
-    return node_bin
-
-
-def _run_sdk_script(node: str, base_url: str) -> dict[str, Any]:
+def _run_sdk_script(node_bin: str, base_url: str) -> dict[str, Any]:
     result = subprocess.run(
-        [node, str(SCRIPT), base_url, EMAIL, PASSWORD],
+        [node_bin, str(SCRIPT), base_url, EMAIL, PASSWORD],
         cwd=JS_DIR,
         stdin=subprocess.DEVNULL,
         capture_output=True,
