@@ -52,7 +52,7 @@ from pocketjobs.plugins.jobs.errors import (
 )
 from pocketjobs.plugins.jobs.job import JOB_STATUSES, JobFilter, JobStatus
 from pocketjobs.plugins.jobs.openapi import openapi_document
-from pocketjobs.plugins.jobs.store import MAX_RETRIES_LIMIT, MAX_TOPIC_LENGTH
+from pocketjobs.plugins.jobs.store import MAX_DELAY, MAX_RETRIES_LIMIT, MAX_TOPIC_LENGTH
 
 if TYPE_CHECKING:
     from pocketjobs.plugins.jobs.plugin import JobsPlugin
@@ -61,7 +61,6 @@ __all__ = ["MAX_LIST_LIMIT", "bind_routes", "to_api_error"]
 
 MAX_LIST_LIMIT = 500
 MAX_OFFSET = 1_000_000_000
-MAX_DELAY = timedelta(days=36_525)  # a hundred years
 # Room for the envelope around the payload (topic, run_at, ...) in an enqueue body.
 _BODY_OVERHEAD = 64 * 1024
 _ENQUEUE_FIELDS = frozenset({"topic", "payload", "run_at", "delay", "max_retries"})

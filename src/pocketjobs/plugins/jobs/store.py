@@ -35,10 +35,11 @@ from pocketjobs.plugins.jobs.job import JOB_STATUSES, Job, JobFilter, JobList, J
 if TYPE_CHECKING:
     from pocketjobs.core import App
 
-__all__ = ["MAX_RETRIES_LIMIT", "MAX_TOPIC_LENGTH", "JobStore"]
+__all__ = ["MAX_DELAY", "MAX_RETRIES_LIMIT", "MAX_TOPIC_LENGTH", "JobStore"]
 
 MAX_TOPIC_LENGTH = 255
-_MAX_DELAY_SECONDS = 100 * 366 * 86_400
+#: The longest ``delay`` accepted: a hundred years.
+MAX_DELAY = timedelta(days=36_525)
 # A JSON \u0000 escape (not preceded by an escaped backslash): PostgreSQL's JSONB cannot
 # store it, so it is refused on every database alike.
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
@@ -122,7 +123,7 @@ class JobStore:
         if isinstance(delay, bool) or not isinstance(delay, timedelta | int | float):
             raise InvalidJobOptions("delay must be a timedelta or a number of seconds")
         seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
-        if not 0 <= seconds <= _MAX_DELAY_SECONDS:  # also rejects NaN
+        if not 0 <= seconds <= MAX_DELAY.total_seconds():  # also rejects NaN
             raise InvalidJobOptions("delay must be from zero to a hundred years")
         return _to_millis(now + timedelta(seconds=seconds))
 
