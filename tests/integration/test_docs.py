@@ -27,8 +27,9 @@ free port. Other blocks (``go``, ``text``, ``json``, no language ...) are not ru
 
 **Markers** are HTML comments on the lines right before a fence (several may be stacked)::
 
-    <!-- docs-test: skip (the reason) -->     not run. The reason is required; every
-                                              skipped block is reported as a pytest skip.
+    <!-- docs-test: skip (the reason) -->     not run. The reason is required; such a
+                                              block is still syntax-checked (bash -n or
+                                              compile) and listed with its reason.
     <!-- docs-test: continue -->              python: append to the previous python block
                                               and run both as one program.
     <!-- docs-test: setup NAME [NAME ...] --> python (also file blocks): prepend
