@@ -48,6 +48,7 @@ MAX_ERROR_LENGTH = 16_384
 _MAX_BACKOFF = 10.0  # seconds between retries of a failing database
 _LISTENER_THREAD = "pocketjobs-listener"
 _RECHECK_DELAY = timedelta(milliseconds=20)
+_SETTLE_WINDOW = 0.001  # seconds a round waits for more running jobs to finish
 _MAX_RETRY_WAIT = timedelta(days=365)
 _LISTEN_TICK = 0.25  # seconds: how often the listener checks whether to stop
 
@@ -179,12 +180,29 @@ class Dispatcher:
                 if self._stopping.is_set() and time.monotonic() >= self._stop_deadline:
                     self._release_unfinished()
                     break
+                self._gather_results()
                 busy = self._round()
                 if not busy:
                     self._wake_event.wait(self._sleep_seconds())
         finally:
             self._shutdown_threads()
             self._stopped.set()
+
+    def _gather_results(self) -> None:
+        """Give jobs that are still running a moment (``_SETTLE_WINDOW``) to finish too, so
+        that finished jobs are settled, and slots refilled, in batches rather than one round
+        trip each. No wait when nothing has finished or nothing else is running."""
+        if not self._results or self._stopping.is_set():
+            return
+        deadline = time.monotonic() + _SETTLE_WINDOW
+        while len(self._results) < len(self._running):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wake_event.clear()
+            if len(self._results) >= len(self._running):
+                return
+            self._wake_event.wait(remaining)
 
     def _round(self) -> bool:
         """One pass over the database work; ``True`` if another pass should follow at once."""
