@@ -11,9 +11,7 @@ skipped loudly, or fails when ``CI`` is set; ``npm ci`` installs the SDK on firs
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -63,26 +61,6 @@ pytestmark = pytest.mark.timeout(300)
 node = test_js_sdk.node  # the shared fixture: node, with the SDK installed in tests/js
 
 
-def _run_sdk_script(node_bin: str, base_url: str) -> dict[str, Any]:
-    result = subprocess.run(
-        [node_bin, str(SCRIPT), base_url, EMAIL, PASSWORD],
-        cwd=JS_DIR,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, (
-        f"sdk_jobs.mjs exited {result.returncode}\nstdout:\n{result.stdout}\n"
-        f"stderr:\n{result.stderr}"
-    )
-    lines = result.stdout.strip().splitlines()
-    assert lines, f"sdk_jobs.mjs printed nothing\nstderr:\n{result.stderr}"
-    output: dict[str, Any] = json.loads(lines[-1])
-    return output
-
-
 def _assert_api_error(
     error: dict[str, Any], status: int, message: str | None = None
 ) -> dict[str, Any]:
@@ -108,7 +86,7 @@ def test_pocketbase_js_sdk_jobs_api(
     assert created.returncode == 0, created.stderr
 
     with run_app(data_dir=data_dir, db_url=db_url, script=script) as server:
-        out = _run_sdk_script(node, server.base_url)
+        out = test_js_sdk.run_node_script(node, SCRIPT, server.base_url, EMAIL, PASSWORD)
         server.stop_cleanly()
     assert "unhandled error" not in server.log_text(), server.log_text()  # no 500 anywhere
 

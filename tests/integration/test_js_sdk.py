@@ -94,9 +94,10 @@ def node() -> str:
     return node_bin
 
 
-def _run_sdk_script(node: str, base_url: str, email: str, password: str) -> dict[str, Any]:
+def run_node_script(node: str, script: Path, *args: str) -> dict[str, Any]:
+    """Run a Node script of tests/js; return the JSON object its last stdout line holds."""
     result = subprocess.run(
-        [node, str(SCRIPT), base_url, email, password],
+        [node, str(script), *args],
         cwd=JS_DIR,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -105,11 +106,11 @@ def _run_sdk_script(node: str, base_url: str, email: str, password: str) -> dict
         check=False,
     )
     assert result.returncode == 0, (
-        f"sdk_auth.mjs exited {result.returncode}\nstdout:\n{result.stdout}\n"
+        f"{script.name} exited {result.returncode}\nstdout:\n{result.stdout}\n"
         f"stderr:\n{result.stderr}"
     )
     lines = result.stdout.strip().splitlines()
-    assert lines, f"sdk_auth.mjs printed nothing\nstderr:\n{result.stderr}"
+    assert lines, f"{script.name} printed nothing\nstderr:\n{result.stderr}"
     output: dict[str, Any] = json.loads(lines[-1])
     return output
 
@@ -119,7 +120,7 @@ def test_pocketbase_js_sdk_auth(node: str, data_dir: Path, db_url: str | None) -
     assert created.returncode == 0, created.stderr
 
     with run_app(data_dir=data_dir, db_url=db_url) as server:
-        out = _run_sdk_script(node, server.base_url, EMAIL, PASSWORD)
+        out = run_node_script(node, SCRIPT, server.base_url, EMAIL, PASSWORD)
         server.stop_cleanly()
     assert "Traceback" not in server.log_text(), server.log_text()
 
