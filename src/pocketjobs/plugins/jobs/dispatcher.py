@@ -1,9 +1,12 @@
 """The dispatcher: claims due jobs, runs their handlers, records the outcomes.
 
-One control thread owns the database side: it flushes finished jobs (completions and
-failures of a round in one transaction), heartbeats the locks of running jobs, rescues
-jobs whose worker died, and claims as many jobs as there are free worker slots (never
-more, so no claimed job waits for a slot while its lock runs out). Plain handlers run on
+A control thread claims as many due jobs as there are free worker slots (never more, so no
+claimed job waits for a slot while another process could run it), heartbeats the locks of
+claimed jobs, and rescues jobs whose worker died. A completer thread records the finished
+jobs (completions and failures of a round in one statement), on its own connection, while
+the control thread claims the next ones: a slot is free as soon as its handler returns, so
+refilling it costs one claim round trip and never waits for the bookkeeping. A finished job
+stays claimed (its lock heartbeated) until its outcome is written. Plain handlers run on
 ``workers`` daemon threads; ``async def`` handlers run on one event-loop thread; both
 count against ``workers``.
 
@@ -47,8 +50,9 @@ LOCK_EXPIRED_ERROR = "lock expired: the worker running this job stopped respondi
 MAX_ERROR_LENGTH = 16_384
 _MAX_BACKOFF = 10.0  # seconds between retries of a failing database
 _LISTENER_THREAD = "pocketjobs-listener"
+_COMPLETER_THREAD = "pocketjobs-completer"
 _RECHECK_DELAY = timedelta(milliseconds=20)
-_SETTLE_WINDOW = 0.001  # seconds a round waits for more running jobs to finish
+_SETTLE_WINDOW = 0.001  # seconds a claim waits for more running jobs to finish
 _MAX_RETRY_WAIT = timedelta(days=365)
 _LISTEN_TICK = 0.25  # seconds: how often the listener checks whether to stop
 
@@ -71,7 +75,8 @@ def _error_text(exc: BaseException) -> str:
 class _Running:
     job: Job
     claim_token: str
-    released: bool = False
+    finished: bool = False  # the handler returned or raised; the outcome is not written yet
+    released: bool = False  # given back at stop: its outcome is no longer ours to write
 
 
 @dataclass(slots=True)
@@ -111,14 +116,22 @@ class Dispatcher:
         self._handlers = handlers
         self._logger = logger
         self._clock = clock
-        self._wake_event = threading.Event()
+        self._wake_event = threading.Event()  # the control thread has something to do
+        self._settle_event = threading.Event()  # the completer has results to write
+        # Claimed jobs whose outcome is not written yet, and how many of them are still
+        # running (the slots in use); guarded by _lock.
         self._running: dict[str, _Running] = {}
+        self._active = 0
+        self._finished_since_claim = 0
+        self._throttled = False  # slots are free, but too many outcomes wait to be written
+        self._lock = threading.Lock()
         self._results: deque[_Result] = deque()
         self._work: queue.SimpleQueue[tuple[Job, str] | None] = queue.SimpleQueue()
         self._timers = _Timers()
         self._state_lock = threading.Lock()
         self._started = False
         self._stopping = threading.Event()
+        self._claiming_done = threading.Event()  # no more claims or releases: drain results
         self._stopped = threading.Event()
         self._stop_deadline = 0.0
         self._threads: list[threading.Thread] = []
@@ -127,7 +140,8 @@ class Dispatcher:
     # -- public surface ------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the control, worker and listener threads. Starting twice is a no-op."""
+        """Start the control, completer, worker and listener threads. Starting twice is a
+        no-op."""
         with self._state_lock:
             if self._started:
                 return
@@ -135,6 +149,8 @@ class Dispatcher:
         for index in range(self._config.workers):
             self._spawn(self._work_loop, f"pocketjobs-worker-{index}")
         self._spawn(self._listen_loop, _LISTENER_THREAD)
+        if self._driver.parallel_writes:
+            self._spawn(self._settle_loop, _COMPLETER_THREAD)
         self._spawn(self._control_loop, "pocketjobs-dispatcher")
 
     def is_running(self) -> bool:
@@ -142,8 +158,8 @@ class Dispatcher:
         return self._started and not self._stopped.is_set()
 
     def running_jobs(self) -> int:
-        """How many claimed jobs are running now."""
-        return len(self._running)
+        """How many claimed jobs are running now (worker slots in use)."""
+        return self._active
 
     def wake(self, due: datetime | None = None) -> None:
         """Tell the dispatcher that work is due at ``due`` (now if ``None``)."""
@@ -154,7 +170,9 @@ class Dispatcher:
     def stop(self, timeout: float | None = None) -> None:
         """Stop claiming, let running jobs finish for up to ``timeout`` seconds (default
         ``shutdown_timeout``), then release the unfinished ones back to pending (their
-        attempt not counted) so another worker takes them at once. Blocks until done."""
+        attempt not counted) so another worker takes them at once. Blocks until done, the
+        outcomes of finished jobs written (or, while the database is unreachable, given up
+        on after the grace period: their locks expire and they are run again)."""
         if not self._started or self._stopped.is_set():
             return
         grace = self._config.shutdown_timeout.total_seconds() if timeout is None else timeout
@@ -175,32 +193,42 @@ class Dispatcher:
 
     def _control_loop(self) -> None:
         try:
-            while not self._stopping.is_set() or self._running or self._results:
+            while True:
                 self._wake_event.clear()
-                if self._stopping.is_set() and time.monotonic() >= self._stop_deadline:
+                if self._stopping.is_set() and (
+                    self._active == 0 or time.monotonic() >= self._stop_deadline
+                ):
                     self._release_unfinished()
                     break
-                self._gather_results()
+                self._gather_finished()
                 busy = self._round()
                 if not busy:
                     self._wake_event.wait(self._sleep_seconds())
         finally:
+            self._claiming_done.set()
+            self._settle_event.set()
+            if self._driver.parallel_writes:
+                for thread in self._threads:
+                    if thread.name == _COMPLETER_THREAD:
+                        thread.join()
+            else:  # this thread records the outcomes: write the last ones
+                self._settle_loop()
             self._shutdown_threads()
             self._stopped.set()
 
-    def _gather_results(self) -> None:
+    def _gather_finished(self) -> None:
         """Give jobs that are still running a moment (``_SETTLE_WINDOW``) to finish too, so
-        that finished jobs are settled, and slots refilled, in batches rather than one round
-        trip each. No wait when nothing has finished or nothing else is running."""
-        if not self._results or self._stopping.is_set():
+        that slots are refilled in batches rather than one claim each. No wait when nothing
+        has finished since the last claim, or nothing else is running."""
+        if not self._finished_since_claim or self._stopping.is_set():
             return
         deadline = time.monotonic() + _SETTLE_WINDOW
-        while len(self._results) < len(self._running):
+        while self._active:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
             self._wake_event.clear()
-            if len(self._results) >= len(self._running):
+            if not self._active:
                 return
             self._wake_event.wait(remaining)
 
@@ -212,13 +240,9 @@ class Dispatcher:
                 self._heartbeat()
             if not self._stopping.is_set() and now_mono >= self._timers.rescue_at:
                 self._rescue()
-            filled = self._settle_and_claim()
+            filled = self._claim()
         except DatabaseError as exc:
-            self._timers.backoff = min(_MAX_BACKOFF, max(0.1, self._timers.backoff * 2))
-            self._logger.warning(
-                "jobs dispatcher: database error, retrying in %.1fs: %s", self._timers.backoff, exc
-            )
-            self._wake_event.wait(self._timers.backoff)
+            self._timers.backoff = self._pause_after(exc, self._timers.backoff, self._wake_event)
             return True
         except Exception:  # a bug: never die silently, keep serving after a pause
             self._logger.exception("jobs dispatcher: unexpected error; continuing")
@@ -226,6 +250,19 @@ class Dispatcher:
             return True
         self._timers.backoff = 0.0
         return filled
+
+    def _pause_after(self, exc: DatabaseError, backoff: float, event: threading.Event) -> float:
+        """Log a database error and wait (doubling ``backoff``, up to ``_MAX_BACKOFF``) or
+        until ``event`` is set; return the new backoff."""
+        backoff = min(_MAX_BACKOFF, max(0.1, backoff * 2))
+        self._logger.warning(
+            "jobs %s: database error, retrying in %.1fs: %s",
+            "completer" if event is self._settle_event else "dispatcher",
+            backoff,
+            exc,
+        )
+        event.wait(backoff)
+        return backoff
 
     def _sleep_seconds(self) -> float:
         timeout = self._config.poll_interval.total_seconds()
@@ -240,82 +277,57 @@ class Dispatcher:
             timeout = min(timeout, (next_due - self._clock()).total_seconds())
         return max(0.0, timeout)
 
-    # -- database work (control thread only) ---------------------------------------------
+    # -- database work: claiming (control thread) ----------------------------------------
 
-    def _settle_and_claim(self) -> bool:
-        """Record the finished jobs and claim as many as there are free slots, in one
-        database round trip. ``True`` if the claim filled its batch and slots remain."""
-        batch = list(self._results)  # results keep arriving; take what is there now
-        now = self._clock()
-        completed, failures = self._outcomes(batch, now)
-        finished = {result.job_id for result in batch}
-        busy = sum(1 for job_id in self._running if job_id not in finished)
+    def _claim(self) -> bool:
+        """Claim as many due jobs as there are free slots (up to ``batch_size``) and hand
+        them to the workers; where writes cannot run in parallel, record the finished jobs'
+        outcomes in the same transaction. ``True`` if the claim filled its batch and slots
+        remain."""
         topics = list(self._handlers)
+        workers = self._config.workers
         limit = 0
         if topics and not self._stopping.is_set():
-            limit = max(0, min(self._config.workers - busy, self._config.batch_size))
-        if not completed and not failures and limit == 0:
-            self._forget(len(batch))
+            # Free slots, and at most `workers` finished jobs waiting for their outcome to
+            # be written: claims wait for a completer that falls behind.
+            free = min(workers - self._active, 2 * workers - len(self._running))
+            self._throttled = free <= 0 and self._active < workers
+            limit = max(0, min(free, self._config.batch_size))
+        settle = not self._driver.parallel_writes and bool(self._results)
+        if limit == 0 and not settle:
             return False
+        self._finished_since_claim = 0
+        now = self._clock()
         if limit:
             with self._timers.lock:
                 if self._timers.next_due is not None and self._timers.next_due <= now:
                     self._timers.next_due = None
         token = uuid.uuid4().hex
-        written, jobs = self._driver.jobs_settle_and_claim(
-            self._db,
-            completed,
-            failures,
-            topics,
-            limit,
-            now,
-            now + self._config.lock_duration,
-            token,
-        )
-        self._forget(len(batch))  # written, or fenced out: their slots are free now
-        lost = len(completed) + len(failures) - written
-        if lost:
-            self._logger.warning(
-                "jobs dispatcher: %d result(s) discarded: their claim was taken over", lost
+        lock_until = now + self._config.lock_duration
+        if settle:
+            count, completed, failures = self._outcomes(now)
+            written, jobs = self._driver.jobs_settle_and_claim(
+                self._db, completed, failures, topics, limit, now, lock_until, token
             )
-        retries = [f.retry_at for f in failures if f.retry_at is not None]
-        if retries:
-            self._remember_due(min(retries))
-        if jobs and not self._running:
-            self._timers.heartbeat_at = time.monotonic() + self._heartbeat_interval()
-        for job in jobs:
-            self._running[job.id] = _Running(job, token)
-            self._dispatch(job, token)
-        if limit and not jobs:  # nothing due: learn when the next job is, to wake for it
+            self._settled(count, completed, failures, written)
+        else:
+            jobs = self._driver.jobs_claim(self._db, topics, limit, now, lock_until, token)
+        if jobs:
+            with self._lock:
+                if not self._running:
+                    self._timers.heartbeat_at = time.monotonic() + self._heartbeat_interval()
+                for job in jobs:
+                    self._running[job.id] = _Running(job, token)
+                self._active += len(jobs)
+            for job in jobs:
+                self._dispatch(job, token)
+        elif limit:  # nothing due: learn when the next job is, to wake for it
             due = self._driver.jobs_next_due(self._db, topics)
             if due is not None:
                 # Due already yet not claimable (just became due, or row-locked by another
                 # claimer): look again shortly rather than spin.
                 self._remember_due(max(due, self._clock() + _RECHECK_DELAY))
-        return limit > 0 and len(jobs) == limit and len(self._running) < self._config.workers
-
-    def _outcomes(
-        self, batch: list[_Result], now: datetime
-    ) -> tuple[list[tuple[str, str]], list[Failure]]:
-        completed: list[tuple[str, str]] = []
-        failures: list[Failure] = []
-        for result in batch:
-            running = self._running.get(result.job_id)
-            if running is None or running.released:
-                continue
-            if result.error is None:
-                completed.append((result.job_id, result.claim_token))
-            else:
-                job = running.job
-                retry_at = self._retry_at(job, now) if job.retries < job.max_retries else None
-                failures.append(Failure(job.id, result.claim_token, result.error, retry_at))
-        return completed, failures
-
-    def _forget(self, count: int) -> None:
-        """Drop the first ``count`` results and their running entries (control thread)."""
-        for _ in range(count):
-            result = self._results.popleft()
-            self._running.pop(result.job_id, None)
+        return limit > 0 and len(jobs) == limit and self._active < workers
 
     def _remember_due(self, due: datetime | None) -> None:
         if due is None:
@@ -332,23 +344,9 @@ class Dispatcher:
         else:
             self._work.put((job, token))
 
-    def _retry_at(self, job: Job, now: datetime) -> datetime:
-        """When the next attempt is due: ``now + backoff(retries + 1)``, at most a year out.
-        A backoff that raises or returns nonsense is logged and treated as a year."""
-        attempt = job.retries + 1
-        try:
-            wait = self._config.backoff(attempt)
-            if not isinstance(wait, timedelta):
-                raise TypeError(f"backoff({attempt}) returned {wait!r}, not a timedelta")
-        except Exception:
-            self._logger.exception(
-                "jobs dispatcher: the backoff function failed for job %s", job.id
-            )
-            wait = _MAX_RETRY_WAIT
-        return now + min(max(wait, timedelta(0)), _MAX_RETRY_WAIT)
-
     def _heartbeat(self) -> None:
-        claims = [(job_id, r.claim_token) for job_id, r in self._running.items() if not r.released]
+        with self._lock:
+            claims = [(job_id, r.claim_token) for job_id, r in self._running.items()]
         self._timers.heartbeat_at = time.monotonic() + self._heartbeat_interval()
         if not claims:
             return
@@ -369,15 +367,16 @@ class Dispatcher:
             self._logger.warning("jobs dispatcher: recovered %d job(s) with expired locks", rescued)
 
     def _release_unfinished(self) -> None:
-        try:
-            self._settle_and_claim()  # stopping: records results, claims nothing
-        except DatabaseError as exc:
-            self._logger.warning("jobs dispatcher: could not record results at stop: %s", exc)
-        claims = [(job_id, r.claim_token) for job_id, r in self._running.items()]
-        if not claims:
+        """At stop: give the jobs still running back (their outcome is then ignored)."""
+        with self._lock:
+            unfinished = [r for r in self._running.values() if not r.finished]
+            for running in unfinished:
+                running.released = True
+                del self._running[running.job.id]
+            self._active = 0
+        if not unfinished:
             return
-        for running in self._running.values():
-            running.released = True
+        claims = [(r.job.id, r.claim_token) for r in unfinished]
         try:
             released = self._driver.jobs_release(self._db, claims, self._clock())
         except DatabaseError as exc:
@@ -392,10 +391,112 @@ class Dispatcher:
             "jobs dispatcher: released %d unfinished job(s) after the shutdown timeout", released
         )
 
+    # -- database work: recording outcomes (completer thread) ----------------------------
+
+    def _settle_loop(self) -> None:
+        """Write the outcomes of finished jobs, all that are queued in one statement; keep
+        them queued and retry while the database fails. Ends once claiming has ended and
+        every outcome is written (or, when stopping, the grace period is over)."""
+        backoff = 0.0
+        while True:
+            self._settle_event.clear()
+            if not self._results:
+                if self._claiming_done.is_set():
+                    return
+                self._settle_event.wait()
+                continue
+            try:
+                self._settle()
+            except DatabaseError as exc:
+                if self._claiming_done.is_set() and time.monotonic() >= self._stop_deadline:
+                    self._logger.warning(
+                        "jobs completer: could not record %d result(s) at stop; their jobs "
+                        "will run again when their locks expire: %s",
+                        len(self._results),
+                        exc,
+                    )
+                    return
+                backoff = self._pause_after(exc, backoff, self._settle_event)
+            except Exception:  # a bug: never die silently, keep serving after a pause
+                self._logger.exception("jobs completer: unexpected error; continuing")
+                self._settle_event.wait(1.0)
+            else:
+                backoff = 0.0
+
+    def _settle(self) -> None:
+        now = self._clock()
+        count, completed, failures = self._outcomes(now)
+        written = self._driver.jobs_settle(self._db, completed, failures, now)
+        self._settled(count, completed, failures, written)
+
+    def _outcomes(self, now: datetime) -> tuple[int, list[tuple[str, str]], list[Failure]]:
+        """The outcomes of the results queued now (results keep arriving): how many results
+        they are, the completions and the failures (with their next attempt's time)."""
+        batch = list(self._results)
+        completed: list[tuple[str, str]] = []
+        failures: list[Failure] = []
+        with self._lock:
+            jobs = [self._running.get(result.job_id) for result in batch]
+        for result, running in zip(batch, jobs, strict=True):
+            if running is None or running.released:
+                continue
+            if result.error is None:
+                completed.append((result.job_id, result.claim_token))
+            else:
+                job = running.job
+                retry_at = self._retry_at(job, now) if job.retries < job.max_retries else None
+                failures.append(Failure(job.id, result.claim_token, result.error, retry_at))
+        return len(batch), completed, failures
+
+    def _settled(
+        self,
+        count: int,
+        completed: list[tuple[str, str]],
+        failures: list[Failure],
+        written: int,
+    ) -> None:
+        """Forget the first ``count`` results, now written (or fenced out)."""
+        with self._lock:
+            for _ in range(count):
+                self._running.pop(self._results.popleft().job_id, None)
+        lost = len(completed) + len(failures) - written
+        if lost:
+            self._logger.warning(
+                "jobs dispatcher: %d result(s) discarded: their claim was taken over", lost
+            )
+        retries = [f.retry_at for f in failures if f.retry_at is not None]
+        if retries:
+            self._remember_due(min(retries))
+        if retries or self._throttled:
+            self._wake_event.set()
+
+    def _retry_at(self, job: Job, now: datetime) -> datetime:
+        """When the next attempt is due: ``now + backoff(retries + 1)``, at most a year out.
+        A backoff that raises or returns nonsense is logged and treated as a year."""
+        attempt = job.retries + 1
+        try:
+            wait = self._config.backoff(attempt)
+            if not isinstance(wait, timedelta):
+                raise TypeError(f"backoff({attempt}) returned {wait!r}, not a timedelta")
+        except Exception:
+            self._logger.exception(
+                "jobs dispatcher: the backoff function failed for job %s", job.id
+            )
+            wait = _MAX_RETRY_WAIT
+        return now + min(max(wait, timedelta(0)), _MAX_RETRY_WAIT)
+
     # -- handlers ------------------------------------------------------------------------
 
     def _finish(self, job: Job, token: str, error: BaseException | None) -> None:
+        with self._lock:
+            running = self._running.get(job.id)
+            if running is None or running.released or running.claim_token != token:
+                return  # released at stop: the job is pending again, not ours
+            running.finished = True
+            self._active -= 1
+            self._finished_since_claim += 1
         self._results.append(_Result(job.id, token, None if error is None else _error_text(error)))
+        self._settle_event.set()
         self._wake_event.set()
 
     def _work_loop(self) -> None:

@@ -12,6 +12,7 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import ClassVar
 
 from pocketjobs.core import Database, Migration, Queryable
 from pocketjobs.plugins.jobs.job import Job, JobFilter
@@ -47,6 +48,11 @@ class Failure:
 
 class JobsDriver(abc.ABC):
     """One database's SQL for the ``_jobs`` table."""
+
+    #: Whether two transactions can write at once (PostgreSQL), rather than one waiting for
+    #: the other (SQLite). The dispatcher then records outcomes on a thread of their own,
+    #: in parallel with its claims; otherwise it records them in its claim transaction.
+    parallel_writes: ClassVar[bool] = False
 
     @abc.abstractmethod
     def migrations(self) -> list[Migration]:
@@ -114,6 +120,22 @@ class JobsDriver(abc.ABC):
         """Record failed attempts, fenced on the claim token: back to pending with
         ``retries + 1`` at ``retry_at``, or failed. Return the number updated."""
 
+    def jobs_settle(
+        self,
+        db: Database,
+        completed: Sequence[tuple[str, str]],
+        failures: Sequence[Failure],
+        now: datetime,
+    ) -> int:
+        """The dispatcher's bookkeeping of finished jobs: :meth:`jobs_complete` and
+        :meth:`jobs_fail`, all or nothing. Returns the number written (fenced-out claims
+        are not). This default is :meth:`jobs_settle_and_claim` claiming nothing; a driver
+        may use one statement.
+        """
+        if not completed and not failures:
+            return 0
+        return self.jobs_settle_and_claim(db, completed, failures, (), 0, now, now, "")[0]
+
     def jobs_settle_and_claim(
         self,
         db: Database,
@@ -125,12 +147,8 @@ class JobsDriver(abc.ABC):
         lock_until: datetime,
         claim_token: str,
     ) -> tuple[int, list[Job]]:
-        """The dispatcher's round trip: :meth:`jobs_complete` and :meth:`jobs_fail` for the
-        finished jobs, then :meth:`jobs_claim` of up to ``limit`` jobs (none if 0), all or
-        nothing. Returns the number of finished jobs written and the claimed jobs.
-
-        This default runs the verbs in one transaction; a driver may do it in one statement.
-        """
+        """:meth:`jobs_settle`, then :meth:`jobs_claim` of up to ``limit`` jobs (none if 0),
+        in one transaction: the dispatcher's round when writes cannot run in parallel."""
         written = 0
         with db.transaction() as tx:
             if completed:

@@ -7,7 +7,11 @@ same statement, so listening dispatchers wake when (and only if) the enqueue com
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -63,58 +67,143 @@ def _create_table(tx: Tx) -> None:
     )
 
 
-# Per topic, a LIMIT-ed ordered scan of idx_jobs_pending that skips rows other claimers hold;
-# then the oldest of those across topics. (One scan over all topics with `topic = ANY(...)`
-# lets the planner pick a bitmap scan and sort every pending row when its statistics lag,
-# e.g. right after a bulk enqueue.)
-_PICK_SQL = """SELECT p.id FROM unnest(?::text[]) AS t(topic)
-        CROSS JOIN LATERAL (
-            SELECT id, run_at FROM _jobs
-            WHERE status = 'pending' AND topic = t.topic AND run_at <= ?
-            ORDER BY run_at, id
-            LIMIT ?
-            FOR UPDATE SKIP LOCKED
-        ) AS p
-        ORDER BY p.run_at, p.id
-        LIMIT ?"""
-
-_CLAIM_SQL = f"""WITH picked AS ({_PICK_SQL})
-    UPDATE _jobs AS j SET status = 'processing', locked_until = ?, locked_by = ?, updated = ?
-    FROM picked WHERE j.id = picked.id
-    RETURNING {", ".join(f"j.{c.strip()}" for c in _COLUMNS.split(","))}"""
+# The dispatcher's two hot statements run as the bodies of functions (below), so that
+# PostgreSQL plans them once per session (plan_cache_mode = force_generic_plan): planning
+# them costs as much as running them. Every row is reached through an index whatever the
+# arguments (`id = ANY(...)` on the primary key, an ordered range of idx_jobs_pending), so
+# the one generic plan is the right plan; tests/integration/test_jobs_query_plan.py checks.
 
 
-# The dispatcher's round trip in one statement (one commit): complete and fail the finished
-# jobs (fenced on their claim tokens), then claim. The data-modifying CTEs share a snapshot
-# and touch disjoint rows (processing ones, then pending ones). The outer join keeps one row
-# for the count when nothing is claimed.
-_SETTLE_AND_CLAIM_SQL = f"""WITH done AS (
-        UPDATE _jobs AS j SET status = 'completed', locked_until = NULL, locked_by = NULL,
-            updated = ?
-        FROM unnest(?::text[], ?::text[]) AS c(id, token)
-        WHERE j.id = c.id AND j.locked_by = c.token AND j.status = 'processing'
-        RETURNING 1
+@dataclass(frozen=True)
+class _Function:
+    """A SQL function over one statement; ``:arg`` marks its arguments in ``body``."""
+
+    name: str
+    args: tuple[tuple[str, str], ...]  # (name, SQL type)
+    returns: str
+    body: str
+
+    def _with_args(self, name: Callable[[int, str], str]) -> str:
+        positions = {arg: index for index, (arg, _) in enumerate(self.args, 1)}
+        return _ARG.sub(lambda m: name(positions[m.group(1)], m.group(1)), self.body)
+
+    def create(self, tx: Tx) -> None:
+        # A later change to a body re-creates its function in a new migration step.
+        arguments = ", ".join(f"p_{arg} {sql_type}" for arg, sql_type in self.args)
+        body = self._with_args(lambda _, arg: f"p_{arg}")
+        tx.execute(
+            f"""CREATE OR REPLACE FUNCTION {self.name}({arguments})
+            RETURNS TABLE ({self.returns})
+            LANGUAGE plpgsql VOLATILE
+            SET plan_cache_mode = force_generic_plan
+            AS $body$
+            #variable_conflict use_column
+            BEGIN
+                RETURN QUERY {body};
+            END
+            $body$"""
+        )
+
+    def call(self) -> str:
+        """``SELECT * FROM name(?, ...)`` with the arguments cast to their types."""
+        return "SELECT * FROM {}({})".format(
+            self.name, ", ".join(f"?::{sql_type}" for _, sql_type in self.args)
+        )
+
+    def generic_plan(self, tx: Tx, params: Sequence[Any]) -> list[str]:
+        """``EXPLAIN ANALYZE`` of the body's generic plan with ``params`` (it runs: call
+        this in a transaction that is rolled back)."""
+        name = f"_plan_{uuid.uuid4().hex}"
+        types = ", ".join(sql_type for _, sql_type in self.args)
+        tx.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        tx.execute(f"PREPARE {name} ({types}) AS {self._with_args(lambda n, _: f'${n}')}")
+        # EXECUTE takes no bound parameters: the server quotes the values.
+        quoted = ", ".join(f"%L::{sql_type}" for _, sql_type in self.args)
+        values = ", ".join(f"?::{sql_type}" for _, sql_type in self.args)
+        execute = tx.fetch_value(f"SELECT format('EXECUTE {name} ({quoted})', {values})", params)
+        rows = tx.fetch_tuples(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {execute}")
+        tx.execute(f"DEALLOCATE {name}")
+        return [str(row[0]) for row in rows]
+
+
+_ARG = re.compile(r"(?<![:\w]):([a-z_]+)")
+
+# Per handled topic, a LIMIT-ed ordered scan of idx_jobs_pending that skips rows other
+# claimers hold; then the oldest of those across topics. (One scan over all topics with
+# `topic = ANY(...)` lets the planner bitmap-scan and sort every pending row when its
+# statistics lag, e.g. right after a bulk enqueue.)
+_CLAIM = _Function(
+    name="_jobs_claim",
+    args=(
+        ("topics", "text[]"),
+        ("now", "timestamptz"),
+        ("batch", "integer"),
+        ("lock_until", "timestamptz"),
+        ("token", "text"),
     ),
-    failed AS (
-        UPDATE _jobs AS j SET
-            status = CASE WHEN f.retry_at IS NULL THEN 'failed' ELSE 'pending' END,
-            retries = CASE WHEN f.retry_at IS NULL THEN j.retries ELSE j.retries + 1 END,
-            run_at = COALESCE(f.retry_at, j.run_at),
-            last_error = f.error, locked_until = NULL, locked_by = NULL, updated = ?
-        FROM unnest(?::text[], ?::text[], ?::text[], ?::timestamptz[])
-             AS f(id, token, error, retry_at)
-        WHERE j.id = f.id AND j.locked_by = f.token AND j.status = 'processing'
-        RETURNING 1
+    returns=(
+        "id text, topic text, payload jsonb, status text, run_at timestamptz,"
+        " locked_until timestamptz, retries integer, max_retries integer, last_error text,"
+        " created timestamptz, updated timestamptz"
     ),
-    picked AS ({_PICK_SQL}),
-    claimed AS (
-        UPDATE _jobs AS j SET status = 'processing', locked_until = ?, locked_by = ?,
-            updated = ?
-        FROM picked WHERE j.id = picked.id
-        RETURNING {", ".join(f"j.{c.strip()}" for c in _COLUMNS.split(","))}
-    )
-    SELECT (SELECT count(*) FROM done) + (SELECT count(*) FROM failed), claimed.*
-    FROM (SELECT 1) AS one LEFT JOIN claimed ON true"""
+    body=f"""WITH picked AS (
+            SELECT p.id FROM unnest(:topics) AS t(topic)
+            CROSS JOIN LATERAL (
+                SELECT id, run_at FROM _jobs
+                WHERE status = 'pending' AND topic = t.topic AND run_at <= :now
+                ORDER BY run_at, id
+                LIMIT :batch
+                FOR UPDATE SKIP LOCKED
+            ) AS p
+            ORDER BY p.run_at, p.id
+            LIMIT :batch
+        )
+        UPDATE _jobs AS j SET status = 'processing', locked_until = :lock_until,
+            locked_by = :token, updated = :now
+        WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
+        RETURNING {", ".join(f"j.{column.strip()}" for column in _COLUMNS.split(","))}""",
+)
+
+# Completions and failures of finished jobs in one statement, fenced on their claim tokens.
+# Completions come as one JSON object {job id: claim token} (far cheaper to send than two
+# arrays); failures, which are rare, as arrays.
+_SETTLE = _Function(
+    name="_jobs_settle",
+    args=(
+        ("done", "jsonb"),
+        ("fail_ids", "text[]"),
+        ("fail_tokens", "text[]"),
+        ("fail_errors", "text[]"),
+        ("fail_retry_at", "timestamptz[]"),
+        ("now", "timestamptz"),
+    ),
+    returns="written bigint",
+    body="""WITH done AS (
+            UPDATE _jobs AS j SET status = 'completed', locked_until = NULL,
+                locked_by = NULL, updated = :now
+            WHERE j.id = ANY(ARRAY(SELECT jsonb_object_keys(:done)))
+              AND j.status = 'processing' AND j.locked_by = :done ->> j.id
+            RETURNING 1
+        ),
+        failed AS (
+            UPDATE _jobs AS j SET
+                status = CASE WHEN f.retry_at IS NULL THEN 'failed' ELSE 'pending' END,
+                retries = CASE WHEN f.retry_at IS NULL THEN j.retries ELSE j.retries + 1 END,
+                run_at = COALESCE(f.retry_at, j.run_at),
+                last_error = f.error, locked_until = NULL, locked_by = NULL, updated = :now
+            FROM unnest(:fail_ids, :fail_tokens, :fail_errors, :fail_retry_at)
+                 AS f(id, token, error, retry_at)
+            WHERE j.id = ANY(:fail_ids) AND j.id = f.id AND j.locked_by = f.token
+              AND j.status = 'processing'
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM done) + (SELECT count(*) FROM failed)""",
+)
+
+
+def _create_functions(tx: Tx) -> None:
+    _CLAIM.create(tx)
+    _SETTLE.create(tx)
 
 
 _INSERT_ONE_SQL = """WITH inserted AS (
@@ -145,8 +234,13 @@ def _pairs(claims: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:
 class PostgresJobsDriver(JobsDriver):
     """``_jobs`` on PostgreSQL."""
 
+    parallel_writes = True
+
     def migrations(self) -> list[Migration]:
-        return [Migration("jobs_0001_create_jobs", _create_table)]
+        return [
+            Migration("jobs_0001_create_jobs", _create_table),
+            Migration("jobs_0002_dispatcher_functions", _create_functions),
+        ]
 
     def jobs_insert(self, q: Queryable, jobs: Sequence[NewJob], *, wake_at: datetime) -> None:
         # One statement: the insert, and the notification that is delivered at commit.
@@ -221,25 +315,23 @@ class PostgresJobsDriver(JobsDriver):
         lock_until: datetime,
         claim_token: str,
     ) -> list[Job]:
-        rows = q.fetch_tuples(
-            _CLAIM_SQL, (list(topics), now, limit, limit, lock_until, claim_token, now)
-        )
+        if limit <= 0 or not topics:
+            return []
+        rows = q.fetch_tuples(_CLAIM.call(), (list(topics), now, limit, lock_until, claim_token))
         jobs = [_job(row) for row in rows]
         jobs.sort(key=lambda job: (job.run_at, job.id))  # RETURNING order is unspecified
         return jobs
 
     def claim_plan(self, db: Database, topics: Sequence[str], limit: int, now: datetime) -> str:
+        """The generic plan the claim function runs (it claims, then is rolled back)."""
+
         class _RollBack(Exception):
             pass
 
         plan: list[str] = []
         try:
-            with db.transaction() as tx:  # EXPLAIN ANALYZE runs the claim: undo it
-                rows = tx.fetch_tuples(
-                    "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + _CLAIM_SQL,
-                    (list(topics), now, limit, limit, now, "plan", now),
-                )
-                plan = [str(row[0]) for row in rows]
+            with db.transaction() as tx:
+                plan = _CLAIM.generic_plan(tx, (list(topics), now, limit, now, "plan"))
                 raise _RollBack
         except _RollBack:
             pass
@@ -257,70 +349,31 @@ class PostgresJobsDriver(JobsDriver):
         return value if isinstance(value, datetime) else None
 
     def jobs_complete(self, q: Queryable, claims: Sequence[tuple[str, str]], now: datetime) -> int:
-        ids, tokens = _pairs(claims)
-        return q.execute(
-            """UPDATE _jobs AS j SET status = 'completed', locked_until = NULL, locked_by = NULL,
-                updated = ?
-            FROM unnest(?::text[], ?::text[]) AS c(id, token)
-            WHERE j.id = c.id AND j.locked_by = c.token AND j.status = 'processing'""",
-            (now, ids, tokens),
-        )
+        return self.jobs_settle(q, claims, (), now)
 
     def jobs_fail(self, q: Queryable, failures: Sequence[Failure], now: datetime) -> int:
-        return q.execute(
-            """UPDATE _jobs AS j SET
-                status = CASE WHEN f.retry_at IS NULL THEN 'failed' ELSE 'pending' END,
-                retries = CASE WHEN f.retry_at IS NULL THEN j.retries ELSE j.retries + 1 END,
-                run_at = COALESCE(f.retry_at, j.run_at),
-                last_error = f.error, locked_until = NULL, locked_by = NULL, updated = ?
-            FROM unnest(?::text[], ?::text[], ?::text[], ?::timestamptz[])
-                 AS f(id, token, error, retry_at)
-            WHERE j.id = f.id AND j.locked_by = f.token AND j.status = 'processing'""",
-            (
-                now,
-                [f.id for f in failures],
-                [f.claim_token for f in failures],
-                [f.error for f in failures],
-                [f.retry_at for f in failures],
-            ),
-        )
+        return self.jobs_settle(q, (), failures, now)
 
-    def jobs_settle_and_claim(
+    def jobs_settle(
         self,
-        db: Database,
+        db: Queryable,
         completed: Sequence[tuple[str, str]],
         failures: Sequence[Failure],
-        topics: Sequence[str],
-        limit: int,
         now: datetime,
-        lock_until: datetime,
-        claim_token: str,
-    ) -> tuple[int, list[Job]]:
-        done_ids, done_tokens = _pairs(completed)
-        rows = db.fetch_tuples(
-            _SETTLE_AND_CLAIM_SQL,
-            (
-                now,
-                done_ids,
-                done_tokens,
-                now,
+    ) -> int:
+        if not completed and not failures:
+            return 0
+        params: tuple[Any, ...] = (json.dumps(dict(completed)) if completed else None,)
+        if failures:
+            params += (
                 [f.id for f in failures],
                 [f.claim_token for f in failures],
                 [f.error for f in failures],
                 [f.retry_at for f in failures],
-                list(topics),
-                now,
-                limit,
-                limit,
-                lock_until,
-                claim_token,
-                now,
-            ),
-        )
-        written = int(rows[0][0]) if rows else 0
-        jobs = [_job(row[1:]) for row in rows if row[1] is not None]
-        jobs.sort(key=lambda job: (job.run_at, job.id))  # RETURNING order is unspecified
-        return written, jobs
+            )
+        else:
+            params += (None, None, None, None)
+        return int(db.fetch_value(_SETTLE.call(), (*params, now)))
 
     def jobs_extend_locks(
         self, q: Queryable, claims: Sequence[tuple[str, str]], lock_until: datetime

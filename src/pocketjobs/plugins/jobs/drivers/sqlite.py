@@ -56,6 +56,12 @@ def _create_table(tx: Tx) -> None:
     tx.execute("CREATE INDEX idx_jobs_topic ON _jobs (topic, id)")
 
 
+def _no_function_needed(tx: Tx) -> None:
+    """PostgreSQL's step 2 creates the dispatcher's settle-and-claim function (planned once
+    per session). SQLite caches its statement plans by itself: nothing to do, the step only
+    keeps the step names the same on both databases."""
+
+
 def _time(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
@@ -94,7 +100,10 @@ class SQLiteJobsDriver(JobsDriver):
     """``_jobs`` on SQLite."""
 
     def migrations(self) -> list[Migration]:
-        return [Migration("jobs_0001_create_jobs", _create_table)]
+        return [
+            Migration("jobs_0001_create_jobs", _create_table),
+            Migration("jobs_0002_settle_and_claim_function", _no_function_needed),
+        ]
 
     def jobs_insert(self, q: Queryable, jobs: Sequence[NewJob], *, wake_at: datetime) -> None:
         # SQLite has no cross-process notification: the store wakes this process's
