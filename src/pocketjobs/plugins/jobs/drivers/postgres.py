@@ -82,15 +82,22 @@ class _Function:
     args: tuple[tuple[str, str], ...]  # (name, SQL type)
     returns: str
     body: str
+    prelude: str = ""  # PL/pgSQL statements run before the body
 
-    def _with_args(self, name: Callable[[int, str], str]) -> str:
+    def _with_args(self, name: Callable[[int, str], str], text: str | None = None) -> str:
+        """``text`` (default: the body) with each ``:arg`` replaced by ``name(position,
+        arg)`` (1-based)."""
         positions = {arg: index for index, (arg, _) in enumerate(self.args, 1)}
-        return _ARG.sub(lambda m: name(positions[m.group(1)], m.group(1)), self.body)
+        return _ARG.sub(
+            lambda m: name(positions[m.group(1)], m.group(1)),
+            self.body if text is None else text,
+        )
 
     def create(self, tx: Tx) -> None:
         # A later change to a body re-creates its function in a new migration step.
         arguments = ", ".join(f"p_{arg} {sql_type}" for arg, sql_type in self.args)
         body = self._with_args(lambda _, arg: f"p_{arg}")
+        prelude = self._with_args(lambda _, arg: f"p_{arg}", self.prelude)
         tx.execute(
             f"""CREATE OR REPLACE FUNCTION {self.name}({arguments})
             RETURNS TABLE ({self.returns})
@@ -99,6 +106,7 @@ class _Function:
             AS $body$
             #variable_conflict use_column
             BEGIN
+                {prelude}
                 RETURN QUERY {body};
             END
             $body$"""
@@ -140,7 +148,14 @@ _CLAIM = _Function(
         ("batch", "integer"),
         ("lock_until", "timestamptz"),
         ("token", "text"),
+        ("durable", "boolean"),
     ),
+    # A claim that a server crash loses is only a job that runs again, as when a worker
+    # dies: unless the caller's transaction holds other writes, commit without waiting
+    # for the WAL flush (the next durable commit flushes it too).
+    prelude="""IF NOT :durable THEN
+                    PERFORM set_config('synchronous_commit', 'off', true);
+                END IF;""",
     returns=(
         "id text, topic text, payload jsonb, status text, run_at timestamptz,"
         " locked_until timestamptz, retries integer, max_retries integer, last_error text,"
@@ -213,14 +228,40 @@ _INSERT_ONE_SQL = """WITH inserted AS (
     )
     SELECT pg_notify(?, ?)"""
 
+# A batch travels as one JSON array of rows: far cheaper to build and send than one array
+# parameter per column. (JSON null becomes SQL NULL here: hence the COALESCE.)
 _INSERT_MANY_SQL = """WITH inserted AS (
         INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries, created,
                            updated)
-        SELECT id, topic, payload::jsonb, 'pending', run_at, 0, max_retries, created, created
-        FROM unnest(?::text[], ?::text[], ?::text[], ?::timestamptz[], ?::int[],
-                    ?::timestamptz[]) AS t(id, topic, payload, run_at, max_retries, created)
+        SELECT id, topic, COALESCE(payload, 'null'), 'pending', run_at, 0, max_retries,
+               created, created
+        FROM jsonb_to_recordset(?::jsonb) AS t(id text, topic text, payload jsonb,
+                                                run_at timestamptz, max_retries integer,
+                                                created timestamptz)
     )
     SELECT pg_notify(?, ?)"""
+
+
+def _rows_json(jobs: Sequence[NewJob]) -> str:
+    """``jobs`` as the JSON array :data:`_INSERT_MANY_SQL` reads (payloads are JSON text
+    already; the values shared by a batch are encoded once)."""
+    encoded: dict[object, str] = {}
+
+    def enc(value: str | datetime) -> str:
+        text = encoded.get(value)
+        if text is None:
+            plain = value.isoformat() if isinstance(value, datetime) else value
+            text = encoded[value] = json.dumps(plain)
+        return text
+
+    return "[{}]".format(
+        ",".join(
+            f'{{"id":{json.dumps(job.id)},"topic":{enc(job.topic)},"payload":{job.payload_json},'
+            f'"run_at":{enc(job.run_at)},"max_retries":{job.max_retries},'
+            f'"created":{enc(job.created)}}}'
+            for job in jobs
+        )
+    )
 
 
 def _job(row: Sequence[Any]) -> Job:
@@ -244,7 +285,7 @@ class PostgresJobsDriver(JobsDriver):
 
     def jobs_insert(self, q: Queryable, jobs: Sequence[NewJob], *, wake_at: datetime) -> None:
         # One statement: the insert, and the notification that is delivered at commit.
-        # Arrays for a batch; plain parameters for one job (cheaper to send than arrays).
+        # JSON rows for a batch; plain parameters for one job.
         notify = (NOTIFY_CHANNEL, format_time(wake_at))
         if len(jobs) == 1:
             job = jobs[0]
@@ -254,18 +295,7 @@ class PostgresJobsDriver(JobsDriver):
                  job.created, *notify),
             )  # fmt: skip
             return
-        q.execute(
-            _INSERT_MANY_SQL,
-            (
-                [job.id for job in jobs],
-                [job.topic for job in jobs],
-                [job.payload_json for job in jobs],
-                [job.run_at for job in jobs],
-                [job.max_retries for job in jobs],
-                [job.created for job in jobs],
-                *notify,
-            ),
-        )
+        q.execute(_INSERT_MANY_SQL, (_rows_json(jobs), *notify))
 
     def jobs_get(self, q: Queryable, job_id: str) -> Job | None:
         rows = q.fetch_tuples(f"SELECT {_COLUMNS} FROM _jobs WHERE id = ?", (job_id,))
@@ -317,7 +347,12 @@ class PostgresJobsDriver(JobsDriver):
     ) -> list[Job]:
         if limit <= 0 or not topics:
             return []
-        rows = q.fetch_tuples(_CLAIM.call(), (list(topics), now, limit, lock_until, claim_token))
+        # On the database itself the claim is its own transaction; in a caller's, whose other
+        # writes must stay durable, it is committed as they are.
+        durable = not isinstance(q, Database)
+        rows = q.fetch_tuples(
+            _CLAIM.call(), (list(topics), now, limit, lock_until, claim_token, durable)
+        )
         jobs = [_job(row) for row in rows]
         jobs.sort(key=lambda job: (job.run_at, job.id))  # RETURNING order is unspecified
         return jobs
@@ -331,7 +366,7 @@ class PostgresJobsDriver(JobsDriver):
         plan: list[str] = []
         try:
             with db.transaction() as tx:
-                plan = _CLAIM.generic_plan(tx, (list(topics), now, limit, now, "plan"))
+                plan = _CLAIM.generic_plan(tx, (list(topics), now, limit, now, "plan", True))
                 raise _RollBack
         except _RollBack:
             pass
