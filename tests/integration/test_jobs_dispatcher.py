@@ -815,3 +815,66 @@ def test_several_dispatchers_share_one_database(harness: Harness) -> None:
     by_node = Counter(c.who for c in rec.calls)
     print(f"\njobs per dispatcher: {dict(by_node)}")
     assert len(by_node) >= 2, f"only one dispatcher took jobs: {dict(by_node)}"
+
+
+# --------------------------------------------------------------------------- 12. bookkeeping
+
+
+def test_slow_bookkeeping_holds_back_claims(harness: Harness) -> None:
+    """While the outcomes of finished jobs wait to be written (here: every write takes
+    50 ms), handlers never exceed ``workers``, at most ``workers`` finished jobs wait, and
+    every job is completed exactly once."""
+    import logging
+
+    from pocketjobs.plugins.jobs.dispatcher import Dispatcher
+
+    rec = Recorder()
+
+    def handle(job: jobs.Job) -> None:
+        with rec.running(job):
+            pass
+
+    node = harness.node(workers=3, auto_start=False, lock_duration=5.0)
+    real = driver_for(node.app.db)
+
+    class SlowBookkeeping(type(real)):  # type: ignore[misc]
+        def jobs_settle(self, *args: Any, **kwargs: Any) -> int:
+            time.sleep(0.05)
+            return int(super().jobs_settle(*args, **kwargs))
+
+        def jobs_settle_and_claim(self, *args: Any, **kwargs: Any) -> Any:
+            time.sleep(0.05)
+            return super().jobs_settle_and_claim(*args, **kwargs)
+
+    enqueued = node.store.enqueue_many("t", [{"n": n} for n in range(60)])
+    dispatcher = Dispatcher(
+        node.app.db,
+        SlowBookkeeping(),
+        fast_config(workers=3, lock_duration=5.0),
+        {"t": handle},
+        logging.getLogger("test.slow-bookkeeping"),
+    )
+    with watch_processing(node) as samples:
+        dispatcher.start()
+        try:
+            wait_until(lambda: node.store.stats().completed == 60, 30, "all 60 jobs to complete")
+        finally:
+            dispatcher.stop()
+    assert rec.counter() == Counter({job.id: 1 for job in enqueued})
+    assert rec.max_active <= 3
+    assert samples, "the watcher took no samples"
+    assert max(samples) <= 2 * 3, f"up to {max(samples)} jobs were 'processing'"
+
+
+def test_error_text_with_nul_characters_is_recorded(harness: Harness) -> None:
+    """PostgreSQL text cannot hold NUL: the failure is recorded with it escaped."""
+
+    def handle(job: jobs.Job) -> None:
+        raise ValueError("bad\x00byte")
+
+    node = harness.node(handlers={"t": handle})
+    job = node.store.enqueue("t", max_retries=0)
+    failed = node.wait_status(job.id, "failed")
+    assert failed.last_error is not None
+    assert "ValueError: bad\\x00byte" in failed.last_error
+    assert "\x00" not in failed.last_error

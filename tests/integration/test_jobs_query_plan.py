@@ -113,3 +113,43 @@ def test_claim_takes_only_due_pending_jobs_among_many_finished(
     assert all(job.payload.get("p") is not None for job in claimed)
     assert [job.payload["p"] for job in claimed] == sorted(job.payload["p"] for job in claimed)
     assert format_time(claimed[0].run_at) <= format_time(now)
+
+
+@pytest.mark.postgres
+def test_dispatcher_functions_are_planned_once_and_claims_commit_lazily(
+    data_dir: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: the claim and settle statements run in functions with generic plans
+    (the plan the tests above check). A claim on its own commits without waiting for the
+    WAL flush; a claim inside a caller's transaction leaves that transaction durable."""
+    monkeypatch.delenv("PB_DATABASE_URL", raising=False)
+    app = App(data_dir=data_dir, database_url=postgres_url)
+    store = jobs.must_register(app, jobs.Config(auto_start=False))
+    app.bootstrap()
+    store.enqueue_many("t", [1, 2, 3], run_at=now_utc() - timedelta(seconds=1))
+    config = dict(
+        app.db.fetch_tuples(
+            "SELECT proname, array_to_string(proconfig, ',') FROM pg_proc"
+            " WHERE proname IN ('_jobs_claim', '_jobs_settle')"
+        )
+    )
+    assert config == {
+        "_jobs_claim": "plan_cache_mode=force_generic_plan",
+        "_jobs_settle": "plan_cache_mode=force_generic_plan",
+    }
+    driver = driver_for(app.db)
+    now = now_utc()
+    lock_until = now + timedelta(minutes=5)
+    with app.db.transaction() as tx:
+        claimed = driver.jobs_claim(tx, ["t"], 2, now, lock_until, "in-tx")
+        assert len(claimed) == 2
+        assert tx.fetch_value("SELECT current_setting('synchronous_commit')") == "on"
+    with app.db.transaction() as tx:
+        rows = tx.fetch_tuples(
+            "SELECT id FROM _jobs_claim(?::text[], ?, 1, ?, 'alone', false)",
+            (["t"], now, lock_until),
+        )
+        assert len(rows) == 1
+        assert tx.fetch_value("SELECT current_setting('synchronous_commit')") == "off"
+    assert app.db.fetch_value("SHOW synchronous_commit") == "on"  # the session is unchanged
+    app.terminate()

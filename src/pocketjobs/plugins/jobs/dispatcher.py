@@ -65,7 +65,8 @@ def is_async_handler(fn: Callable[..., Any]) -> bool:
 
 
 def _error_text(exc: BaseException) -> str:
-    text = "".join(traceback.format_exception(exc)).strip()
+    # NUL cannot be stored in PostgreSQL text: escaped alike on both databases.
+    text = "".join(traceback.format_exception(exc)).strip().replace("\x00", "\\x00")
     if len(text) > MAX_ERROR_LENGTH:
         text = text[: MAX_ERROR_LENGTH // 2] + "\n...\n" + text[-MAX_ERROR_LENGTH // 2 :]
     return text
