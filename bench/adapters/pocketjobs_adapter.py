@@ -8,7 +8,6 @@ capturing the claim query's plan).
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import threading
 from collections.abc import Sequence
@@ -198,59 +197,18 @@ def insert_finished_rows(app: Any, count: int, *, analyze: bool = True) -> None:
         app.db.execute("ANALYZE")
 
 
-class _Rollback(Exception):
-    pass
-
-
-class ExplainCapture:
-    """A stand-in for ``app.db`` that, instead of running the driver's statement, runs
-    ``EXPLAIN`` of it (PostgreSQL: ``EXPLAIN (ANALYZE, BUFFERS)`` in a transaction that
-    is rolled back; SQLite: ``EXPLAIN QUERY PLAN``) and keeps the plan text. The SQL is
-    taken from the driver itself, so the plan is always the real claim's."""
-
-    def __init__(self, db: Any) -> None:
-        self._db = db
-        self.dialect = db.dialect
-        self.sql: str | None = None
-        self.plan: str = ""
-
-    def fetch_tuples(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
-        self.sql = sql
-        if self.dialect == "postgres":
-            with contextlib.suppress(_Rollback), self._db.transaction() as tx:
-                rows = tx.fetch_tuples("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
-                self.plan = "\n".join(str(row[0]) for row in rows)
-                raise _Rollback
-        else:
-            rows = self._db.fetch_tuples("EXPLAIN QUERY PLAN " + sql, params)
-            depth: dict[int, int] = {0: -1}
-            lines = []
-            for node_id, parent, _unused, detail in rows:
-                level = depth.get(parent, -1) + 1
-                depth[node_id] = level
-                lines.append("  " * level + "- " + str(detail))
-            self.plan = "\n".join(lines)
-        return []
-
-    def fetch_all(self, sql: str, params: Any = ()) -> list[dict[str, Any]]:
-        self.fetch_tuples(sql, params)
-        return []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._db, name)
-
-
 def claim_plan(app: Any, driver: Any) -> tuple[str, str]:
-    """``(sql, plan)`` of one claim of a 10-job batch."""
-    import uuid
-    from datetime import timedelta
-
+    """``(what, plan)`` of one claim of a 10-job batch, from the driver's ``claim_plan``
+    (PostgreSQL: ``EXPLAIN (ANALYZE, BUFFERS)`` of the generic plan the ``_jobs_claim``
+    function runs, rolled back; SQLite: ``EXPLAIN QUERY PLAN`` of the claim statement)."""
     from pocketjobs.core.times import now_utc
 
-    capture = ExplainCapture(app.db)
-    now = now_utc()
-    driver.jobs_claim(capture, [TOPIC], 10, now, now + timedelta(minutes=5), uuid.uuid4().hex)
-    return capture.sql or "", capture.plan
+    what = (
+        "_jobs_claim(topics, now, 10, ...): generic plan of its body"
+        if app.is_postgres()
+        else "UPDATE _jobs ... RETURNING (the claim statement)"
+    )
+    return what, driver.claim_plan(app.db, [TOPIC], 10, now_utc())
 
 
 def prepare_scenario_app(ctx: Scenario) -> tuple[Any, Any, Any]:
