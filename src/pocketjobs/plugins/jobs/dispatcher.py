@@ -1,12 +1,16 @@
 """The dispatcher: claims due jobs, runs their handlers, records the outcomes.
 
-A control thread claims as many due jobs as there are free worker slots (never more, so no
-claimed job waits for a slot while another process could run it), heartbeats the locks of
-claimed jobs, and rescues jobs whose worker died. A completer thread records the finished
-jobs (completions and failures of a round in one statement), on its own connection, while
-the control thread claims the next ones: a slot is free as soon as its handler returns, so
-refilling it costs one claim round trip and never waits for the bookkeeping. A finished job
-stays claimed (its lock heartbeated) until its outcome is written. Plain handlers run on
+A control thread claims as many due jobs as there are free worker slots, heartbeats the
+locks of claimed jobs, and rescues jobs whose worker died. While handlers take less than
+about two claim round trips, it also claims one batch ahead, so that the next jobs arrive
+as slots free up instead of one round trip later; with longer handlers it never does, so no
+claimed job waits for a slot while another process could run it.
+
+On PostgreSQL a completer thread records the outcomes of finished jobs (all that wait, in
+one statement) on its own connection while the control thread claims: a slot is free as
+soon as its handler returns and never waits for the bookkeeping. A finished job stays
+claimed (its lock heartbeated) until its outcome is written. On SQLite, one writer at a
+time, the control thread records them in its next claim's transaction. Plain handlers run on
 ``workers`` daemon threads; ``async def`` handlers run on one event-loop thread; both
 count against ``workers``.
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import queue
 import threading
 import time
@@ -53,6 +58,7 @@ _LISTENER_THREAD = "pocketjobs-listener"
 _COMPLETER_THREAD = "pocketjobs-completer"
 _RECHECK_DELAY = timedelta(milliseconds=20)
 _SETTLE_WINDOW = 0.001  # seconds a claim waits for more running jobs to finish
+_UNWRITTEN_PER_WORKER = 4  # finished jobs waiting for their outcome to be written, per slot
 _MAX_RETRY_WAIT = timedelta(days=365)
 _LISTEN_TICK = 0.25  # seconds: how often the listener checks whether to stop
 
@@ -62,6 +68,11 @@ def is_async_handler(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
     )
+
+
+def _average(average: float, sample: float) -> float:
+    """An exponential moving average (the first sample replaces an infinite average)."""
+    return sample if math.isinf(average) else 0.8 * average + 0.2 * sample
 
 
 def _error_text(exc: BaseException) -> str:
@@ -119,10 +130,14 @@ class Dispatcher:
         self._clock = clock
         self._wake_event = threading.Event()  # the control thread has something to do
         self._settle_event = threading.Event()  # the completer has results to write
-        # Claimed jobs whose outcome is not written yet, and how many of them are still
-        # running (the slots in use); guarded by _lock.
+        # Claimed jobs whose outcome is not written yet; those claimed ahead, waiting for a
+        # slot; how many are running (the slots in use); guarded by _lock.
         self._running: dict[str, _Running] = {}
+        self._ready: deque[tuple[Job, str]] = deque()
         self._active = 0
+        # Moving averages of a handler's run time and of a claim's round trip (seconds).
+        self._handler_seconds = math.inf
+        self._claim_seconds = 0.0
         self._finished_since_claim = 0
         self._throttled = False  # slots are free, but too many outcomes wait to be written
         self._lock = threading.Lock()
@@ -196,11 +211,12 @@ class Dispatcher:
         try:
             while True:
                 self._wake_event.clear()
-                if self._stopping.is_set() and (
-                    self._active == 0 or time.monotonic() >= self._stop_deadline
-                ):
-                    self._release_unfinished()
-                    break
+                if self._stopping.is_set():
+                    if self._ready:  # claimed ahead, never started: give them back now
+                        self._release_unfinished(started=False)
+                    if self._active == 0 or time.monotonic() >= self._stop_deadline:
+                        self._release_unfinished(started=True)
+                        break
                 self._gather_finished()
                 busy = self._round()
                 if not busy:
@@ -220,8 +236,9 @@ class Dispatcher:
     def _gather_finished(self) -> None:
         """Give jobs that are still running a moment (``_SETTLE_WINDOW``) to finish too, so
         that slots are refilled in batches rather than one claim each. No wait when nothing
-        has finished since the last claim, or nothing else is running."""
-        if not self._finished_since_claim or self._stopping.is_set():
+        has finished since the last claim, or nothing else is running, or when claiming
+        ahead (the claim is for slots that free up while it is under way)."""
+        if not self._finished_since_claim or self._stopping.is_set() or self._claims_ahead():
             return
         deadline = time.monotonic() + _SETTLE_WINDOW
         while self._active:
@@ -286,14 +303,9 @@ class Dispatcher:
         outcomes in the same transaction. ``True`` if the claim filled its batch and slots
         remain."""
         topics = list(self._handlers)
-        workers = self._config.workers
         limit = 0
         if topics and not self._stopping.is_set():
-            # Free slots, and at most `workers` finished jobs waiting for their outcome to
-            # be written: claims wait for a completer that falls behind.
-            free = min(workers - self._active, 2 * workers - len(self._running))
-            self._throttled = free <= 0 and self._active < workers
-            limit = max(0, min(free, self._config.batch_size))
+            limit = max(0, min(self._capacity(), self._config.batch_size))
         settle = not self._driver.parallel_writes and bool(self._results)
         if limit == 0 and not settle:
             return False
@@ -305,6 +317,7 @@ class Dispatcher:
                     self._timers.next_due = None
         token = uuid.uuid4().hex
         lock_until = now + self._config.lock_duration
+        started = time.monotonic()
         if settle:
             count, completed, failures = self._outcomes(now)
             written, jobs = self._driver.jobs_settle_and_claim(
@@ -313,22 +326,52 @@ class Dispatcher:
             self._settled(count, completed, failures, written)
         else:
             jobs = self._driver.jobs_claim(self._db, topics, limit, now, lock_until, token)
+        if limit:
+            self._claim_seconds = _average(self._claim_seconds, time.monotonic() - started)
         if jobs:
             with self._lock:
                 if not self._running:
                     self._timers.heartbeat_at = time.monotonic() + self._heartbeat_interval()
                 for job in jobs:
                     self._running[job.id] = _Running(job, token)
-                self._active += len(jobs)
-            for job in jobs:
-                self._dispatch(job, token)
+                    self._ready.append((job, token))
+            self._start_ready()
         elif limit:  # nothing due: learn when the next job is, to wake for it
             due = self._driver.jobs_next_due(self._db, topics)
             if due is not None:
                 # Due already yet not claimable (just became due, or row-locked by another
                 # claimer): look again shortly rather than spin.
                 self._remember_due(max(due, self._clock() + _RECHECK_DELAY))
-        return limit > 0 and len(jobs) == limit and self._active < workers
+        return limit > 0 and len(jobs) == limit and self._capacity() > 0
+
+    def _claims_ahead(self) -> bool:
+        """Whether to claim for slots that are busy now: while handlers take less than
+        about two claim round trips, a slot frees up before a claim made when it is free
+        would return; a job claimed ahead then waits for a slot no longer than that."""
+        return self._handler_seconds <= 2 * self._claim_seconds
+
+    def _capacity(self) -> int:
+        """How many more jobs to claim now: the free slots (plus up to a batch claimed ahead,
+        see :meth:`_claims_ahead`); none while more than ``_UNWRITTEN_PER_WORKER * workers``
+        finished jobs wait for their outcome to be written (claims wait for a completer
+        that falls behind)."""
+        workers = self._config.workers
+        ahead = min(workers, self._config.batch_size) if self._claims_ahead() else 0
+        with self._lock:
+            waiting = len(self._ready)
+            unwritten = len(self._running) - self._active - waiting
+            self._throttled = unwritten >= _UNWRITTEN_PER_WORKER * workers
+            return 0 if self._throttled else workers + ahead - self._active - waiting
+
+    def _start_ready(self) -> None:
+        """Start jobs claimed ahead while slots are free."""
+        starting: list[tuple[Job, str]] = []
+        with self._lock:
+            while self._ready and self._active < self._config.workers:
+                starting.append(self._ready.popleft())
+                self._active += 1
+        for job, token in starting:
+            self._dispatch(job, token)
 
     def _remember_due(self, due: datetime | None) -> None:
         if due is None:
@@ -367,14 +410,18 @@ class Dispatcher:
         if rescued:
             self._logger.warning("jobs dispatcher: recovered %d job(s) with expired locks", rescued)
 
-    def _release_unfinished(self) -> None:
-        """At stop: give the jobs still running back (their outcome is then ignored)."""
+    def _release_unfinished(self, *, started: bool) -> None:
+        """At stop: give back the jobs claimed ahead (``started=False``), or those still
+        running and any left waiting (``started=True``; their outcome is then ignored)."""
         with self._lock:
-            unfinished = [r for r in self._running.values() if not r.finished]
+            waiting = [job.id for job, _ in self._ready]
+            self._ready.clear()
+            ids = [i for i, r in self._running.items() if not r.finished] if started else waiting
+            unfinished = [self._running.pop(job_id) for job_id in ids]
             for running in unfinished:
                 running.released = True
-                del self._running[running.job.id]
-            self._active = 0
+            if started:
+                self._active = 0
         if not unfinished:
             return
         claims = [(r.job.id, r.claim_token) for r in unfinished]
@@ -388,9 +435,11 @@ class Dispatcher:
                 exc,
             )
             return
-        self._logger.warning(
-            "jobs dispatcher: released %d unfinished job(s) after the shutdown timeout", released
-        )
+        if started:
+            self._logger.warning(
+                "jobs dispatcher: released %d unfinished job(s) after the shutdown timeout",
+                released,
+            )
 
     # -- database work: recording outcomes (completer thread) ----------------------------
 
@@ -488,7 +537,7 @@ class Dispatcher:
 
     # -- handlers ------------------------------------------------------------------------
 
-    def _finish(self, job: Job, token: str, error: BaseException | None) -> None:
+    def _finish(self, job: Job, token: str, error: BaseException | None, seconds: float) -> None:
         with self._lock:
             running = self._running.get(job.id)
             if running is None or running.released or running.claim_token != token:
@@ -496,7 +545,9 @@ class Dispatcher:
             running.finished = True
             self._active -= 1
             self._finished_since_claim += 1
+            self._handler_seconds = _average(self._handler_seconds, seconds)
         self._results.append(_Result(job.id, token, None if error is None else _error_text(error)))
+        self._start_ready()
         self._settle_event.set()
         self._wake_event.set()
 
@@ -507,29 +558,32 @@ class Dispatcher:
                 return
             job, token = item
             handler = self._handlers.get(job.topic)
+            started = time.monotonic()
             try:
                 if handler is None:
                     raise LookupError(f"no handler registered for topic {job.topic!r}")
                 handler(job)
             except BaseException as exc:
-                self._finish(job, token, exc)
+                self._finish(job, token, exc, time.monotonic() - started)
             else:
-                self._finish(job, token, None)
+                self._finish(job, token, None, time.monotonic() - started)
 
     async def _run_async(self, handler: JobHandler, job: Job, token: str) -> None:
+        started = time.monotonic()
         try:
             await handler(job)  # type: ignore[misc]
         except BaseException as exc:
-            self._finish(job, token, exc)
+            self._finish(job, token, exc, time.monotonic() - started)
         else:
-            self._finish(job, token, None)
+            self._finish(job, token, None, time.monotonic() - started)
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            loop = asyncio.new_event_loop()
-            self._spawn(lambda: self._run_event_loop(loop), "pocketjobs-async")
-            self._loop = loop
-        return self._loop
+        with self._state_lock:  # jobs are started from the control and handler threads
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                self._spawn(lambda: self._run_event_loop(loop), "pocketjobs-async")
+                self._loop = loop
+            return self._loop
 
     @staticmethod
     def _run_event_loop(loop: asyncio.AbstractEventLoop) -> None:
