@@ -363,15 +363,22 @@ class Dispatcher:
             self._throttled = unwritten >= _UNWRITTEN_PER_WORKER * workers
             return 0 if self._throttled else workers + ahead - self._active - waiting
 
-    def _start_ready(self) -> None:
-        """Start jobs claimed ahead while slots are free."""
+    def _start_ready(self, *, take: bool = False) -> tuple[Job, str] | None:
+        """Start jobs claimed ahead while slots are free. ``take``: a handler thread whose
+        job just finished asks for its next one: the first plain job is returned to run on
+        that thread at once rather than handed to another through the queue."""
         starting: list[tuple[Job, str]] = []
         with self._lock:
             while self._ready and self._active < self._config.workers:
                 starting.append(self._ready.popleft())
                 self._active += 1
+        taken: tuple[Job, str] | None = None
         for job, token in starting:
-            self._dispatch(job, token)
+            if take and taken is None and not self._is_async(job):
+                taken = (job, token)
+            else:
+                self._dispatch(job, token)
+        return taken
 
     def _remember_due(self, due: datetime | None) -> None:
         if due is None:
@@ -379,6 +386,10 @@ class Dispatcher:
         with self._timers.lock:
             if self._timers.next_due is None or due < self._timers.next_due:
                 self._timers.next_due = due
+
+    def _is_async(self, job: Job) -> bool:
+        handler = self._handlers.get(job.topic)
+        return handler is not None and is_async_handler(handler)
 
     def _dispatch(self, job: Job, token: str) -> None:
         handler = self._handlers.get(job.topic)
@@ -537,25 +548,38 @@ class Dispatcher:
 
     # -- handlers ------------------------------------------------------------------------
 
-    def _finish(self, job: Job, token: str, error: BaseException | None, seconds: float) -> None:
+    def _finish(
+        self,
+        job: Job,
+        token: str,
+        error: BaseException | None,
+        seconds: float,
+        *,
+        take: bool = False,
+    ) -> tuple[Job, str] | None:
+        """Record a handler's outcome (to be written) and free its slot; start jobs claimed
+        ahead (``take``: return the next plain one to the calling handler thread)."""
         with self._lock:
             running = self._running.get(job.id)
             if running is None or running.released or running.claim_token != token:
-                return  # released at stop: the job is pending again, not ours
+                return None  # released at stop: the job is pending again, not ours
             running.finished = True
             self._active -= 1
             self._finished_since_claim += 1
             self._handler_seconds = _average(self._handler_seconds, seconds)
         self._results.append(_Result(job.id, token, None if error is None else _error_text(error)))
-        self._start_ready()
+        following = self._start_ready(take=take)
         self._settle_event.set()
         self._wake_event.set()
+        return following
 
     def _work_loop(self) -> None:
+        item: tuple[Job, str] | None = None
         while True:
-            item = self._work.get()
             if item is None:
-                return
+                item = self._work.get()
+                if item is None:
+                    return
             job, token = item
             handler = self._handlers.get(job.topic)
             started = time.monotonic()
@@ -564,9 +588,10 @@ class Dispatcher:
                     raise LookupError(f"no handler registered for topic {job.topic!r}")
                 handler(job)
             except BaseException as exc:
-                self._finish(job, token, exc, time.monotonic() - started)
+                error: BaseException | None = exc
             else:
-                self._finish(job, token, None, time.monotonic() - started)
+                error = None
+            item = self._finish(job, token, error, time.monotonic() - started, take=True)
 
     async def _run_async(self, handler: JobHandler, job: Job, token: str) -> None:
         started = time.monotonic()

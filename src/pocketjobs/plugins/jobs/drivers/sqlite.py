@@ -108,15 +108,23 @@ class SQLiteJobsDriver(JobsDriver):
     def jobs_insert(self, q: Queryable, jobs: Sequence[NewJob], *, wake_at: datetime) -> None:
         # SQLite has no cross-process notification: the store wakes this process's
         # dispatcher itself, and other processes poll.
+        stamps: dict[datetime, str] = {}  # a batch shares its times: format each once
+
+        def stamp(moment: datetime) -> str:
+            text = stamps.get(moment)
+            if text is None:
+                text = stamps[moment] = format_time(moment)
+            return text
+
         rows = [
             (
                 job.id,
                 job.topic,
                 job.payload_json,
-                format_time(job.run_at),
+                stamp(job.run_at),
                 job.max_retries,
-                format_time(job.created),
-                format_time(job.created),
+                stamp(job.created),
+                stamp(job.created),
             )
             for job in jobs
         ]
