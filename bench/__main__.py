@@ -132,7 +132,6 @@ def build_params(args: argparse.Namespace) -> Any:
             backlog_claims=50,
             backlog_pending=2_000,
             http_seconds=3.0,
-            burndown_timeout=120.0,
         )
     else:
         params = Params()

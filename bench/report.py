@@ -69,7 +69,15 @@ def _row_cell(row: dict[str, Any], metric: str, footnotes: list[str]) -> str:
                 f"{row['label']} ({DB_LABELS[row['db']]}), {workload}: {row['notes'][workload]}"
             )
             return f"n/a [{len(footnotes)}]"
-    return cell(row.get("metrics", {}).get(metric))
+    text = cell(row.get("metrics", {}).get(metric))
+    partial = row.get("metrics", {}).get("burndown_partial")
+    if metric == "burndown" and partial and any(partial.get("values") or ()):
+        footnotes.append(
+            f"{row['label']} ({DB_LABELS[row['db']]}), burndown: measured on the jobs its "
+            "handlers ran in the first 40 s (all of them would take minutes)"
+        )
+        text += f" [{len(footnotes)}]"
+    return text
 
 
 def _find(

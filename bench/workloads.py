@@ -55,7 +55,8 @@ class Params:
     backlog_pending: int = 10_000
     http_seconds: float = 8.0
     http_connections: int = 50
-    burndown_timeout: float = 180.0
+    #: a burn-down slower than this (seconds) is measured on the jobs done by then
+    burndown_cap: float = 40.0
 
 
 def _with_adapter(cls: type[Adapter], ctx: Scenario) -> Adapter:
@@ -109,8 +110,11 @@ def _check_queued(adapter: Adapter, expected: int) -> None:
 
 def burndown(cls: type[Adapter], ctx: Scenario, p: Params) -> dict[str, float]:
     """Queue ``jobs`` no-op jobs, then start the workers; time until all are done (every
-    handler ran and the library's tables show no unfinished job)."""
+    handler ran and the library's tables show no unfinished job). A library that needs
+    more than ``burndown_cap`` seconds is measured on the jobs its handlers ran by then
+    (``burndown_partial`` 1), so one slow peer cannot stretch the run by minutes."""
     adapter = _with_adapter(cls, ctx)
+    partial = False
     try:
         adapter.fill(range(p.jobs))
         _check_queued(adapter, p.jobs)
@@ -118,20 +122,31 @@ def burndown(cls: type[Adapter], ctx: Scenario, p: Params) -> dict[str, float]:
         try:
             start = time.monotonic()
             handle.go()
-            wait_for_records(ctx.records, p.jobs, p.burndown_timeout, check=handle.check_alive)
-            end = wait_until(lambda: adapter.remaining() == 0, 60, "the last completions")
+            try:
+                wait_for_records(ctx.records, p.jobs, p.burndown_cap, check=handle.check_alive)
+            except BenchError:
+                if count_records(ctx.records) == 0:
+                    raise
+                partial = True
+                end = time.monotonic()
+                done = count_records(ctx.records)
+            else:
+                end = wait_until(lambda: adapter.remaining() == 0, 60, "the last completions")
+                done = p.jobs
         finally:
             handle.stop()
-        _check_no_duplicates(ctx, p.jobs)
+        _check_no_duplicates(ctx, done if partial else p.jobs, at_least=partial)
     finally:
         adapter.teardown()
-    return {"burndown": p.jobs / (end - start)}
+    return {"burndown": done / (end - start), "burndown_partial": float(partial)}
 
 
-def _check_no_duplicates(ctx: Scenario, expected: int) -> None:
+def _check_no_duplicates(ctx: Scenario, expected: int, *, at_least: bool = False) -> None:
+    """Every handler run was a different job, and ``expected`` of them ran (or, for a
+    measurement cut short while workers were still stopping, at least that many)."""
     unique = len(read_records(ctx.records))
     total = count_records(ctx.records)
-    if unique != expected or total != expected:
+    if unique != total or (unique < expected if at_least else unique != expected):
         raise BenchError(f"{total} handler runs for {unique} distinct jobs (expected {expected})")
 
 
