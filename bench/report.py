@@ -74,7 +74,7 @@ def _row_cell(row: dict[str, Any], metric: str, footnotes: list[str]) -> str:
     if metric == "burndown" and partial and any(partial.get("values") or ()):
         footnotes.append(
             f"{row['label']} ({DB_LABELS[row['db']]}), burndown: measured on the jobs its "
-            "handlers ran in the first 40 s (all of them would take minutes)"
+            "handlers ran in the first 20 s (all of them would take minutes)"
         )
         text += f" [{len(footnotes)}]"
     return text

@@ -56,7 +56,7 @@ class Params:
     http_seconds: float = 8.0
     http_connections: int = 50
     #: a burn-down slower than this (seconds) is measured on the jobs done by then
-    burndown_cap: float = 40.0
+    burndown_cap: float = 20.0
 
 
 def _with_adapter(cls: type[Adapter], ctx: Scenario) -> Adapter:
