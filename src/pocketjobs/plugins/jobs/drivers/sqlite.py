@@ -57,9 +57,9 @@ def _create_table(tx: Tx) -> None:
 
 
 def _no_function_needed(tx: Tx) -> None:
-    """PostgreSQL's step 2 creates the dispatcher's settle-and-claim function (planned once
-    per session). SQLite caches its statement plans by itself: nothing to do, the step only
-    keeps the step names the same on both databases."""
+    """PostgreSQL's step 2 creates the dispatcher's functions (claim and settle, planned once
+    per connection). SQLite caches its statements' plans by itself: nothing to do, the step
+    only keeps the step names the same on both databases."""
 
 
 def _time(text: str) -> datetime:
@@ -102,7 +102,7 @@ class SQLiteJobsDriver(JobsDriver):
     def migrations(self) -> list[Migration]:
         return [
             Migration("jobs_0001_create_jobs", _create_table),
-            Migration("jobs_0002_settle_and_claim_function", _no_function_needed),
+            Migration("jobs_0002_dispatcher_functions", _no_function_needed),
         ]
 
     def jobs_insert(self, q: Queryable, jobs: Sequence[NewJob], *, wake_at: datetime) -> None:
