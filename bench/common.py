@@ -282,7 +282,9 @@ class WorkerProcess:
         )
         if profile_dir and py_spy:
             # Sample the worker (and its forks) with py-spy: collapsed stacks, one file per
-            # worker process run; summarised by `python -m bench.profile DIR`.
+            # worker process run; summarised by `python -m bench.profile DIR`. Only the
+            # thread holding the GIL is sampled (--gil): threads blocked in C calls (queue
+            # waits, socket reads) would otherwise count as running.
             Path(profile_dir).mkdir(parents=True, exist_ok=True)
             out = Path(profile_dir) / f"{adapter_key}-{secrets.token_hex(3)}.txt"
             argv = [
@@ -293,6 +295,7 @@ class WorkerProcess:
                 "--rate",
                 "250",
                 "--subprocesses",
+                "--gil",
                 "--nonblocking",
                 "-o",
                 str(out),

@@ -1,8 +1,9 @@
 """Summarise py-spy profiles: ``python -m bench.profile DIR [TOP]``.
 
 ``BENCH_PROFILE_DIR=DIR python -m bench --only pocketjobs,burndown`` runs every worker
-process under ``py-spy record --format raw`` (collapsed stacks, one file per worker
-process). This prints, per file, the functions with the most samples on CPU: *self* (the
+process under ``py-spy record --gil --format raw`` (collapsed stacks of the thread holding
+the GIL, one file per worker process). This prints, per file, the functions with the most
+samples on CPU: *self* (the
 function itself was running) and *total* (it was on the stack). Import-time stacks are
 left out (they happen before the measurement starts).
 """
