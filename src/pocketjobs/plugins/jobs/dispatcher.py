@@ -352,7 +352,7 @@ class Dispatcher:
 
     def _capacity(self) -> int:
         """How many more jobs to claim now: the free slots (plus up to a batch claimed ahead,
-        see :meth:`_claims_ahead`); none while more than ``_UNWRITTEN_PER_WORKER * workers``
+        see :meth:`_claims_ahead`); none once ``_UNWRITTEN_PER_WORKER * workers``
         finished jobs wait for their outcome to be written (claims wait for a completer
         that falls behind)."""
         workers = self._config.workers
