@@ -374,7 +374,7 @@ class Dispatcher:
                 self._active += 1
         taken: tuple[Job, str] | None = None
         for job, token in starting:
-            if take and taken is None and not self._is_async(job):
+            if take and taken is None and self._async_handler(job) is None:
                 taken = (job, token)
             else:
                 self._dispatch(job, token)
@@ -387,13 +387,14 @@ class Dispatcher:
             if self._timers.next_due is None or due < self._timers.next_due:
                 self._timers.next_due = due
 
-    def _is_async(self, job: Job) -> bool:
+    def _async_handler(self, job: Job) -> JobHandler | None:
+        """The job's handler if it is ``async`` (it runs on the event loop), else ``None``."""
         handler = self._handlers.get(job.topic)
-        return handler is not None and is_async_handler(handler)
+        return handler if handler is not None and is_async_handler(handler) else None
 
     def _dispatch(self, job: Job, token: str) -> None:
-        handler = self._handlers.get(job.topic)
-        if handler is not None and is_async_handler(handler):
+        handler = self._async_handler(job)
+        if handler is not None:
             loop = self._event_loop()
             asyncio.run_coroutine_threadsafe(self._run_async(handler, job, token), loop)
         else:
