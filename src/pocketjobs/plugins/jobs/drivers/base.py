@@ -1,9 +1,13 @@
 """The contract every database driver of the jobs plugin implements.
 
-A driver owns all of its database's SQL (DDL, claim, completion, listing). The store and
-the dispatcher call these verbs and never branch on the database. Every verb takes the
-:class:`~pocketjobs.core.Queryable` to run on (the database, or a caller's transaction)
-and, where time matters, an explicit ``now``, so tests control time.
+A driver owns its database's SQL (DDL, claim, outcomes, listing); the statements that are
+the same on every database live once, in :mod:`~pocketjobs.plugins.jobs.drivers.portable`.
+The store and the dispatcher call these verbs and never branch on the database. Every verb
+takes the :class:`~pocketjobs.core.Queryable` to run on (the database, or a caller's
+transaction) and, where time matters, an explicit ``now``, so tests control time. Verbs
+with more than a few arguments take a parameter object (:class:`ClaimParams`,
+:class:`Outcomes`); a claimed job is named by its :class:`Claim` (job id and claim token),
+never by a bare tuple.
 """
 
 from __future__ import annotations
@@ -17,7 +21,15 @@ from typing import ClassVar
 from pocketjobs.core import Database, Migration, Queryable
 from pocketjobs.plugins.jobs.job import Job, JobFilter
 
-__all__ = ["NOTIFY_CHANNEL", "Failure", "JobsDriver", "NewJob"]
+__all__ = [
+    "NOTIFY_CHANNEL",
+    "Claim",
+    "ClaimParams",
+    "Failure",
+    "JobsDriver",
+    "NewJob",
+    "Outcomes",
+]
 
 #: The PostgreSQL notification channel that wakes dispatchers.
 NOTIFY_CHANNEL = "pocketjobs_jobs"
@@ -36,22 +48,55 @@ class NewJob:
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """One claim on a job: the job's id and the token its claimer wrote in ``locked_by``.
+
+    Every write of a claimer is fenced on it: once the job was taken over (its lock
+    expired, another claimer holds a new token), the old claim changes nothing."""
+
+    job_id: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimParams:
+    """What to claim: up to ``limit`` due pending jobs of ``topics`` at ``now``, locked
+    until ``lock_until`` under ``token``."""
+
+    topics: Sequence[str]
+    limit: int
+    now: datetime
+    lock_until: datetime
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
 class Failure:
     """A failed attempt of a claimed job: retried at ``retry_at``, or failed for good
     when ``retry_at`` is ``None``."""
 
-    id: str
-    claim_token: str
+    claim: Claim
     error: str
     retry_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcomes:
+    """Finished attempts to record at ``now``: the completed claims and the failures."""
+
+    now: datetime
+    completed: Sequence[Claim] = ()
+    failed: Sequence[Failure] = ()
+
+    def __len__(self) -> int:
+        return len(self.completed) + len(self.failed)
 
 
 class JobsDriver(abc.ABC):
     """One database's SQL for the ``_jobs`` table."""
 
     #: Whether two transactions can write at once (PostgreSQL), rather than one waiting for
-    #: the other (SQLite). The dispatcher then records outcomes on a thread of their own,
-    #: in parallel with its claims; otherwise it records them in its claim transaction.
+    #: the other (SQLite). It picks the dispatcher's completer (see ``completer.py``).
     parallel_writes: ClassVar[bool] = False
 
     @abc.abstractmethod
@@ -83,26 +128,19 @@ class JobsDriver(abc.ABC):
 
     @abc.abstractmethod
     def jobs_requeue(self, q: Queryable, job_id: str, now: datetime) -> Job | None:
-        """Reset a failed job to pending (retries 0, run now); ``None`` if not failed."""
+        """Reset a failed job to pending (retries 0, due ``now``); ``None`` if not failed."""
 
     # -- dispatcher verbs ----------------------------------------------------------------
 
     @abc.abstractmethod
-    def jobs_claim(
-        self,
-        q: Queryable,
-        topics: Sequence[str],
-        limit: int,
-        now: datetime,
-        lock_until: datetime,
-        claim_token: str,
-    ) -> list[Job]:
-        """Atomically take up to ``limit`` due pending jobs of ``topics`` (oldest ``run_at``
-        first), marking them processing, locked until ``lock_until`` by ``claim_token``.
-        Concurrent claimers never receive the same job."""
+    def jobs_claim(self, q: Queryable, params: ClaimParams) -> list[Job]:
+        """Atomically take up to ``params.limit`` pending jobs of ``params.topics`` due at
+        ``params.now`` (oldest ``run_at`` first, then id), marking them processing, locked
+        until ``params.lock_until`` by ``params.token``. Concurrent claimers never receive
+        the same job. Returns them in ``(run_at, id)`` order; none for a limit of 0."""
 
     @abc.abstractmethod
-    def claim_plan(self, db: Database, topics: Sequence[str], limit: int, now: datetime) -> str:
+    def claim_plan(self, db: Database, params: ClaimParams) -> str:
         """The database's query plan of :meth:`jobs_claim` (for diagnostics and tests);
         claims nothing."""
 
@@ -111,70 +149,37 @@ class JobsDriver(abc.ABC):
         """The earliest ``run_at`` of a pending job of ``topics``, or ``None``."""
 
     @abc.abstractmethod
-    def jobs_complete(self, q: Queryable, claims: Sequence[tuple[str, str]], now: datetime) -> int:
-        """Mark ``(job id, claim token)`` pairs completed, fenced on the token: a job whose
-        claim was lost is left alone. Return the number updated."""
-
-    @abc.abstractmethod
-    def jobs_fail(self, q: Queryable, failures: Sequence[Failure], now: datetime) -> int:
-        """Record failed attempts, fenced on the claim token: back to pending with
-        ``retries + 1`` at ``retry_at``, or failed. Return the number updated."""
-
-    def jobs_settle(
-        self,
-        db: Database,
-        completed: Sequence[tuple[str, str]],
-        failures: Sequence[Failure],
-        now: datetime,
-    ) -> int:
-        """The dispatcher's bookkeeping of finished jobs: :meth:`jobs_complete` and
-        :meth:`jobs_fail`, all or nothing. Returns the number written (fenced-out claims
-        are not). This default is :meth:`jobs_settle_and_claim` claiming nothing; a driver
-        may use one statement.
-        """
-        if not completed and not failures:
-            return 0
-        return self.jobs_settle_and_claim(db, completed, failures, (), 0, now, now, "")[0]
+    def jobs_settle(self, q: Queryable, outcomes: Outcomes) -> int:
+        """Record finished attempts, all or nothing, fenced on their claims: completed
+        claims become ``completed``; a failure goes back to pending with ``retries + 1`` at
+        its ``retry_at``, or becomes ``failed`` (its ``last_error`` set either way). A job
+        whose claim was lost is left alone. Returns the number of jobs written."""
 
     def jobs_settle_and_claim(
-        self,
-        db: Database,
-        completed: Sequence[tuple[str, str]],
-        failures: Sequence[Failure],
-        topics: Sequence[str],
-        limit: int,
-        now: datetime,
-        lock_until: datetime,
-        claim_token: str,
+        self, db: Database, outcomes: Outcomes, params: ClaimParams | None
     ) -> tuple[int, list[Job]]:
-        """:meth:`jobs_settle`, then :meth:`jobs_claim` of up to ``limit`` jobs (none if 0),
-        in one transaction: the dispatcher's round when writes cannot run in parallel."""
-        written = 0
+        """:meth:`jobs_settle`, then :meth:`jobs_claim` (none if ``params`` is ``None``),
+        in one transaction: the dispatcher's round where writes cannot run in parallel."""
         with db.transaction() as tx:
-            if completed:
-                written += self.jobs_complete(tx, completed, now)
-            if failures:
-                written += self.jobs_fail(tx, failures, now)
-            claimed = (
-                self.jobs_claim(tx, topics, limit, now, lock_until, claim_token)
-                if limit > 0 and topics
-                else []
-            )
+            written = self.jobs_settle(tx, outcomes) if len(outcomes) else 0
+            claimed = self.jobs_claim(tx, params) if params is not None else []
         return written, claimed
 
     @abc.abstractmethod
     def jobs_extend_locks(
-        self, q: Queryable, claims: Sequence[tuple[str, str]], lock_until: datetime
-    ) -> set[str]:
-        """Heartbeat: move the locks of still-owned ``(id, token)`` claims to
-        ``lock_until``; return the ids still owned."""
+        self, q: Queryable, claims: Sequence[Claim], lock_until: datetime
+    ) -> set[Claim]:
+        """Heartbeat: move the locks of the still-owned ``claims`` to ``lock_until``;
+        return the claims still owned."""
 
     @abc.abstractmethod
-    def jobs_release(self, q: Queryable, claims: Sequence[tuple[str, str]], now: datetime) -> int:
-        """Give owned claims back: pending, due now, the attempt not counted."""
+    def jobs_release(self, q: Queryable, claims: Sequence[Claim], now: datetime) -> int:
+        """Give owned claims back: pending, due ``now``, the attempt not counted. Returns
+        the number released."""
 
     @abc.abstractmethod
     def jobs_rescue_expired(self, q: Queryable, now: datetime, error: str) -> int:
         """Recover processing jobs whose lock expired before ``now`` (their worker died):
         each counts a failed attempt, so it becomes pending (due now) with ``retries + 1``,
-        or failed once its retries are used up. Return the number recovered."""
+        or failed once its retries are used up; ``last_error`` is ``error``. Return the
+        number recovered."""

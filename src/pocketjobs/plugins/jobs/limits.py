@@ -1,0 +1,38 @@
+"""Every bound the jobs plugin enforces, each defined once.
+
+The store validates against these; the config, the HTTP API, its OpenAPI document and the
+docs refer to them instead of repeating the numbers.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Final
+
+__all__ = [
+    "MAX_DELAY",
+    "MAX_ERROR_LENGTH",
+    "MAX_JSON_DEPTH",
+    "MAX_LIST_LIMIT",
+    "MAX_OFFSET",
+    "MAX_RETRIES_LIMIT",
+    "MAX_RETRY_WAIT",
+    "MAX_TOPIC_LENGTH",
+]
+
+#: The longest topic name, in characters.
+MAX_TOPIC_LENGTH: Final = 255
+#: The most retries a job may have.
+MAX_RETRIES_LIMIT: Final = 1000
+#: The longest ``delay`` accepted: a hundred years.
+MAX_DELAY: Final = timedelta(days=36_525)
+#: The deepest nesting of arrays and objects a payload may have.
+MAX_JSON_DEPTH: Final = 512
+#: The largest page of a job list (a larger ``limit`` is capped to it over HTTP).
+MAX_LIST_LIMIT: Final = 500
+#: The largest ``offset`` of a job list.
+MAX_OFFSET: Final = 1_000_000_000
+#: The longest ``last_error`` kept (characters; the middle of a longer one is cut).
+MAX_ERROR_LENGTH: Final = 16_384
+#: The longest wait before a retry, whatever the backoff function says.
+MAX_RETRY_WAIT: Final = timedelta(days=365)
