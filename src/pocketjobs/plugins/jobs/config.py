@@ -17,6 +17,7 @@ field                 default                         env override
 ``auto_start``        ``True``                        ``PB_JOBS_AUTO_START`` (bool)
 ``backoff``           retry *n* waits *n²* minutes    —
 ``shutdown_timeout``  30 s                            ``PB_JOBS_SHUTDOWN_TIMEOUT`` (duration)
+``clock``             the system clock (aware UTC)    — (tests pass a controllable clock)
 ====================  ==============================  ==========================================
 
 Env values:
@@ -42,12 +43,14 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from pocketjobs.core.times import now_utc
+from pocketjobs.plugins.jobs.limits import MAX_RETRIES_LIMIT, MAX_TOPIC_LENGTH
+
 __all__ = [
-    "MAX_RETRIES_LIMIT",
     "Config",
     "ConfigError",
     "apply_env",
@@ -57,11 +60,6 @@ __all__ = [
     "resolve_config",
     "validate",
 ]
-
-_MAX_TOPIC_LENGTH = 255
-#: The most retries a job may have (also the bound of the HTTP API's ``max_retries``).
-MAX_RETRIES_LIMIT = 1000
-"""The longest topic name ``allowed_topics`` may hold (the store enforces the same bound)."""
 
 
 class ConfigError(ValueError):
@@ -125,6 +123,7 @@ class Config:
     auto_start: bool = True
     backoff: Callable[[int], timedelta] = default_backoff
     shutdown_timeout: timedelta = timedelta(seconds=30)
+    clock: Callable[[], datetime] = now_utc
 
     if TYPE_CHECKING:
         # What the constructor accepts; the run-time __init__ is the generated one.
@@ -144,6 +143,7 @@ class Config:
             auto_start: bool = ...,
             backoff: Callable[[int], timedelta] = ...,
             shutdown_timeout: timedelta | float = ...,
+            clock: Callable[[], datetime] = ...,
         ) -> None: ...
 
     def __post_init__(self) -> None:
@@ -357,6 +357,8 @@ def _problems(config: Config) -> list[str]:
             f"backoff must be a callable (attempt: int) -> timedelta, "
             f"got {_describe(config.backoff)}"
         )
+    if not callable(config.clock):
+        problems.append(f"clock must be a callable () -> datetime, got {_describe(config.clock)}")
     return problems
 
 
@@ -369,10 +371,10 @@ def _topic_problems(topics: object) -> list[str]:
             problems.append(f"allowed_topics: a topic must be a str, got {_describe(topic)}")
         elif not topic:
             problems.append("allowed_topics: a topic must not be empty")
-        elif len(topic) > _MAX_TOPIC_LENGTH:
+        elif len(topic) > MAX_TOPIC_LENGTH:
             problems.append(
                 f"allowed_topics: topic {topic[:20]!r}... is {len(topic)} characters long "
-                f"(at most {_MAX_TOPIC_LENGTH})"
+                f"(at most {MAX_TOPIC_LENGTH})"
             )
     return problems
 
@@ -386,7 +388,7 @@ def validate(config: Config) -> Config:
     ``poll_interval <= 0``, ``lock_duration <= 0``, ``shutdown_timeout < 0`` or a duration
     that is not a timedelta; a rule that is neither ``str`` nor ``None``; an
     ``allowed_topics`` entry that is not a string, is empty or is longer than 255
-    characters; a ``backoff`` that is not callable. Rule syntax is not checked here.
+    characters; a ``backoff`` or ``clock`` that is not callable. Rule syntax is not checked here.
     """
     problems = _problems(config)
     if problems:

@@ -1,112 +1,64 @@
-"""The dispatcher: claims due jobs, runs their handlers, records the outcomes.
+"""The dispatcher: claims due jobs for free worker slots and runs them.
 
-A control thread claims as many due jobs as there are free worker slots, heartbeats the
-locks of claimed jobs, and rescues jobs whose worker died. While handlers take less than
-about two claim round trips, it also claims one batch ahead, so that the next jobs arrive
-as slots free up instead of one round trip later; with longer handlers it never does, so no
-claimed job waits for a slot while another process could run it.
+It wires five parts, each in its own module, around one control loop (this module)::
 
-On PostgreSQL a completer thread records the outcomes of finished jobs (all that wait, in
-one statement) on its own connection while the control thread claims: a slot is free as
-soon as its handler returns and never waits for the bookkeeping. A finished job stays
-claimed (its lock heartbeated) until its outcome is written. On SQLite, one writer at a
-time, the control thread records them in its next claim's transaction. Plain handlers run on
-``workers`` daemon threads; ``async def`` handlers run on one event-loop thread; both
-count against ``workers``.
+    enqueue (this process) ──wake──┐      NOTIFY / data_version ── Listener (notifier.py)
+                                   ▼                                    │ wake
+    ┌──────────────── control loop (claim, capacity, claims ahead) ◄────┘
+    │   ▲ round: Maintenance (maintenance.py) heartbeat + rescue, on the clock
+    │   │ round: Completer.round(claim params) ── the claim (inline: + outcomes)
+    │   │
+    │   └── RunningClaims (running.py): claims held, slots, claimed-ahead runs
+    ▼
+    Executor (executor.py): handler threads + event loop ── outcome ──► Completer
+                                                          (completer.py; retry.py decides
+                                                           retry or fail, error text)
 
-The control thread sleeps until something happens: a finished job, an enqueue in this
-process (:meth:`Dispatcher.wake`), a PostgreSQL notification from any process, the next
-known due time, a heartbeat, or at the latest ``poll_interval``.
+The control loop claims as many due jobs as there are free slots (at most ``batch_size``).
+While handlers take less than about two claim round trips, it also claims one batch ahead,
+so that the next jobs arrive as slots free up instead of one round trip later; with longer
+handlers it never does, so no claimed job waits for a slot while another process could run
+it. It sleeps until something happens: a finished job, an enqueue in this process
+(:meth:`Dispatcher.wake`), a notification, the next known due time, maintenance, or at the
+latest ``poll_interval``. Schedules read the config's ``clock``; only the measurement of
+round trips and the shutdown grace period use the monotonic clock.
 
 Every write is fenced on the claim token: a dispatcher whose claim was lost (its lock
 expired and another dispatcher took the job) cannot overwrite the new owner's state.
-Database errors are logged and retried with backoff; finished results stay queued until
-they are written, so an outage delays bookkeeping but never loses or repeats it.
+Database errors are logged and retried with backoff; nothing is lost or repeated.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
-import math
-import queue
 import threading
 import time
-import traceback
 import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
 
 from pocketjobs.core import Database, DatabaseError
-from pocketjobs.core.times import now_utc, parse_time
+from pocketjobs.plugins.jobs.completer import Completer, db_backoff, new_completer
 from pocketjobs.plugins.jobs.config import Config
-from pocketjobs.plugins.jobs.drivers import NOTIFY_CHANNEL, Failure, JobsDriver
-from pocketjobs.plugins.jobs.job import Job
+from pocketjobs.plugins.jobs.drivers import ClaimParams, Failure, JobsDriver, Outcomes
+from pocketjobs.plugins.jobs.executor import Executor, JobHandler, is_async_handler
+from pocketjobs.plugins.jobs.limits import MAX_RETRY_WAIT
+from pocketjobs.plugins.jobs.maintenance import Maintenance
+from pocketjobs.plugins.jobs.notifier import Listener
+from pocketjobs.plugins.jobs.retry import (
+    BackoffError,
+    error_summary,
+    error_text,
+    retry_at,
+    will_retry,
+)
+from pocketjobs.plugins.jobs.running import Run, RunningClaims
 
 __all__ = ["Dispatcher", "JobHandler", "is_async_handler"]
 
-JobHandler = Callable[[Job], None] | Callable[[Job], Awaitable[None]]
-
-LOCK_EXPIRED_ERROR = "lock expired: the worker running this job stopped responding"
-MAX_ERROR_LENGTH = 16_384
-_MAX_BACKOFF = 10.0  # seconds between retries of a failing database
-_LISTENER_THREAD = "pocketjobs-listener"
-_COMPLETER_THREAD = "pocketjobs-completer"
 _RECHECK_DELAY = timedelta(milliseconds=20)
 _SETTLE_WINDOW = 0.001  # seconds a claim waits for more running jobs to finish
-_UNWRITTEN_PER_WORKER = 4  # finished jobs waiting for their outcome to be written, per slot
-_MAX_RETRY_WAIT = timedelta(days=365)
-_LISTEN_TICK = 0.25  # seconds: how often the listener checks whether to stop
-
-
-def is_async_handler(fn: Callable[..., Any]) -> bool:
-    """Whether ``fn`` (a function or a callable object) is ``async``."""
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
-    )
-
-
-def _average(average: float, sample: float) -> float:
-    """An exponential moving average (the first sample replaces an infinite average)."""
-    return sample if math.isinf(average) else 0.8 * average + 0.2 * sample
-
-
-def _error_text(exc: BaseException) -> str:
-    # NUL cannot be stored in PostgreSQL text: escaped alike on both databases.
-    text = "".join(traceback.format_exception(exc)).strip().replace("\x00", "\\x00")
-    if len(text) > MAX_ERROR_LENGTH:
-        text = text[: MAX_ERROR_LENGTH // 2] + "\n...\n" + text[-MAX_ERROR_LENGTH // 2 :]
-    return text
-
-
-@dataclass(slots=True)
-class _Running:
-    job: Job
-    claim_token: str
-    finished: bool = False  # the handler returned or raised; the outcome is not written yet
-    released: bool = False  # given back at stop: its outcome is no longer ours to write
-
-
-@dataclass(slots=True)
-class _Result:
-    job_id: str
-    claim_token: str
-    error: str | None  # None: the handler returned
-
-
-@dataclass
-class _Timers:
-    """When the control thread next has to act on its own."""
-
-    heartbeat_at: float = 0.0
-    rescue_at: float = 0.0
-    backoff: float = 0.0
-    next_due: datetime | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
+_UNWRITTEN_PER_WORKER = 4  # outcomes waiting to be written, per slot, before claims pause
 
 
 class Dispatcher:
@@ -119,55 +71,59 @@ class Dispatcher:
         config: Config,
         handlers: Mapping[str, JobHandler],
         logger: logging.Logger,
-        *,
-        clock: Callable[[], datetime] = now_utc,
     ) -> None:
         self._db = db
         self._driver = driver
         self._config = config
         self._handlers = handlers
         self._logger = logger
-        self._clock = clock
+        self._clock = config.clock
         self._wake_event = threading.Event()  # the control thread has something to do
-        self._settle_event = threading.Event()  # the completer has results to write
-        # Claimed jobs whose outcome is not written yet; those claimed ahead, waiting for a
-        # slot; how many are running (the slots in use); guarded by _lock.
-        self._running: dict[str, _Running] = {}
-        self._ready: deque[tuple[Job, str]] = deque()
-        self._active = 0
-        # Moving averages of a handler's run time and of a claim's round trip (seconds).
-        self._handler_seconds = math.inf
-        self._claim_seconds = 0.0
-        self._finished_since_claim = 0
+        self._running = RunningClaims(config.workers)
+        self._executor = Executor(config.workers, handlers, self._finish)
+        self._completer: Completer = new_completer(
+            db,
+            driver,
+            limit=_UNWRITTEN_PER_WORKER * config.workers,
+            clock=self._clock,
+            on_written=self._written,
+            logger=logger,
+        )
+        self._maintenance = Maintenance(
+            db,
+            driver,
+            self._running,
+            lock_duration=config.lock_duration,
+            rescue_interval=config.poll_interval,
+            clock=self._clock,
+            logger=logger,
+        )
+        self._listener = Listener(db, self.wake, logger)
+        self._claim_seconds = 0.0  # moving average of a claim's round trip
         self._throttled = False  # slots are free, but too many outcomes wait to be written
-        self._lock = threading.Lock()
-        self._results: deque[_Result] = deque()
-        self._work: queue.SimpleQueue[tuple[Job, str] | None] = queue.SimpleQueue()
-        self._timers = _Timers()
+        self._next_due: datetime | None = None
+        self._next_due_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._started = False
         self._stopping = threading.Event()
-        self._claiming_done = threading.Event()  # no more claims or releases: drain results
         self._stopped = threading.Event()
         self._stop_deadline = 0.0
-        self._threads: list[threading.Thread] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- public surface ------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the control, completer, worker and listener threads. Starting twice is a
-        no-op."""
+        """Start the handler, completer, listener and control threads. Starting twice is
+        a no-op."""
         with self._state_lock:
             if self._started:
                 return
             self._started = True
-        for index in range(self._config.workers):
-            self._spawn(self._work_loop, f"pocketjobs-worker-{index}")
-        self._spawn(self._listen_loop, _LISTENER_THREAD)
-        if self._driver.parallel_writes:
-            self._spawn(self._settle_loop, _COMPLETER_THREAD)
-        self._spawn(self._control_loop, "pocketjobs-dispatcher")
+        self._executor.start()
+        self._listener.start()
+        self._completer.start()
+        threading.Thread(
+            target=self._control_loop, name="pocketjobs-dispatcher", daemon=True
+        ).start()
 
     def is_running(self) -> bool:
         """Whether the dispatcher has started and not yet stopped."""
@@ -175,7 +131,7 @@ class Dispatcher:
 
     def running_jobs(self) -> int:
         """How many claimed jobs are running now (worker slots in use)."""
-        return self._active
+        return self._running.active
 
     def wake(self, due: datetime | None = None) -> None:
         """Tell the dispatcher that work is due at ``due`` (now if ``None``)."""
@@ -196,41 +152,40 @@ class Dispatcher:
         self._stopping.set()
         self._wake_event.set()
         self._stopped.wait()
-        for thread in self._threads:  # the listener's connection is closed when this returns
-            if thread.name == _LISTENER_THREAD:
-                thread.join(_LISTEN_TICK * 4)
+        self._listener.stop()
 
-    # -- threads -------------------------------------------------------------------------
-
-    def _spawn(self, target: Callable[[], None], name: str) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
-        self._threads.append(thread)
-        thread.start()
+    # -- the control loop ----------------------------------------------------------------
 
     def _control_loop(self) -> None:
+        backoff = 0.0
         try:
             while True:
                 self._wake_event.clear()
                 if self._stopping.is_set():
-                    if self._ready:  # claimed ahead, never started: give them back now
-                        self._release_unfinished(started=False)
-                    if self._active == 0 or time.monotonic() >= self._stop_deadline:
-                        self._release_unfinished(started=True)
+                    self._release(self._running.release_waiting(), at_timeout=False)
+                    if not self._running.active or time.monotonic() >= self._stop_deadline:
+                        self._release(self._running.release_unfinished(), at_timeout=True)
                         break
                 self._gather_finished()
-                busy = self._round()
+                try:
+                    busy = self._round()
+                except DatabaseError as exc:
+                    backoff = db_backoff(backoff)
+                    self._logger.warning(
+                        "jobs dispatcher: database error, retrying in %.1fs: %s", backoff, exc
+                    )
+                    self._wake_event.wait(backoff)
+                    continue
+                except Exception:  # a bug: never die silently, keep serving after a pause
+                    self._logger.exception("jobs dispatcher: unexpected error; continuing")
+                    self._wake_event.wait(1.0)
+                    continue
+                backoff = 0.0
                 if not busy:
                     self._wake_event.wait(self._sleep_seconds())
         finally:
-            self._claiming_done.set()
-            self._settle_event.set()
-            if self._driver.parallel_writes:
-                for thread in self._threads:
-                    if thread.name == _COMPLETER_THREAD:
-                        thread.join()
-            else:  # this thread records the outcomes: write the last ones
-                self._settle_loop()
-            self._shutdown_threads()
+            self._completer.finish(self._stop_deadline)
+            self._executor.shutdown()
             self._stopped.set()
 
     def _gather_finished(self) -> None:
@@ -238,205 +193,102 @@ class Dispatcher:
         that slots are refilled in batches rather than one claim each. No wait when nothing
         has finished since the last claim, or nothing else is running, or when claiming
         ahead (the claim is for slots that free up while it is under way)."""
-        if not self._finished_since_claim or self._stopping.is_set() or self._claims_ahead():
+        running = self._running
+        if not running.finished_since_claim or self._stopping.is_set() or self._claims_ahead():
             return
         deadline = time.monotonic() + _SETTLE_WINDOW
-        while self._active:
+        while running.active:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
             self._wake_event.clear()
-            if not self._active:
+            if not running.active:
                 return
             self._wake_event.wait(remaining)
 
     def _round(self) -> bool:
-        """One pass over the database work; ``True`` if another pass should follow at once."""
-        try:
-            now_mono = time.monotonic()
-            if self._running and now_mono >= self._timers.heartbeat_at:
-                self._heartbeat()
-            if not self._stopping.is_set() and now_mono >= self._timers.rescue_at:
-                self._rescue()
-            filled = self._claim()
-        except DatabaseError as exc:
-            self._timers.backoff = self._pause_after(exc, self._timers.backoff, self._wake_event)
-            return True
-        except Exception:  # a bug: never die silently, keep serving after a pause
-            self._logger.exception("jobs dispatcher: unexpected error; continuing")
-            self._wake_event.wait(1.0)
-            return True
-        self._timers.backoff = 0.0
-        return filled
-
-    def _pause_after(self, exc: DatabaseError, backoff: float, event: threading.Event) -> float:
-        """Log a database error and wait (doubling ``backoff``, up to ``_MAX_BACKOFF``) or
-        until ``event`` is set; return the new backoff."""
-        backoff = min(_MAX_BACKOFF, max(0.1, backoff * 2))
-        self._logger.warning(
-            "jobs %s: database error, retrying in %.1fs: %s",
-            "completer" if event is self._settle_event else "dispatcher",
-            backoff,
-            exc,
-        )
-        event.wait(backoff)
-        return backoff
-
-    def _sleep_seconds(self) -> float:
-        timeout = self._config.poll_interval.total_seconds()
-        now_mono = time.monotonic()
-        if self._running:
-            timeout = min(timeout, self._timers.heartbeat_at - now_mono)
-        if self._stopping.is_set():
-            timeout = min(timeout, self._stop_deadline - now_mono)
-        with self._timers.lock:
-            next_due = self._timers.next_due
-        if next_due is not None:
-            timeout = min(timeout, (next_due - self._clock()).total_seconds())
-        return max(0.0, timeout)
-
-    # -- database work: claiming (control thread) ----------------------------------------
-
-    def _claim(self) -> bool:
-        """Claim as many due jobs as there are free slots (up to ``batch_size``) and hand
-        them to the workers; where writes cannot run in parallel, record the finished jobs'
-        outcomes in the same transaction. ``True`` if the claim filled its batch and slots
-        remain."""
-        topics = list(self._handlers)
-        limit = 0
-        if topics and not self._stopping.is_set():
-            limit = max(0, min(self._capacity(), self._config.batch_size))
-        settle = not self._driver.parallel_writes and bool(self._results)
-        if limit == 0 and not settle:
-            return False
-        self._finished_since_claim = 0
+        """One pass over the database work; ``True`` if another should follow at once (the
+        claim filled its batch and slots remain)."""
         now = self._clock()
-        if limit:
-            with self._timers.lock:
-                if self._timers.next_due is not None and self._timers.next_due <= now:
-                    self._timers.next_due = None
-        token = uuid.uuid4().hex
-        lock_until = now + self._config.lock_duration
+        stopping = self._stopping.is_set()
+        self._maintenance.run_due(now, rescue=not stopping)
+        topics = list(self._handlers)
+        limit = 0 if stopping or not topics else min(self._capacity(), self._config.batch_size)
+        params = None
+        if limit > 0:
+            token = uuid.uuid4().hex
+            params = ClaimParams(topics, limit, now, now + self._config.lock_duration, token)
+            with self._next_due_lock:
+                if self._next_due is not None and self._next_due <= now:
+                    self._next_due = None
+        elif not self._completer.wants_round():
+            return False
+        self._running.finished_since_claim = 0
         started = time.monotonic()
-        if settle:
-            count, completed, failures = self._outcomes(now)
-            written, jobs = self._driver.jobs_settle_and_claim(
-                self._db, completed, failures, topics, limit, now, lock_until, token
-            )
-            self._settled(count, completed, failures, written)
-        else:
-            jobs = self._driver.jobs_claim(self._db, topics, limit, now, lock_until, token)
-        if limit:
-            self._claim_seconds = _average(self._claim_seconds, time.monotonic() - started)
+        jobs = self._completer.round(params)
+        if params is None:
+            return False
+        self._claim_seconds = _average(self._claim_seconds, time.monotonic() - started)
         if jobs:
-            with self._lock:
-                if not self._running:
-                    self._timers.heartbeat_at = time.monotonic() + self._heartbeat_interval()
-                for job in jobs:
-                    self._running[job.id] = _Running(job, token)
-                    self._ready.append((job, token))
-            self._start_ready()
-        elif limit:  # nothing due: learn when the next job is, to wake for it
+            self._maintenance.claimed(now, self._running.add(jobs, params.token))
+            self._start_waiting()
+        else:  # nothing due: learn when the next job is, to wake for it
             due = self._driver.jobs_next_due(self._db, topics)
             if due is not None:
                 # Due already yet not claimable (just became due, or row-locked by another
                 # claimer): look again shortly rather than spin.
                 self._remember_due(max(due, self._clock() + _RECHECK_DELAY))
-        return limit > 0 and len(jobs) == limit and self._capacity() > 0
+        return len(jobs) == limit and self._capacity() > 0
 
     def _claims_ahead(self) -> bool:
         """Whether to claim for slots that are busy now: while handlers take less than
         about two claim round trips, a slot frees up before a claim made when it is free
         would return; a job claimed ahead then waits for a slot no longer than that."""
-        return self._handler_seconds <= 2 * self._claim_seconds
+        return self._running.handler_seconds <= 2 * self._claim_seconds
 
     def _capacity(self) -> int:
         """How many more jobs to claim now: the free slots (plus up to a batch claimed ahead,
-        see :meth:`_claims_ahead`); none once ``_UNWRITTEN_PER_WORKER * workers``
-        finished jobs wait for their outcome to be written (claims wait for a completer
-        that falls behind)."""
+        see :meth:`_claims_ahead`); none while the completer's backlog throttles claims."""
+        self._throttled = self._completer.throttled()
+        if self._throttled:
+            return 0
         workers = self._config.workers
         ahead = min(workers, self._config.batch_size) if self._claims_ahead() else 0
-        with self._lock:
-            waiting = len(self._ready)
-            unwritten = len(self._running) - self._active - waiting
-            self._throttled = unwritten >= _UNWRITTEN_PER_WORKER * workers
-            return 0 if self._throttled else workers + ahead - self._active - waiting
+        return workers + ahead - self._running.active - self._running.waiting
 
-    def _start_ready(self, *, take: bool = False) -> tuple[Job, str] | None:
-        """Start jobs claimed ahead while slots are free. ``take``: a handler thread whose
-        job just finished asks for its next one: the first plain job is returned to run on
-        that thread at once rather than handed to another through the queue."""
-        starting: list[tuple[Job, str]] = []
-        with self._lock:
-            while self._ready and self._active < self._config.workers:
-                starting.append(self._ready.popleft())
-                self._active += 1
-        taken: tuple[Job, str] | None = None
-        for job, token in starting:
-            if take and taken is None and self._async_handler(job) is None:
-                taken = (job, token)
+    def _sleep_seconds(self) -> float:
+        now = self._clock()
+        until = min(now + self._config.poll_interval, self._maintenance.next_at())
+        with self._next_due_lock:
+            if self._next_due is not None:
+                until = min(until, self._next_due)
+        timeout = (until - now).total_seconds()
+        if self._stopping.is_set():
+            timeout = min(timeout, self._stop_deadline - time.monotonic())
+        return max(0.0, timeout)
+
+    def _remember_due(self, due: datetime) -> None:
+        with self._next_due_lock:
+            if self._next_due is None or due < self._next_due:
+                self._next_due = due
+
+    def _start_waiting(self, *, take: bool = False) -> Run | None:
+        """Start claimed jobs while slots are free. ``take``: a handler thread whose job
+        just finished asks for its next one: the first plain run is returned to run on that
+        thread at once rather than handed to another through the queue."""
+        taken: Run | None = None
+        for run in self._running.start_waiting():
+            if take and taken is None and self._executor.runs_on_thread(run):
+                taken = run
             else:
-                self._dispatch(job, token)
+                self._executor.submit(run)
         return taken
 
-    def _remember_due(self, due: datetime | None) -> None:
-        if due is None:
+    def _release(self, runs: list[Run], *, at_timeout: bool) -> None:
+        """At stop: give ``runs`` back (pending, due now, the attempt not counted)."""
+        if not runs:
             return
-        with self._timers.lock:
-            if self._timers.next_due is None or due < self._timers.next_due:
-                self._timers.next_due = due
-
-    def _async_handler(self, job: Job) -> JobHandler | None:
-        """The job's handler if it is ``async`` (it runs on the event loop), else ``None``."""
-        handler = self._handlers.get(job.topic)
-        return handler if handler is not None and is_async_handler(handler) else None
-
-    def _dispatch(self, job: Job, token: str) -> None:
-        handler = self._async_handler(job)
-        if handler is not None:
-            loop = self._event_loop()
-            asyncio.run_coroutine_threadsafe(self._run_async(handler, job, token), loop)
-        else:
-            self._work.put((job, token))
-
-    def _heartbeat(self) -> None:
-        with self._lock:
-            claims = [(job_id, r.claim_token) for job_id, r in self._running.items()]
-        self._timers.heartbeat_at = time.monotonic() + self._heartbeat_interval()
-        if not claims:
-            return
-        owned = self._driver.jobs_extend_locks(
-            self._db, claims, self._clock() + self._config.lock_duration
-        )
-        for job_id, _ in claims:
-            if job_id not in owned:
-                self._logger.warning("jobs dispatcher: lost the claim on job %s", job_id)
-
-    def _heartbeat_interval(self) -> float:
-        return self._config.lock_duration.total_seconds() / 3
-
-    def _rescue(self) -> None:
-        self._timers.rescue_at = time.monotonic() + self._config.poll_interval.total_seconds()
-        rescued = self._driver.jobs_rescue_expired(self._db, self._clock(), LOCK_EXPIRED_ERROR)
-        if rescued:
-            self._logger.warning("jobs dispatcher: recovered %d job(s) with expired locks", rescued)
-
-    def _release_unfinished(self, *, started: bool) -> None:
-        """At stop: give back the jobs claimed ahead (``started=False``), or those still
-        running and any left waiting (``started=True``; their outcome is then ignored)."""
-        with self._lock:
-            waiting = [job.id for job, _ in self._ready]
-            self._ready.clear()
-            ids = [i for i, r in self._running.items() if not r.finished] if started else waiting
-            unfinished = [self._running.pop(job_id) for job_id in ids]
-            for running in unfinished:
-                running.released = True
-            if started:
-                self._active = 0
-        if not unfinished:
-            return
-        claims = [(r.job.id, r.claim_token) for r in unfinished]
+        claims = [run.claim for run in runs]
         try:
             released = self._driver.jobs_release(self._db, claims, self._clock())
         except DatabaseError as exc:
@@ -447,217 +299,73 @@ class Dispatcher:
                 exc,
             )
             return
-        if started:
+        if at_timeout:
             self._logger.warning(
                 "jobs dispatcher: released %d unfinished job(s) after the shutdown timeout",
                 released,
             )
 
-    # -- database work: recording outcomes (completer thread) ----------------------------
+    # -- outcomes ------------------------------------------------------------------------
 
-    def _settle_loop(self) -> None:
-        """Write the outcomes of finished jobs, all that are queued in one statement; keep
-        them queued and retry while the database fails. Ends once claiming has ended and
-        every outcome is written (or, when stopping, the grace period is over)."""
-        backoff = 0.0
-        while True:
-            self._settle_event.clear()
-            if not self._results:
-                if self._claiming_done.is_set():
-                    return
-                self._settle_event.wait()
-                continue
+    def _finish(
+        self, run: Run, error: BaseException | None, seconds: float, on_thread: bool
+    ) -> Run | None:
+        """A handler ended: free its slot, queue its outcome and start waiting jobs
+        (``on_thread``: return the next plain one to the calling handler thread)."""
+        if not self._running.finish(run, seconds):
+            return None  # released at stop: the job is pending again, not ours
+        if error is None:
+            self._completer.record(run.claim)
+        else:
+            self._completer.record(self._failure(run, error, seconds))
+        following = self._start_waiting(take=on_thread)
+        self._wake_event.set()
+        return following
+
+    def _failure(self, run: Run, error: BaseException, seconds: float) -> Failure:
+        """The failed attempt of ``run``, to be retried or failed for good; logged."""
+        job = run.job
+        when: datetime | None = None
+        if will_retry(job):
+            now = self._clock()
             try:
-                self._settle()
-            except DatabaseError as exc:
-                if self._claiming_done.is_set() and time.monotonic() >= self._stop_deadline:
-                    self._logger.warning(
-                        "jobs completer: could not record %d result(s) at stop; their jobs "
-                        "will run again when their locks expire: %s",
-                        len(self._results),
-                        exc,
-                    )
-                    return
-                backoff = self._pause_after(exc, backoff, self._settle_event)
-            except Exception:  # a bug: never die silently, keep serving after a pause
-                self._logger.exception("jobs completer: unexpected error; continuing")
-                self._settle_event.wait(1.0)
-            else:
-                backoff = 0.0
+                when = retry_at(self._config.backoff, job, now)
+            except BackoffError:
+                self._logger.exception("jobs: the backoff function failed for job %s", job.id)
+                when = now + MAX_RETRY_WAIT
+        attempt, attempts = job.retries + 1, job.max_retries + 1
+        if when is not None:
+            self._logger.warning(
+                "jobs: job %s (topic %r) attempt %d of %d failed after %.3fs, retrying at "
+                "%s: %s",
+                job.id, job.topic, attempt, attempts, seconds, when.isoformat(),
+                error_summary(error),
+            )  # fmt: skip
+        else:
+            self._logger.error(
+                "jobs: job %s (topic %r) failed for good: attempt %d of %d failed after "
+                "%.3fs: %s",
+                job.id, job.topic, attempt, attempts, seconds, error_summary(error),
+            )  # fmt: skip
+        self._logger.debug("jobs: job %s failed with", job.id, exc_info=error)
+        return Failure(run.claim, error_text(error), when)
 
-    def _settle(self) -> None:
-        now = self._clock()
-        count, completed, failures = self._outcomes(now)
-        written = self._driver.jobs_settle(self._db, completed, failures, now)
-        self._settled(count, completed, failures, written)
-
-    def _outcomes(self, now: datetime) -> tuple[int, list[tuple[str, str]], list[Failure]]:
-        """The outcomes of the results queued now (results keep arriving): how many results
-        they are, the completions and the failures (with their next attempt's time)."""
-        batch = list(self._results)
-        completed: list[tuple[str, str]] = []
-        failures: list[Failure] = []
-        with self._lock:
-            jobs = [self._running.get(result.job_id) for result in batch]
-        for result, running in zip(batch, jobs, strict=True):
-            if running is None or running.released:
-                continue
-            if result.error is None:
-                completed.append((result.job_id, result.claim_token))
-            else:
-                job = running.job
-                retry_at = self._retry_at(job, now) if job.retries < job.max_retries else None
-                failures.append(Failure(job.id, result.claim_token, result.error, retry_at))
-        return len(batch), completed, failures
-
-    def _settled(
-        self,
-        count: int,
-        completed: list[tuple[str, str]],
-        failures: list[Failure],
-        written: int,
-    ) -> None:
-        """Forget the first ``count`` results, now written (or fenced out)."""
-        with self._lock:
-            for _ in range(count):
-                self._running.pop(self._results.popleft().job_id, None)
-        lost = len(completed) + len(failures) - written
+    def _written(self, outcomes: Outcomes, written: int) -> None:
+        """The completer wrote ``outcomes`` (``written`` of them still ours)."""
+        self._running.forget(outcomes.completed)
+        self._running.forget(failure.claim for failure in outcomes.failed)
+        lost = len(outcomes) - written
         if lost:
             self._logger.warning(
                 "jobs dispatcher: %d result(s) discarded: their claim was taken over", lost
             )
-        retries = [f.retry_at for f in failures if f.retry_at is not None]
+        retries = [f.retry_at for f in outcomes.failed if f.retry_at is not None]
         if retries:
             self._remember_due(min(retries))
         if retries or self._throttled:
             self._wake_event.set()
 
-    def _retry_at(self, job: Job, now: datetime) -> datetime:
-        """When the next attempt is due: ``now + backoff(retries + 1)``, at most a year out.
-        A backoff that raises or returns nonsense is logged and treated as a year."""
-        attempt = job.retries + 1
-        try:
-            wait = self._config.backoff(attempt)
-            if not isinstance(wait, timedelta):
-                raise TypeError(f"backoff({attempt}) returned {wait!r}, not a timedelta")
-        except Exception:
-            self._logger.exception(
-                "jobs dispatcher: the backoff function failed for job %s", job.id
-            )
-            wait = _MAX_RETRY_WAIT
-        return now + min(max(wait, timedelta(0)), _MAX_RETRY_WAIT)
 
-    # -- handlers ------------------------------------------------------------------------
-
-    def _finish(
-        self,
-        job: Job,
-        token: str,
-        error: BaseException | None,
-        seconds: float,
-        *,
-        take: bool = False,
-    ) -> tuple[Job, str] | None:
-        """Record a handler's outcome (to be written) and free its slot; start jobs claimed
-        ahead (``take``: return the next plain one to the calling handler thread)."""
-        with self._lock:
-            running = self._running.get(job.id)
-            if running is None or running.released or running.claim_token != token:
-                return None  # released at stop: the job is pending again, not ours
-            running.finished = True
-            self._active -= 1
-            self._finished_since_claim += 1
-            self._handler_seconds = _average(self._handler_seconds, seconds)
-        self._results.append(_Result(job.id, token, None if error is None else _error_text(error)))
-        following = self._start_ready(take=take)
-        self._settle_event.set()
-        self._wake_event.set()
-        return following
-
-    def _work_loop(self) -> None:
-        item: tuple[Job, str] | None = None
-        while True:
-            if item is None:
-                item = self._work.get()
-                if item is None:
-                    return
-            job, token = item
-            handler = self._handlers.get(job.topic)
-            started = time.monotonic()
-            try:
-                if handler is None:
-                    raise LookupError(f"no handler registered for topic {job.topic!r}")
-                handler(job)
-            except BaseException as exc:
-                error: BaseException | None = exc
-            else:
-                error = None
-            item = self._finish(job, token, error, time.monotonic() - started, take=True)
-
-    async def _run_async(self, handler: JobHandler, job: Job, token: str) -> None:
-        started = time.monotonic()
-        try:
-            await handler(job)  # type: ignore[misc]
-        except BaseException as exc:
-            self._finish(job, token, exc, time.monotonic() - started)
-        else:
-            self._finish(job, token, None, time.monotonic() - started)
-
-    def _event_loop(self) -> asyncio.AbstractEventLoop:
-        with self._state_lock:  # jobs are started from the control and handler threads
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                self._spawn(lambda: self._run_event_loop(loop), "pocketjobs-async")
-                self._loop = loop
-            return self._loop
-
-    @staticmethod
-    def _run_event_loop(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-        finally:  # stopped: cancel handlers still running (their jobs were released)
-            tasks = asyncio.all_tasks(loop)
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-            loop.close()
-
-    def _listen_loop(self) -> None:
-        delay = 0.0
-        while not self._stopping.is_set():
-            try:
-                listener = self._db.listen(NOTIFY_CHANNEL)
-            except DatabaseError as exc:
-                delay = min(_MAX_BACKOFF, max(0.2, delay * 2))
-                self._logger.warning(
-                    "jobs listener: cannot listen, retrying in %.1fs: %s", delay, exc
-                )
-                self._stopping.wait(delay)
-                continue
-            if listener is None:
-                return
-            delay = 0.0
-            self._wake_event.set()  # notifications may have been missed while disconnected
-            try:
-                while not self._stopping.is_set():
-                    for payload in listener.wait(_LISTEN_TICK):
-                        self._on_notification(payload)
-            except DatabaseError as exc:
-                self._logger.warning("jobs listener: connection lost, reconnecting: %s", exc)
-            finally:
-                listener.close()
-
-    def _on_notification(self, payload: str) -> None:
-        try:
-            due: datetime | None = parse_time(payload)
-        except ValueError:
-            due = None
-        self.wake(due)
-
-    def _shutdown_threads(self) -> None:
-        for _ in range(self._config.workers):
-            self._work.put(None)
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+def _average(average: float, sample: float) -> float:
+    """An exponential moving average."""
+    return 0.8 * average + 0.2 * sample

@@ -1,20 +1,22 @@
-"""The jobs plugin's exceptions. The HTTP layer maps them to statuses in one table.
+"""The jobs plugin's exceptions. Each carries the HTTP status it maps to, and an error about
+one input names that input's ``field`` and a machine-readable ``code``, so the HTTP layer
+converts every one of them the same way::
 
-::
-
-    JobsError
-     ├── JobNotFound              no job with that id                         (404)
-     ├── JobCannotDelete          only pending or failed jobs can be deleted  (400)
-     ├── JobCannotRequeue         only failed jobs can be requeued            (400)
-     ├── InvalidTopic             empty, longer than 255 characters, not allowed (400)
-     ├── InvalidPayload           not JSON-serializable                       (400)
-     │    └── PayloadTooLarge     JSON longer than max_payload_size            (400)
-     ├── InvalidJobOptions        bad run_at / delay / max_retries            (400)
-     ├── TopicAlreadyRegistered   a handler for that topic exists
-     └── PluginAlreadyRegistered  the plugin is already registered on the app
+    JobsError                                                              status
+     ├── JobNotFound              no job with that id                         404
+     ├── JobCannotDelete          only pending or failed jobs can be deleted  400
+     ├── JobCannotRequeue         only failed jobs can be requeued            400
+     ├── InvalidTopic             empty, too long, not valid text, not allowed 400  field topic
+     ├── InvalidPayload           not JSON-serializable, too deep, bad text   400  field payload
+     │    └── PayloadTooLarge     JSON longer than max_payload_size            400  field payload
+     ├── InvalidJobOptions        bad run_at / delay / max_retries / filter   400  field named
+     ├── TopicAlreadyRegistered   a handler for that topic exists             (not over HTTP)
+     └── PluginAlreadyRegistered  the plugin is already registered on the app (not over HTTP)
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 __all__ = [
     "InvalidJobOptions",
@@ -31,11 +33,28 @@ __all__ = [
 
 
 class JobsError(Exception):
-    """Base class of every jobs plugin error."""
+    """Base class of every jobs plugin error.
+
+    ``status`` is the HTTP status the error maps to. ``field`` names the input at fault
+    (``None`` when the error is not about one input) and ``code`` says what is wrong with
+    it (``validation_required``, ``validation_invalid_topic``, ...).
+    """
+
+    status: ClassVar[int] = 400
+    #: The field and code of an instance that does not name its own.
+    default_field: ClassVar[str | None] = None
+    default_code: ClassVar[str] = "validation_invalid_value"
+
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.field = field if field is not None else self.default_field
+        self.code = code if code is not None else self.default_code
 
 
 class JobNotFound(JobsError):
     """No job has the given id."""
+
+    status = 404
 
 
 class JobCannotDelete(JobsError):
@@ -47,24 +66,39 @@ class JobCannotRequeue(JobsError):
 
 
 class InvalidTopic(JobsError, ValueError):
-    """The topic is empty, longer than 255 characters, or not in ``allowed_topics``."""
+    """The topic is missing, empty, longer than the limit, not valid Unicode text (a NUL
+    or a lone surrogate), or not in ``allowed_topics``."""
+
+    default_field = "topic"
+    default_code = "validation_invalid_topic"
 
 
 class InvalidPayload(JobsError, ValueError):
-    """The payload cannot be serialized to JSON."""
+    """The payload cannot be stored as JSON: not serializable, nested too deep, or holding
+    text no database can store (a NUL, a lone surrogate)."""
+
+    default_field = "payload"
+    default_code = "validation_invalid_payload"
 
 
 class PayloadTooLarge(InvalidPayload):
     """The payload's JSON is longer than ``max_payload_size`` bytes."""
 
+    default_code = "validation_too_large"
+
 
 class InvalidJobOptions(JobsError, ValueError):
-    """``run_at``, ``delay`` or ``max_retries`` is invalid (naive datetime, both given, ...)."""
+    """An option is invalid (``run_at``, ``delay``, ``max_retries``, or a list filter's
+    ``status``, ``topic``, ``limit``, ``offset``); ``field`` names it."""
 
 
 class TopicAlreadyRegistered(JobsError):
     """A handler is already registered for the topic."""
 
+    status = 409
+
 
 class PluginAlreadyRegistered(JobsError):
     """The jobs plugin is already registered on this app."""
+
+    status = 409

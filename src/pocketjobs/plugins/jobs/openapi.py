@@ -5,6 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from pocketjobs.plugins.jobs.job import JOB_STATUSES
+from pocketjobs.plugins.jobs.limits import (
+    MAX_LIST_LIMIT,
+    MAX_OFFSET,
+    MAX_RETRIES_LIMIT,
+    MAX_TOPIC_LENGTH,
+)
 
 __all__ = ["openapi_document"]
 
@@ -47,7 +53,7 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
         "additionalProperties": False,
         "properties": {
             "id": {"type": "string"},
-            "topic": {"type": "string", "minLength": 1, "maxLength": 255},
+            "topic": {"type": "string", "minLength": 1, "maxLength": MAX_TOPIC_LENGTH},
             "payload": {"description": "The job's JSON payload (any JSON value)."},
             "status": {"type": "string", "enum": list(JOB_STATUSES)},
             "run_at": _TIME,
@@ -64,7 +70,7 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
         "required": ["topic"],
         "additionalProperties": False,
         "properties": {
-            "topic": {"type": "string", "minLength": 1, "maxLength": 255},
+            "topic": {"type": "string", "minLength": 1, "maxLength": MAX_TOPIC_LENGTH},
             "payload": {
                 "description": f"Any JSON value, at most {max_payload_size} bytes of JSON.",
             },
@@ -76,7 +82,7 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
                 ],
                 "description": "Seconds (or a duration like 1m30s) from now; not with run_at.",
             },
-            "max_retries": {"type": "integer", "minimum": 0, "maximum": 1000},
+            "max_retries": {"type": "integer", "minimum": 0, "maximum": MAX_RETRIES_LIMIT},
         },
     }
     return {
@@ -124,7 +130,7 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
                     "properties": {
                         "items": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
                         "total": {"type": "integer", "minimum": 0},
-                        "limit": {"type": "integer", "minimum": 1, "maximum": 500},
+                        "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT},
                         "offset": {"type": "integer", "minimum": 0},
                     },
                 },
@@ -185,13 +191,13 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
                         {
                             "name": "limit",
                             "in": "query",
-                            "description": "Page size (default 20, capped at 500).",
+                            "description": f"Page size (default 20, capped at {MAX_LIST_LIMIT}).",
                             "schema": {"type": "integer", "minimum": 1},
                         },
                         {
                             "name": "offset",
                             "in": "query",
-                            "schema": {"type": "integer", "minimum": 0, "maximum": 1000000000},
+                            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
                         },
                     ],
                     "responses": {

@@ -21,7 +21,8 @@ awaitable twins, so the event loop never blocks on the database.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -40,171 +41,134 @@ from pocketjobs.apis import (
 from pocketjobs.core import ServeEvent
 from pocketjobs.core.times import parse_time
 from pocketjobs.plugins.jobs.config import parse_duration
-from pocketjobs.plugins.jobs.errors import (
-    InvalidJobOptions,
-    InvalidPayload,
-    InvalidTopic,
-    JobCannotDelete,
-    JobCannotRequeue,
-    JobNotFound,
-    JobsError,
-    PayloadTooLarge,
-)
-from pocketjobs.plugins.jobs.job import JOB_STATUSES, JobFilter, JobStatus
+from pocketjobs.plugins.jobs.errors import InvalidJobOptions, JobsError
+from pocketjobs.plugins.jobs.job import JobFilter, JobStatus
+from pocketjobs.plugins.jobs.limits import MAX_LIST_LIMIT, MAX_OFFSET
 from pocketjobs.plugins.jobs.openapi import openapi_document
-from pocketjobs.plugins.jobs.store import MAX_DELAY, MAX_RETRIES_LIMIT, MAX_TOPIC_LENGTH
+from pocketjobs.plugins.jobs.validation import check_topic
 
 if TYPE_CHECKING:
     from pocketjobs.plugins.jobs.plugin import JobsPlugin
 
-__all__ = ["MAX_LIST_LIMIT", "bind_routes", "to_api_error"]
+__all__ = ["bind_routes", "to_api_error"]
 
-MAX_LIST_LIMIT = 500
-MAX_OFFSET = 1_000_000_000
 # Room for the envelope around the payload (topic, run_at, ...) in an enqueue body.
 _BODY_OVERHEAD = 64 * 1024
 _ENQUEUE_FIELDS = frozenset({"topic", "payload", "run_at", "delay", "max_retries"})
+_NOT_FOUND = "The requested job wasn't found."
+_ENQUEUE_FAILED = "Failed to enqueue the job."
+_BAD_QUERY = "Invalid query parameters."
 
 
-def to_api_error(exc: JobsError) -> ApiError:
-    """The one table from the plugin's errors to HTTP errors."""
-    if isinstance(exc, JobNotFound):
-        return NotFoundError("The requested job wasn't found.")
-    if isinstance(exc, JobCannotDelete | JobCannotRequeue):
-        return BadRequestError(str(exc))
-    if isinstance(exc, PayloadTooLarge):
-        return BadRequestError(
-            "The payload is too large.", {"payload": field_error("validation_too_large", str(exc))}
-        )
-    if isinstance(exc, InvalidPayload):
-        return BadRequestError(
-            "Invalid payload.", {"payload": field_error("validation_invalid_payload", str(exc))}
-        )
-    if isinstance(exc, InvalidTopic):
-        return BadRequestError(
-            "Invalid topic.", {"topic": field_error("validation_invalid_topic", str(exc))}
-        )
-    if isinstance(exc, InvalidJobOptions):
-        return BadRequestError(str(exc))
-    return BadRequestError(str(exc))
+def to_api_error(exc: JobsError, message: str | None = None) -> ApiError:
+    """The plugin's error as an HTTP error: its own status; an error about one field puts
+    that field's code and text in ``data`` under ``message`` (default: the error's text)."""
+    if exc.status == 404:
+        return NotFoundError(_NOT_FOUND)
+    if exc.field is None:
+        return ApiError(str(exc), status=exc.status)
+    data = {exc.field: field_error(exc.code, str(exc))}
+    return ApiError(message or str(exc), data, status=exc.status)
 
 
-def _invalid(message: str, errors: Mapping[str, tuple[str, str]]) -> BadRequestError:
-    return BadRequestError(
-        message, {name: field_error(code, text) for name, (code, text) in errors.items()}
+@contextmanager
+def _converted(message: str) -> Iterator[None]:
+    """Raise the plugin's errors of this block as HTTP errors headed ``message``."""
+    try:
+        yield
+    except JobsError as exc:
+        raise to_api_error(exc, message) from None
+
+
+def _wire_run_at(value: Any) -> datetime | None:
+    """An enqueue body's ``run_at``: an RFC 3339 string with a timezone, or null."""
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        return parse_time(value)
+    except ValueError:
+        raise InvalidJobOptions(
+            "Must be an RFC 3339 date-time with a timezone, e.g. 2025-01-08T12:00:00Z.",
+            field="run_at",
+            code="validation_invalid_datetime",
+        ) from None
+
+
+def _wire_delay(value: Any) -> Any:
+    """An enqueue body's ``delay``: seconds as a number, or a duration such as ``"1m30s"``
+    (made a timedelta here; anything else goes to the store, which says what is wrong)."""
+    if not isinstance(value, str):
+        return timedelta(seconds=value) if _is_finite_number(value) else value
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise InvalidJobOptions(
+            'Must be a non-negative number of seconds or a duration such as "1m30s".',
+            field="delay",
+            code="validation_invalid_duration",
+        ) from None
+
+
+def _is_finite_number(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and abs(value) < 1e15
     )
 
 
-def _parse_enqueue(body: dict[str, Any], allowed_topics: tuple[str, ...]) -> dict[str, Any]:
-    """Validate an enqueue body; return the keyword arguments for ``aenqueue``."""
-    errors: dict[str, tuple[str, str]] = {}
+def _enqueue_options(body: dict[str, Any], allowed_topics: tuple[str, ...]) -> dict[str, Any]:
+    """An enqueue body as the keyword arguments of ``aenqueue`` (wire types converted; the
+    store validates the values)."""
     unknown = sorted(set(body) - _ENQUEUE_FIELDS)
     if unknown:
-        errors["body"] = ("validation_unknown_fields", f"Unknown fields: {', '.join(unknown)}.")
+        raise BadRequestError(
+            _ENQUEUE_FAILED,
+            {
+                "body": field_error(
+                    "validation_unknown_fields", f"Unknown fields: {', '.join(unknown)}."
+                )
+            },
+        )
     topic = body.get("topic")
-    if topic is None or topic == "":
-        errors["topic"] = ("validation_required", "Cannot be blank.")
-    elif not isinstance(topic, str) or not topic.strip():
-        errors["topic"] = ("validation_invalid_topic", "Must be a non-empty string.")
-    elif len(topic) > MAX_TOPIC_LENGTH:
-        errors["topic"] = (
-            "validation_length_out_of_range",
-            f"Must be at most {MAX_TOPIC_LENGTH} characters.",
-        )
-    elif allowed_topics and topic not in allowed_topics:
-        errors["topic"] = ("validation_topic_not_allowed", "This topic is not allowed.")
-
-    run_at: datetime | None = None
-    if body.get("run_at") is not None:
-        value = body["run_at"]
-        try:
-            if not isinstance(value, str):
-                raise ValueError
-            run_at = parse_time(value)
-        except ValueError:
-            errors["run_at"] = (
-                "validation_invalid_datetime",
-                "Must be an RFC 3339 date-time with a timezone, e.g. 2025-01-08T12:00:00Z.",
-            )
-
-    delay: timedelta | None = None
-    if body.get("delay") is not None:
-        value = body["delay"]
-        try:
-            if isinstance(value, bool):
-                raise ValueError
-            if isinstance(value, int | float):
-                if not math.isfinite(value):
-                    raise ValueError
-                delay = timedelta(seconds=value)
-            elif isinstance(value, str):
-                delay = parse_duration(value)
-            else:
-                raise ValueError
-            if not timedelta(0) <= delay <= MAX_DELAY:
-                raise ValueError
-        except (ValueError, OverflowError):
-            errors["delay"] = (
-                "validation_invalid_duration",
-                'Must be a non-negative number of seconds or a duration such as "1m30s", '
-                "at most 100 years.",
-            )
-    if run_at is not None and delay is not None:
-        errors["delay"] = ("validation_conflict", "Give run_at or delay, not both.")
-
-    max_retries = body.get("max_retries")
-    if max_retries is not None and (
-        isinstance(max_retries, bool)
-        or not isinstance(max_retries, int)
-        or not 0 <= max_retries <= MAX_RETRIES_LIMIT
-    ):
-        errors["max_retries"] = (
-            "validation_invalid_number",
-            f"Must be an integer from 0 to {MAX_RETRIES_LIMIT}.",
-        )
-    if errors:
-        raise _invalid("Failed to enqueue the job.", errors)
+    if allowed_topics:
+        check_topic(topic, allowed_topics)
     return {
         "topic": topic,
         "payload": body.get("payload"),
-        "run_at": run_at,
-        "delay": delay,
-        "max_retries": max_retries,
+        "run_at": _wire_run_at(body.get("run_at")),
+        "delay": _wire_delay(body["delay"]) if body.get("delay") is not None else None,
+        "max_retries": body.get("max_retries"),
     }
 
 
-def _parse_filter(query: Mapping[str, str]) -> JobFilter:
-    errors: dict[str, tuple[str, str]] = {}
-    numbers: dict[str, int] = {"limit": 20, "offset": 0}
-    lowest = {"limit": 1, "offset": 0}
-    for name in numbers:
-        text = query.get(name)
-        if text is None or text == "":
-            continue
-        if not text.isdigit() or not text.isascii() or len(text) > 12:
-            errors[name] = ("validation_invalid_number", "Must be a non-negative integer.")
-            continue
-        numbers[name] = int(text)
-        if not lowest[name] <= numbers[name] <= MAX_OFFSET:
-            errors[name] = (
-                "validation_out_of_range",
-                f"Must be from {lowest[name]} to {MAX_OFFSET}.",
-            )
-    if "\x00" in query.get("topic", ""):
-        errors["topic"] = ("validation_invalid_topic", "Must not contain the NUL character.")
-    status = query.get("status") or None
-    if status is not None and status not in JOB_STATUSES:
-        errors["status"] = (
-            "validation_invalid_status",
-            f"Must be one of {', '.join(JOB_STATUSES)}.",
+def _query_number(query: Mapping[str, str], name: str, default: int, lowest: int) -> int:
+    text = query.get(name)
+    if text is None or text == "":
+        return default
+    if not text.isascii() or not text.isdigit() or len(text) > 12:
+        raise InvalidJobOptions(
+            "Must be a non-negative integer.", field=name, code="validation_invalid_number"
         )
-    if errors:
-        raise _invalid("Invalid query parameters.", errors)
+    value = int(text)
+    if not lowest <= value <= MAX_OFFSET:
+        raise InvalidJobOptions(
+            f"Must be from {lowest} to {MAX_OFFSET}.", field=name, code="validation_out_of_range"
+        )
+    return value
+
+
+def _list_filter(query: Mapping[str, str]) -> JobFilter:
+    """A list query as a filter (``limit`` capped at ``MAX_LIST_LIMIT``; the store
+    validates the rest)."""
     return JobFilter(
         topic=query.get("topic") or None,
-        status=cast("JobStatus | None", status),
-        limit=min(numbers["limit"], MAX_LIST_LIMIT),
-        offset=numbers["offset"],
+        status=cast("JobStatus | None", query.get("status") or None),
+        limit=min(_query_number(query, "limit", 20, 1), MAX_LIST_LIMIT),
+        offset=_query_number(query, "offset", 0, 0),
     )
 
 
@@ -219,19 +183,24 @@ def bind_routes(event: ServeEvent, plugin: JobsPlugin) -> None:
         try:
             body = await read_json(request, max_bytes=max_body)
         except TooLargeError:
-            raise _invalid(
+            raise BadRequestError(
                 "The payload is too large.",
-                {"payload": ("validation_too_large", f"The body exceeds {max_body} bytes.")},
+                {
+                    "payload": field_error(
+                        "validation_too_large", f"The body exceeds {max_body} bytes."
+                    )
+                },
             ) from None
         if plugin.enqueue_rule is not None:
             await authorize(request, plugin.enqueue_rule, body)
-        options = _parse_enqueue(body, plugin.config.allowed_topics)
-        job = await store.aenqueue(**options)
+        with _converted(_ENQUEUE_FAILED):
+            job = await store.aenqueue(**_enqueue_options(body, plugin.config.allowed_topics))
         return JSONResponse(job.to_json())
 
     async def list_jobs(request: Request) -> JSONResponse:
         await authorize(request, plugin.manage_rule)
-        page = await store.alist(_parse_filter(request.query_params))
+        with _converted(_BAD_QUERY):
+            page = await store.alist(_list_filter(request.query_params))
         return JSONResponse(page.to_json())
 
     async def stats(request: Request) -> JSONResponse:

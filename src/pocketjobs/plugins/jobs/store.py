@@ -8,70 +8,48 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import json
-import re
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pocketjobs.core import Tx
-from pocketjobs.core.times import now_utc
-from pocketjobs.plugins.jobs.config import MAX_RETRIES_LIMIT, Config
+from pocketjobs.plugins.jobs.config import Config
 from pocketjobs.plugins.jobs.dispatcher import Dispatcher, JobHandler
 from pocketjobs.plugins.jobs.drivers import JobsDriver, NewJob
 from pocketjobs.plugins.jobs.errors import (
-    InvalidJobOptions,
-    InvalidPayload,
-    InvalidTopic,
     JobCannotDelete,
     JobCannotRequeue,
     JobNotFound,
-    PayloadTooLarge,
     TopicAlreadyRegistered,
 )
-from pocketjobs.plugins.jobs.job import JOB_STATUSES, Job, JobFilter, JobList, JobStats, uuid7
+from pocketjobs.plugins.jobs.job import Job, JobFilter, JobList, JobStats, uuid7
+from pocketjobs.plugins.jobs.validation import (
+    check_filter,
+    check_job_id,
+    check_max_retries,
+    check_payloads,
+    check_schedule,
+    check_topic,
+    serialize_payload,
+    to_millis,
+)
 
 if TYPE_CHECKING:
-    from pocketjobs.core import App
+    from pocketjobs.core import BaseApp
 
-__all__ = ["MAX_DELAY", "MAX_RETRIES_LIMIT", "MAX_TOPIC_LENGTH", "JobStore"]
+__all__ = ["JobStore"]
 
-MAX_TOPIC_LENGTH = 255
-#: The longest ``delay`` accepted: a hundred years.
-MAX_DELAY = timedelta(days=36_525)
-# A JSON \u0000 escape (not preceded by an escaped backslash): PostgreSQL's JSONB cannot
-# store it, so it is refused on every database alike.
-_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 H = TypeVar("H", bound=JobHandler)
-
-
-def _check_topic(topic: object) -> str:
-    if not isinstance(topic, str) or not topic.strip():
-        raise InvalidTopic("topic must be a non-empty string")
-    if len(topic) > MAX_TOPIC_LENGTH:
-        raise InvalidTopic(f"topic must be at most {MAX_TOPIC_LENGTH} characters")
-    if "\x00" in topic:
-        raise InvalidTopic("topic must not contain the NUL character")
-    return topic
-
-
-def _is_possible_id(job_id: object) -> bool:
-    # No database can hold a NUL in text (PostgreSQL refuses it outright): no such job.
-    return isinstance(job_id, str) and "\x00" not in job_id
-
-
-def _to_millis(moment: datetime) -> datetime:
-    """``moment`` truncated to milliseconds, the precision stored on every database."""
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 class JobStore:
     """The jobs of one app. Obtain it from :func:`~pocketjobs.plugins.jobs.register`."""
 
-    def __init__(self, app: App, config: Config) -> None:
+    def __init__(self, app: BaseApp, config: Config) -> None:
         self._app = app
         self.config = config
+        self._clock = config.clock
         self._driver_instance: JobsDriver | None = None
         self._handlers: dict[str, JobHandler] = {}
         self._handlers_lock = threading.Lock()
@@ -89,54 +67,6 @@ class JobStore:
         return self._driver_instance
 
     # -- enqueue -------------------------------------------------------------------------
-
-    def _serialize(self, payload: Any) -> str:
-        try:
-            text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise InvalidPayload(f"payload is not JSON-serializable: {exc}") from exc
-        if "\\u0000" in text and _NUL_ESCAPE.search(text):
-            raise InvalidPayload("payload strings must not contain the NUL character (\\u0000)")
-        size = len(text.encode())
-        if size > self.config.max_payload_size:
-            raise PayloadTooLarge(
-                f"payload is {size} bytes of JSON; the limit is {self.config.max_payload_size}"
-            )
-        return text
-
-    def _schedule(
-        self, now: datetime, run_at: datetime | None, delay: timedelta | float | None
-    ) -> datetime:
-        if run_at is not None and delay is not None:
-            raise InvalidJobOptions("give run_at or delay, not both")
-        if run_at is not None:
-            if not isinstance(run_at, datetime):
-                raise InvalidJobOptions("run_at must be a datetime")
-            if run_at.tzinfo is None or run_at.utcoffset() is None:
-                raise InvalidJobOptions("run_at must be timezone-aware")
-            try:
-                return _to_millis(run_at.astimezone(UTC))
-            except OverflowError:
-                raise InvalidJobOptions("run_at is out of range") from None
-        if delay is None:
-            return now
-        if isinstance(delay, bool) or not isinstance(delay, timedelta | int | float):
-            raise InvalidJobOptions("delay must be a timedelta or a number of seconds")
-        seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
-        if not 0 <= seconds <= MAX_DELAY.total_seconds():  # also rejects NaN
-            raise InvalidJobOptions("delay must be from zero to a hundred years")
-        return _to_millis(now + timedelta(seconds=seconds))
-
-    def _max_retries(self, max_retries: int | None) -> int:
-        if max_retries is None:
-            return self.config.max_retries
-        if (
-            isinstance(max_retries, bool)
-            or not isinstance(max_retries, int)
-            or not 0 <= max_retries <= MAX_RETRIES_LIMIT
-        ):
-            raise InvalidJobOptions(f"max_retries must be an integer from 0 to {MAX_RETRIES_LIMIT}")
-        return max_retries
 
     def enqueue(
         self,
@@ -173,14 +103,17 @@ class JobStore:
         max_retries: int | None = None,
         tx: Tx | None = None,
     ) -> list[Job]:
-        """Add one job per payload in one statement: all of them or, on any error, none."""
-        _check_topic(topic)
-        if isinstance(payloads, str | bytes) or not isinstance(payloads, Sequence):
-            raise InvalidPayload("payloads must be a list of payloads")
-        now = _to_millis(now_utc())
-        due = self._schedule(now, run_at, delay)
-        retries = self._max_retries(max_retries)
-        texts = [self._serialize(payload) for payload in payloads]
+        """Add one job per payload in one statement: all of them or, on any error, none.
+
+        Raises as :meth:`enqueue` does (``InvalidPayload`` also when ``payloads`` is not a
+        list)."""
+        check_topic(topic)
+        check_payloads(payloads)
+        now = to_millis(self._clock())
+        due = check_schedule(now, run_at, delay)
+        retries = check_max_retries(max_retries, self.config.max_retries)
+        max_size = self.config.max_payload_size
+        texts = [serialize_payload(payload, max_size) for payload in payloads]
         if not texts:
             return []
         rows = [NewJob(uuid7(), topic, text, due, retries, now) for text in texts]
@@ -194,7 +127,7 @@ class JobStore:
             for row, payload in zip(rows, payloads, strict=True)
         ]
 
-    def _wake(self, due: datetime) -> None:
+    def _wake(self, due: datetime | None) -> None:
         dispatcher = self._dispatcher
         if dispatcher is not None:
             dispatcher.wake(due)
@@ -203,24 +136,14 @@ class JobStore:
 
     def get(self, job_id: str) -> Job:
         """The job with ``job_id``; raises :class:`JobNotFound`."""
-        job = self._driver.jobs_get(self._app.db, job_id) if _is_possible_id(job_id) else None
+        job = self._driver.jobs_get(self._app.db, job_id) if check_job_id(job_id) else None
         if job is None:
             raise JobNotFound(f"job {job_id!r} not found")
         return job
 
     def list(self, job_filter: JobFilter | None = None) -> JobList:
         """A page of jobs, newest first. Raises :class:`InvalidJobOptions` for a bad filter."""
-        job_filter = job_filter or JobFilter()
-        if job_filter.status is not None and job_filter.status not in JOB_STATUSES:
-            raise InvalidJobOptions(f"status must be one of {', '.join(JOB_STATUSES)}")
-        if job_filter.topic is not None and (
-            not isinstance(job_filter.topic, str) or "\x00" in job_filter.topic
-        ):
-            raise InvalidJobOptions("topic must be a string without NUL characters")
-        for name in ("limit", "offset"):
-            value = getattr(job_filter, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**62:
-                raise InvalidJobOptions(f"{name} must be a non-negative integer below 2**62")
+        job_filter = check_filter(job_filter or JobFilter())
         items, total = self._driver.jobs_list(self._app.db, job_filter)
         return JobList(items, total, job_filter.limit, job_filter.offset)
 
@@ -231,7 +154,7 @@ class JobStore:
     def delete(self, job_id: str) -> None:
         """Delete a pending or failed job; raises :class:`JobNotFound` or
         :class:`JobCannotDelete` (processing or completed)."""
-        if _is_possible_id(job_id) and self._driver.jobs_delete(self._app.db, job_id):
+        if check_job_id(job_id) and self._driver.jobs_delete(self._app.db, job_id):
             return
         job = self.get(job_id)
         raise JobCannotDelete(
@@ -242,8 +165,8 @@ class JobStore:
         """Give a failed job a fresh start (retries 0, due now); raises :class:`JobNotFound`
         or :class:`JobCannotRequeue` (not failed)."""
         job = (
-            self._driver.jobs_requeue(self._app.db, job_id, now_utc())
-            if _is_possible_id(job_id)
+            self._driver.jobs_requeue(self._app.db, job_id, to_millis(self._clock()))
+            if check_job_id(job_id)
             else None
         )
         if job is None:
@@ -261,14 +184,14 @@ class JobStore:
 
         Raises :class:`TopicAlreadyRegistered` if the topic has a handler.
         """
-        _check_topic(topic)
+        check_topic(topic)
         if not callable(fn):
             raise TypeError("a job handler must be callable")
         with self._handlers_lock:
             if topic in self._handlers:
                 raise TopicAlreadyRegistered(f"a handler for topic {topic!r} is already registered")
             self._handlers[topic] = fn
-        self._wake(now_utc())
+        self._wake(None)
 
     def handler(self, topic: str) -> Callable[[H], H]:
         """Decorator form of :meth:`register`; returns the function unchanged."""

@@ -1,0 +1,86 @@
+"""The dispatcher's maintenance: heartbeating its locks and rescuing dead workers' jobs.
+
+Both run on the dispatcher's control thread, scheduled on the injected clock (the
+config's ``clock``), so tests drive them by moving that clock instead of sleeping:
+
+* **heartbeat**, every ``lock_duration / 3`` while claims are held: every held claim's
+  lock moves to ``now + lock_duration`` (fenced on its token), so a long job is never
+  taken over while its worker lives;
+* **rescue**, every ``poll_interval``: jobs whose lock expired (their worker died or
+  stopped responding) count a failed attempt and become due again, or fail for good.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from pocketjobs.core import Database
+from pocketjobs.plugins.jobs.drivers import JobsDriver
+from pocketjobs.plugins.jobs.retry import LOCK_EXPIRED_ERROR
+from pocketjobs.plugins.jobs.running import RunningClaims
+
+__all__ = ["Maintenance"]
+
+
+class Maintenance:
+    """Heartbeat and rescue for one dispatcher's claims."""
+
+    def __init__(
+        self,
+        db: Database,
+        driver: JobsDriver,
+        running: RunningClaims,
+        *,
+        lock_duration: timedelta,
+        rescue_interval: timedelta,
+        clock: Callable[[], datetime],
+        logger: logging.Logger,
+    ) -> None:
+        self._db = db
+        self._driver = driver
+        self._running = running
+        self._lock_duration = lock_duration
+        self._heartbeat_interval = lock_duration / 3
+        self._rescue_interval = rescue_interval
+        self._logger = logger
+        start = clock()
+        self._heartbeat_at = start + self._heartbeat_interval
+        self._rescue_at = start  # rescue once at start: workers may have died meanwhile
+
+    def next_at(self) -> datetime:
+        """When maintenance is next due (the heartbeat only counts while claims are held)."""
+        if self._running:
+            return min(self._heartbeat_at, self._rescue_at)
+        return self._rescue_at
+
+    def claimed(self, now: datetime, was_idle: bool) -> None:
+        """Claims were just made at ``now``; ``was_idle``: none were held before, so the
+        first heartbeat is due one interval from now (the new locks are fresh)."""
+        if was_idle:
+            self._heartbeat_at = now + self._heartbeat_interval
+
+    def run_due(self, now: datetime, *, rescue: bool = True) -> None:
+        """Heartbeat and (when ``rescue``) rescue if due at ``now``. Raises
+        :class:`~pocketjobs.core.DatabaseError`; what failed is retried next time."""
+        if self._running and now >= self._heartbeat_at:
+            self._heartbeat(now)
+        if rescue and now >= self._rescue_at:
+            self._rescue(now)
+
+    def _heartbeat(self, now: datetime) -> None:
+        self._heartbeat_at = now + self._heartbeat_interval
+        claims = self._running.held()
+        if not claims:
+            return
+        owned = self._driver.jobs_extend_locks(self._db, claims, now + self._lock_duration)
+        for claim in claims:
+            if claim not in owned:
+                self._logger.warning("jobs dispatcher: lost the claim on job %s", claim.job_id)
+
+    def _rescue(self, now: datetime) -> None:
+        self._rescue_at = now + self._rescue_interval
+        rescued = self._driver.jobs_rescue_expired(self._db, now, LOCK_EXPIRED_ERROR)
+        if rescued:
+            self._logger.warning("jobs dispatcher: recovered %d job(s) with expired locks", rescued)

@@ -1,0 +1,82 @@
+"""The listener: wakes the dispatcher when another process enqueues (PostgreSQL NOTIFY).
+
+An enqueue notifies :data:`~pocketjobs.plugins.jobs.drivers.NOTIFY_CHANNEL` in its own
+transaction, with the new jobs' due time as the payload; the notification is delivered
+when (and only if) that transaction commits. SQLite reports every commit of another
+process (by watching its data version), with an empty payload: due now. Where a database
+offers neither, the listener ends at once and the dispatcher polls.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+
+from pocketjobs.core import Database, DatabaseError
+from pocketjobs.core.times import parse_time
+from pocketjobs.plugins.jobs.completer import db_backoff
+from pocketjobs.plugins.jobs.drivers import NOTIFY_CHANNEL
+
+__all__ = ["Listener"]
+
+_TICK = 0.25  # seconds: how often the listener checks whether to stop
+_THREAD_NAME = "pocketjobs-listener"
+
+
+class Listener:
+    """Listens on ``db`` and calls ``wake(due)`` for each notification (``due`` is the
+    notified due time, ``None`` if the payload is not one), and ``wake(None)`` after each
+    (re)connection, since notifications may have been missed while disconnected."""
+
+    def __init__(
+        self, db: Database, wake: Callable[[datetime | None], None], logger: logging.Logger
+    ) -> None:
+        self._db = db
+        self._wake = wake
+        self._logger = logger
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._listen_loop, name=_THREAD_NAME, daemon=True)
+
+    def start(self) -> None:
+        """Start listening."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop listening; returns once the connection is closed (or after a few ticks)."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(_TICK * 4)
+
+    def _listen_loop(self) -> None:
+        delay = 0.0
+        while not self._stopping.is_set():
+            try:
+                listener = self._db.listen(NOTIFY_CHANNEL)
+            except DatabaseError as exc:
+                delay = db_backoff(delay)
+                self._logger.warning(
+                    "jobs listener: cannot listen, retrying in %.1fs: %s", delay, exc
+                )
+                self._stopping.wait(delay)
+                continue
+            if listener is None:  # the database has no notifications: the dispatcher polls
+                return
+            delay = 0.0
+            self._wake(None)
+            try:
+                while not self._stopping.is_set():
+                    for payload in listener.wait(_TICK):
+                        self._wake(_due(payload))
+            except DatabaseError as exc:
+                self._logger.warning("jobs listener: connection lost, reconnecting: %s", exc)
+            finally:
+                listener.close()
+
+
+def _due(payload: str) -> datetime | None:
+    try:
+        return parse_time(payload)
+    except ValueError:
+        return None

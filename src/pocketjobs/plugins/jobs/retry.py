@@ -1,0 +1,67 @@
+"""The retry policy, as pure functions: whether and when a failed attempt runs again, and
+the error text recorded for it."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from pocketjobs.plugins.jobs.job import Job
+from pocketjobs.plugins.jobs.limits import MAX_ERROR_LENGTH, MAX_RETRY_WAIT
+
+__all__ = [
+    "LOCK_EXPIRED_ERROR",
+    "BackoffError",
+    "error_summary",
+    "error_text",
+    "retry_at",
+    "will_retry",
+]
+
+#: The ``last_error`` of a job recovered from a worker that stopped responding.
+LOCK_EXPIRED_ERROR = "lock expired: the worker running this job stopped responding"
+
+
+class BackoffError(Exception):
+    """The backoff function raised or returned something other than a ``timedelta``."""
+
+
+def will_retry(job: Job) -> bool:
+    """Whether a failed attempt of ``job`` (as claimed) is followed by another."""
+    return job.retries < job.max_retries
+
+
+def retry_at(backoff: Callable[[int], timedelta], job: Job, now: datetime) -> datetime:
+    """When the next attempt of ``job``, which failed at ``now``, is due:
+    ``now + backoff(retries + 1)``, clamped to zero..``MAX_RETRY_WAIT``.
+
+    Raises :class:`BackoffError` (chaining the cause) when ``backoff`` raises or returns
+    something else than a ``timedelta``; the caller decides what to do then."""
+    attempt = job.retries + 1
+    try:
+        wait = backoff(attempt)
+    except Exception as exc:
+        raise BackoffError(f"backoff({attempt}) raised {exc!r}") from exc
+    if not isinstance(wait, timedelta):
+        raise BackoffError(f"backoff({attempt}) returned {wait!r}, not a timedelta")
+    return now + min(max(wait, timedelta(0)), MAX_RETRY_WAIT)
+
+
+def error_text(exc: BaseException) -> str:
+    """The ``last_error`` stored for ``exc``: its traceback, at most ``MAX_ERROR_LENGTH``
+    characters (the middle of a longer one is cut), NUL characters escaped (PostgreSQL
+    cannot store them; escaped alike on both databases) and lone surrogates replaced."""
+    text = "".join(traceback.format_exception(exc)).strip().replace("\x00", "\\x00")
+    if not text.isascii():
+        text = text.encode(errors="backslashreplace").decode()
+    if len(text) > MAX_ERROR_LENGTH:
+        text = text[: MAX_ERROR_LENGTH // 2] + "\n...\n" + text[-MAX_ERROR_LENGTH // 2 :]
+    return text
+
+
+def error_summary(exc: BaseException) -> str:
+    """The first line of ``exc`` as a log line shows it: ``ValueError: bad input``."""
+    message = str(exc).strip().splitlines()
+    name = type(exc).__qualname__
+    return f"{name}: {message[0]}" if message else name
