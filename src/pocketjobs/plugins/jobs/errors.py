@@ -49,6 +49,9 @@ class JobsError(Exception):
         super().__init__(message)
         self.field = field if field is not None else self.default_field
         self.code = code if code is not None else self.default_code
+        #: Errors about other fields found together with this one (validation reports
+        #: every bad field of a call at once; this error is the first of them).
+        self.related: list[JobsError] = []
 
 
 class JobNotFound(JobsError):

@@ -20,7 +20,6 @@ awaitable twins, so the event loop never blocks on the database.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -45,7 +44,7 @@ from pocketjobs.plugins.jobs.errors import InvalidJobOptions, JobsError
 from pocketjobs.plugins.jobs.job import JobFilter, JobStatus
 from pocketjobs.plugins.jobs.limits import MAX_LIST_LIMIT, MAX_OFFSET
 from pocketjobs.plugins.jobs.openapi import openapi_document
-from pocketjobs.plugins.jobs.validation import check_topic
+from pocketjobs.plugins.jobs.validation import enqueue_errors
 
 if TYPE_CHECKING:
     from pocketjobs.plugins.jobs.plugin import JobsPlugin
@@ -67,7 +66,10 @@ def to_api_error(exc: JobsError, message: str | None = None) -> ApiError:
         return NotFoundError(_NOT_FOUND)
     if exc.field is None:
         return ApiError(str(exc), status=exc.status)
-    data = {exc.field: field_error(exc.code, str(exc))}
+    data: dict[str, Any] = {}
+    for error in (exc, *exc.related):
+        if error.field is not None:
+            data.setdefault(error.field, field_error(error.code, str(error)))
     return ApiError(message or str(exc), data, status=exc.status)
 
 
@@ -80,10 +82,8 @@ def _converted(message: str) -> Iterator[None]:
         raise to_api_error(exc, message) from None
 
 
-def _wire_run_at(value: Any) -> datetime | None:
-    """An enqueue body's ``run_at``: an RFC 3339 string with a timezone, or null."""
-    if value is None:
-        return None
+def _wire_run_at(value: Any) -> datetime:
+    """An enqueue body's ``run_at``: an RFC 3339 string with a timezone."""
     try:
         if not isinstance(value, str):
             raise ValueError
@@ -98,9 +98,11 @@ def _wire_run_at(value: Any) -> datetime | None:
 
 def _wire_delay(value: Any) -> Any:
     """An enqueue body's ``delay``: seconds as a number, or a duration such as ``"1m30s"``
-    (made a timedelta here; anything else goes to the store, which says what is wrong)."""
+    (made a timedelta here; any other value goes on to the store, which says what is
+    wrong with it)."""
     if not isinstance(value, str):
-        return timedelta(seconds=value) if _is_finite_number(value) else value
+        finite = isinstance(value, int | float) and not isinstance(value, bool)
+        return timedelta(seconds=value) if finite and abs(value) < 1e15 else value
     try:
         return parse_duration(value)
     except ValueError:
@@ -111,38 +113,33 @@ def _wire_delay(value: Any) -> Any:
         ) from None
 
 
-def _is_finite_number(value: Any) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and abs(value) < 1e15
-    )
-
-
-def _enqueue_options(body: dict[str, Any], allowed_topics: tuple[str, ...]) -> dict[str, Any]:
-    """An enqueue body as the keyword arguments of ``aenqueue`` (wire types converted; the
-    store validates the values)."""
+def _enqueue_options(body: dict[str, Any]) -> tuple[dict[str, Any], list[JobsError]]:
+    """An enqueue body as the keyword arguments of ``aenqueue``, wire types converted (the
+    store validates the values), and the errors of the values that did not convert."""
+    errors: list[JobsError] = []
     unknown = sorted(set(body) - _ENQUEUE_FIELDS)
     if unknown:
-        raise BadRequestError(
-            _ENQUEUE_FAILED,
-            {
-                "body": field_error(
-                    "validation_unknown_fields", f"Unknown fields: {', '.join(unknown)}."
-                )
-            },
+        errors.append(
+            InvalidJobOptions(
+                f"Unknown fields: {', '.join(unknown)}.",
+                field="body",
+                code="validation_unknown_fields",
+            )
         )
-    topic = body.get("topic")
-    if allowed_topics:
-        check_topic(topic, allowed_topics)
-    return {
-        "topic": topic,
+    options: dict[str, Any] = {
+        "topic": body.get("topic"),
         "payload": body.get("payload"),
-        "run_at": _wire_run_at(body.get("run_at")),
-        "delay": _wire_delay(body["delay"]) if body.get("delay") is not None else None,
+        "run_at": None,
+        "delay": None,
         "max_retries": body.get("max_retries"),
     }
+    for name, convert in (("run_at", _wire_run_at), ("delay", _wire_delay)):
+        if body.get(name) is not None:
+            try:
+                options[name] = convert(body[name])
+            except JobsError as exc:
+                errors.append(exc)
+    return options, errors
 
 
 def _query_number(query: Mapping[str, str], name: str, default: int, lowest: int) -> int:
@@ -193,8 +190,17 @@ def bind_routes(event: ServeEvent, plugin: JobsPlugin) -> None:
             ) from None
         if plugin.enqueue_rule is not None:
             await authorize(request, plugin.enqueue_rule, body)
+        options, errors = _enqueue_options(body)
+        config = plugin.config
+        if errors or config.allowed_topics:  # what the store cannot see: report it all
+            error = enqueue_errors(
+                errors, **options, now=store.now(), default_max_retries=config.max_retries,
+                max_size=config.max_payload_size, allowed=config.allowed_topics,
+            )  # fmt: skip
+            if error is not None:
+                raise to_api_error(error, _ENQUEUE_FAILED)
         with _converted(_ENQUEUE_FAILED):
-            job = await store.aenqueue(**_enqueue_options(body, plugin.config.allowed_topics))
+            job = await store.aenqueue(**options)
         return JSONResponse(job.to_json())
 
     async def list_jobs(request: Request) -> JSONResponse:

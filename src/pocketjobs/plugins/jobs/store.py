@@ -25,13 +25,10 @@ from pocketjobs.plugins.jobs.errors import (
 )
 from pocketjobs.plugins.jobs.job import Job, JobFilter, JobList, JobStats, uuid7
 from pocketjobs.plugins.jobs.validation import (
+    check_enqueue,
     check_filter,
     check_job_id,
-    check_max_retries,
-    check_payloads,
-    check_schedule,
     check_topic,
-    serialize_payload,
     to_millis,
 )
 
@@ -65,6 +62,11 @@ class JobStore:
         if self._driver_instance is None:
             raise RuntimeError("the app is not bootstrapped: call app.bootstrap() first")
         return self._driver_instance
+
+    def now(self) -> datetime:
+        """The current time by the config's ``clock`` (aware UTC): the store's and the
+        dispatcher's notion of now."""
+        return self._clock()
 
     # -- enqueue -------------------------------------------------------------------------
 
@@ -107,13 +109,12 @@ class JobStore:
 
         Raises as :meth:`enqueue` does (``InvalidPayload`` also when ``payloads`` is not a
         list)."""
-        check_topic(topic)
-        check_payloads(payloads)
         now = to_millis(self._clock())
-        due = check_schedule(now, run_at, delay)
-        retries = check_max_retries(max_retries, self.config.max_retries)
-        max_size = self.config.max_payload_size
-        texts = [serialize_payload(payload, max_size) for payload in payloads]
+        spec = check_enqueue(
+            topic, payloads, run_at, delay, max_retries, now=now,
+            default_max_retries=self.config.max_retries, max_size=self.config.max_payload_size,
+        )  # fmt: skip
+        due, retries, texts = spec.due, spec.max_retries, spec.payload_texts
         if not texts:
             return []
         rows = [NewJob(uuid7(), topic, text, due, retries, now) for text in texts]

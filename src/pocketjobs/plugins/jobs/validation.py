@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pocketjobs.plugins.jobs.errors import (
     InvalidJobOptions,
     InvalidPayload,
     InvalidTopic,
+    JobsError,
     PayloadTooLarge,
 )
 from pocketjobs.plugins.jobs.job import JOB_STATUSES, JobFilter
@@ -34,12 +36,15 @@ from pocketjobs.plugins.jobs.limits import (
 )
 
 __all__ = [
+    "EnqueueSpec",
+    "check_enqueue",
     "check_filter",
     "check_job_id",
     "check_max_retries",
     "check_payloads",
     "check_schedule",
     "check_topic",
+    "enqueue_errors",
     "is_storable_text",
     "serialize_payload",
     "to_millis",
@@ -50,6 +55,7 @@ _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 # JSON strings, and the brackets outside them (for the nesting depth).
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 _BRACKET = re.compile(r"[\[\]{}]")
+T = TypeVar("T")
 
 
 def is_storable_text(text: str) -> bool:
@@ -236,3 +242,110 @@ def check_filter(job_filter: JobFilter) -> JobFilter:
                 code="validation_out_of_range",
             )
     return job_filter
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueSpec:
+    """A validated enqueue: the jobs' topic, due time, retries and payloads' JSON texts."""
+
+    topic: str
+    due: datetime
+    max_retries: int
+    payload_texts: list[str]
+
+
+class _Collector:
+    """Runs checks, keeping each one's error instead of stopping at the first."""
+
+    def __init__(self, errors: Sequence[JobsError] = ()) -> None:
+        self.errors: list[JobsError] = list(errors)
+
+    def check(self, fn: Callable[[], T]) -> T | None:
+        try:
+            return fn()
+        except JobsError as exc:
+            self.errors.append(exc)
+            return None
+
+    def raise_errors(self) -> None:
+        """Raise the first error, the others attached as its ``related``."""
+        if self.errors:
+            first, *rest = self.errors
+            first.related = rest
+            raise first
+
+
+def _check_all(
+    topic: object,
+    payloads: object,
+    run_at: object,
+    delay: object,
+    max_retries: object,
+    *,
+    now: datetime,
+    default_max_retries: int,
+    max_size: int,
+    allowed: Sequence[str],
+    collector: _Collector,
+) -> tuple[Any, ...]:
+    checked_topic = collector.check(lambda: check_topic(topic, allowed))
+    due = collector.check(lambda: check_schedule(now, run_at, delay))
+    retries = collector.check(lambda: check_max_retries(max_retries, default_max_retries))
+    texts = collector.check(
+        lambda: [serialize_payload(payload, max_size) for payload in check_payloads(payloads)]
+    )
+    return checked_topic, due, retries, texts
+
+
+def check_enqueue(
+    topic: object,
+    payloads: object,
+    run_at: object,
+    delay: object,
+    max_retries: object,
+    *,
+    now: datetime,
+    default_max_retries: int,
+    max_size: int,
+    allowed: Sequence[str] = (),
+) -> EnqueueSpec:
+    """Validate an enqueue of one job per payload at ``now``. Raises the error of the
+    first bad field, with the errors of every other bad field as its ``related``."""
+    collector = _Collector()
+    checked_topic, due, retries, texts = _check_all(
+        topic, payloads, run_at, delay, max_retries, now=now,
+        default_max_retries=default_max_retries, max_size=max_size, allowed=allowed,
+        collector=collector,
+    )  # fmt: skip
+    collector.raise_errors()
+    return EnqueueSpec(checked_topic, due, retries, texts)
+
+
+def enqueue_errors(
+    known: Sequence[JobsError],
+    topic: object,
+    payload: object,
+    run_at: object,
+    delay: object,
+    max_retries: object,
+    *,
+    now: datetime,
+    default_max_retries: int,
+    max_size: int,
+    allowed: Sequence[str] = (),
+) -> JobsError | None:
+    """The error to raise for an enqueue of ``payload`` in which ``known`` errors were
+    already found (e.g. values that did not convert from the wire; pass ``None`` for
+    those fields): the first error, every other field's error as its ``related``;
+    ``None`` when there is none."""
+    collector = _Collector(known)
+    _check_all(
+        topic, [payload], run_at, delay, max_retries, now=now,
+        default_max_retries=default_max_retries, max_size=max_size, allowed=allowed,
+        collector=collector,
+    )  # fmt: skip
+    if not collector.errors:
+        return None
+    first, *rest = collector.errors
+    first.related = rest
+    return first
