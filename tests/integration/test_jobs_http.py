@@ -591,6 +591,12 @@ INVALID_ENQUEUE = [
                  "validation_too_large", id="payload-over-limit-in-utf8-bytes"),
     pytest.param(b'{"topic": "t", "payload": NaN}', "payload", "validation_invalid_payload",
                  id="payload-nan"),
+    pytest.param(b'{"topic": "\\ud800"}', "topic", "validation_invalid_topic",
+                 id="topic-lone-surrogate"),
+    pytest.param(b'{"topic": "t", "payload": "\\udfff"}', "payload",
+                 "validation_invalid_payload", id="payload-lone-surrogate"),
+    pytest.param(b'{"topic": "t", "payload": {"\\ud800": 1}}', "payload",
+                 "validation_invalid_payload", id="payload-key-lone-surrogate"),
     pytest.param({"topic": "t", "run_at": "tomorrow"}, "run_at", "validation_invalid_datetime",
                  id="run_at-text"),
     pytest.param({"topic": "t", "run_at": "2025-01-08T12:00:00"}, "run_at",
@@ -863,6 +869,15 @@ def test_nul_characters_are_refused_on_every_database(
     assert srv.count() == 0
     escaped = srv.new_job("t", {"k": "\\u0000"})  # a backslash, then the text u0000
     assert escaped["payload"] == {"k": "\\u0000"}
+
+
+def test_lone_surrogates_in_ids_and_filters_are_a_clean_4xx(srv: JobsServer) -> None:
+    for path in ("/api/jobs/%ED%A0%80", "/api/jobs/%ED%A0%80/requeue"):
+        method = srv.http.post if path.endswith("requeue") else srv.http.get
+        assert_error(method(path, headers=srv.su), 404, MSG_404_JOB)
+    assert_error(srv.http.delete("/api/jobs/%ED%A0%80", headers=srv.su), 404, MSG_404_JOB)
+    listed = srv.http.get("/api/jobs?topic=%ED%A0%80", headers=srv.su)
+    assert listed.status_code in (200, 400), listed.text
 
 
 def test_nul_characters_in_ids_are_404(srv: JobsServer) -> None:

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pocketjobs.core.times import now_utc
 from pocketjobs.plugins.jobs import config as config_module
 from pocketjobs.plugins.jobs.config import (
     Config,
@@ -41,6 +42,7 @@ SPEC_DEFAULTS: dict[str, Any] = {
     "auto_start": True,
     "backoff": default_backoff,
     "shutdown_timeout": timedelta(seconds=30),
+    "clock": now_utc,
 }
 
 
@@ -48,7 +50,6 @@ def test_public_surface() -> None:
     assert sorted(config_module.__all__) == [
         "Config",
         "ConfigError",
-        "MAX_RETRIES_LIMIT",
         "apply_env",
         "default_backoff",
         "default_config",
