@@ -64,7 +64,8 @@ def test_an_expired_lock_is_rescued_when_the_clock_says_so(harness: Harness) -> 
     clock.advance(LOCK + LOCK / 2)
     done = node.wait_status(job.id, "completed")
     assert done.retries == 1
-    assert done.last_error is not None and "lock expired" in done.last_error
+    assert done.last_error is not None
+    assert "lock expired" in done.last_error
     assert rec.count(job.id) == 1
 
 
