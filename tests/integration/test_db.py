@@ -13,7 +13,8 @@ import pytest
 from pocketjobs import App
 from pocketjobs.core import IntegrityError, Migration, Tx
 from pocketjobs.core.db import DatabaseError
-from pocketjobs.core.postgres import to_pyformat
+
+POSTGRES_ONLY = [pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture
@@ -228,16 +229,81 @@ def test_migrations_run_once_under_concurrent_boots(data_dir: Path, db_url: str 
         app.terminate()
 
 
-@pytest.mark.parametrize(
-    ("sql", "expected"),
-    [
-        ("SELECT ?", "SELECT %s"),
-        ("SELECT '?', ?", "SELECT '?', %s"),
-        ("SELECT 'it''s ?' || ?", "SELECT 'it''s ?' || %s"),
-        ('SELECT "we?ird" FROM t WHERE a = ?', 'SELECT "we?ird" FROM t WHERE a = %s'),
-        ("SELECT 5 % 2, ?", "SELECT 5 %% 2, %s"),
-        ("SELECT 'a%' -- what?\n, ?", "SELECT 'a%%' -- what?\n, %s"),
-    ],
-)
-def test_placeholder_translation(sql: str, expected: str) -> None:
-    assert to_pyformat(sql) == expected
+def test_question_marks_in_literals_and_comments_are_text(app: App) -> None:
+    """The SQL both databases read alike: only the ``?`` outside literals are parameters."""
+    row = app.db.fetch_one(
+        "SELECT 'it''s ?' AS s, ? AS p /* ? */, ? AS \"q?\" -- ?\n", ("one", "two")
+    )
+    assert row == {"s": "it's ?", "p": "one", "q?": "two"}
+
+
+@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
+def test_question_marks_in_postgres_literals_come_back_verbatim(app: App) -> None:
+    row = app.db.fetch_one(
+        "SELECT 'it''s ?' AS standard, E'it\\'s ?\\\\' AS escape,"
+        " $$dollar's ? 100%$$ AS dollar, $fn$ $$ ? $$ $fn$ AS tagged,"
+        ' $$x$$ || ? AS after_dollar, ? AS "quoted?"',
+        ("param", 7),
+    )
+    assert row == {
+        "standard": "it's ?",
+        "escape": "it's ?\\",
+        "dollar": "dollar's ? 100%",
+        "tagged": " $$ ? $$ ",
+        "after_dollar": "xparam",
+        "quoted?": 7,
+    }
+
+
+@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
+def test_question_marks_in_postgres_comments_take_no_parameter(app: App) -> None:
+    # A `?` read as a placeholder in a comment would make psycopg reject the statement:
+    # more placeholders than the three parameters.
+    row = app.db.fetch_one(
+        "SELECT /* ? /* nested ? */ still ? */ ? AS a, -- ?\n ? AS b, ? AS c /* ? */",
+        (1, 2, 3),
+    )
+    assert row == {"a": 1, "b": 2, "c": 3}
+
+
+@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
+def test_doubled_question_marks_are_jsonb_operators(app: App) -> None:
+    row = app.db.fetch_one(
+        "SELECT '{\"a\":1}'::jsonb ?? 'a' AS has_a, '{\"a\":1}'::jsonb ?? ? AS has_param,"
+        " ?::jsonb ??| ?::text[] AS has_any, ?::jsonb ??& ?::text[] AS has_all, ? AS tag",
+        ("b", '{"x": 1, "y": 2}', ["y", "z"], '{"x": 1, "y": 2}', ["x", "z"], "t?"),
+    )
+    assert row == {
+        "has_a": True,
+        "has_param": False,
+        "has_any": True,
+        "has_all": False,
+        "tag": "t?",
+    }
+    app.db.execute("CREATE TABLE docs (id INTEGER PRIMARY KEY, body JSONB)")
+    app.db.execute_many(
+        "INSERT INTO docs (id, body) VALUES (?, ?::jsonb)",
+        [(1, '{"k": 1}'), (2, '{"other": 2}')],
+    )
+    ids = app.db.fetch_tuples("SELECT id FROM docs WHERE body ?? ? AND id > ?", ("k", 0))
+    assert ids == [(1,)]
+
+
+@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
+def test_plpgsql_body_keeps_its_question_marks_and_percent_signs(app: App) -> None:
+    # Inside the dollar-quoted body `?` is PostgreSQL's own operator, written once.
+    app.db.execute(
+        """CREATE FUNCTION describe_key(doc jsonb, k text) RETURNS text
+        LANGUAGE plpgsql AS $body$
+        BEGIN
+            IF doc ? k THEN
+                RETURN format('%s: it''s there?', k);  -- 100% sure?
+            END IF;
+            RETURN 'no ?';
+        END
+        $body$"""
+    )
+    assert app.db.fetch_value("SELECT describe_key(?::jsonb, ?)", ('{"a": 1}', "a")) == (
+        "a: it's there?"
+    )
+    assert app.db.fetch_value("SELECT describe_key(?::jsonb, ?)", ('{"a": 1}', "b")) == "no ?"

@@ -16,7 +16,12 @@ Contract:
 
 * **Parameter style**: ``?`` positional placeholders on both databases. On PostgreSQL they
   are translated once per distinct statement (cached); a literal ``%`` in SQL needs no
-  escaping. PostgreSQL's JSONB ``?`` operators cannot be written; use ``jsonb_exists()``.
+  escaping, and a ``?`` inside a string literal (``'...'``, ``E'...'``, ``$$...$$``), a
+  quoted identifier or a comment is text, not a placeholder. PostgreSQL's JSONB operators
+  ``?``, ``?|`` and ``?&`` are written doubled, as in JDBC: ``??`` outside literals and
+  comments stands for one literal ``?`` (``payload ?? 'key'``, ``payload ??| ?``); inside
+  a literal, such as a ``$$``-quoted PL/pgSQL body, they are written as usual. SQLite has
+  no such operators, so ``??`` belongs only in PostgreSQL-only SQL.
 * **Statements outside a transaction** run in autocommit mode, each atomic on its own.
 * **Transactions** are short write transactions: on SQLite ``BEGIN IMMEDIATE`` (taken
   behind a process-wide writer lock, so threads of one process queue in memory instead of

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -30,41 +31,133 @@ __all__ = ["PostgresDatabase", "redact_url", "to_pyformat"]
 logger = logging.getLogger("pocketjobs.db")
 
 
+# The scanner below follows PostgreSQL's own lexer (src/backend/parser/scan.l) just far
+# enough to tell where a string literal, quoted identifier or comment starts and ends:
+# a `?` inside one of those is text, and only the `?` outside them are placeholders.
+# It assumes standard_conforming_strings = on (the default since PostgreSQL 9.1), under
+# which a backslash escapes only inside E'...' strings.
+
+# An identifier or keyword (scan.l's ident_start ident_cont*; the server counts every
+# non-ASCII character as a letter). Read as one token so that a `$` inside a word (`a$$b`)
+# never opens a dollar quote and the `e` ending a word (`some'...'`) never makes an E-string.
+_WORD = re.compile(r"[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_$\x80-\U0010ffff]*")
+# The delimiter that opens a dollar-quoted string: `$$` or `$tag$`, where the tag is an
+# identifier without `$`. A positional parameter such as `$1` does not match: a tag
+# cannot start with a digit.
+_DOLLAR_QUOTE = re.compile(r"\$(?:[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_\x80-\U0010ffff]*)?\$")
+# What may follow a string's closing quote to continue the same string on a later line
+# ('abc'<newline>'def' is 'abcdef'). Matters for E'...' only: the continuation keeps the
+# backslash escapes.
+_CONTINUATION = re.compile(r"[ \t\f]*[\n\r][ \t\n\r\f\v]*'")
+_BLOCK_COMMENT_DELIMITER = re.compile(r"/\*|\*/")
+_NEWLINE = re.compile(r"[\n\r]")
+
+
+def _quoted_end(sql: str, start: int) -> int:
+    """End of the '...' string or "..." identifier opening at ``start``, where a doubled
+    quote stands for one."""
+    quote = sql[start]
+    i = start + 1
+    while (close := sql.find(quote, i)) != -1:
+        if not sql.startswith(quote, close + 1):
+            return close + 1
+        i = close + 2
+    return len(sql)
+
+
+def _escape_string_end(sql: str, start: int) -> int:
+    """End of the E'...' string whose opening quote is at ``start``: a backslash escapes
+    the next character (``\\'`` is a quote), and so does a doubled quote."""
+    i, n = start + 1, len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch == "\\":
+            i += 2
+        elif ch != "'":
+            i += 1
+        elif sql.startswith("'", i + 1):
+            i += 2
+        elif continuation := _CONTINUATION.match(sql, i + 1):
+            i = continuation.end()
+        else:
+            return i + 1
+    return n
+
+
+def _block_comment_end(sql: str, start: int) -> int:
+    """End of the /* ... */ comment opening at ``start``; these nest in PostgreSQL."""
+    depth = 0
+    for delimiter in _BLOCK_COMMENT_DELIMITER.finditer(sql, start):
+        depth += 1 if delimiter.group() == "/*" else -1
+        if depth == 0:
+            return delimiter.end()
+    return len(sql)
+
+
+def _verbatim_end(sql: str, i: int) -> int | None:
+    """End of the string literal, quoted identifier or comment starting at ``i``, or
+    ``None`` if none starts there. ``i`` must be at a token boundary (not inside a word).
+
+    An unterminated one runs to the end of ``sql`` (copied as it is), so the server
+    rejects the statement with its own syntax error.
+    """
+    ch = sql[i]
+    if ch in "'\"":
+        return _quoted_end(sql, i)
+    if ch in "Ee" and sql.startswith("'", i + 1):
+        return _escape_string_end(sql, i + 1)
+    if ch == "$" and (opening := _DOLLAR_QUOTE.match(sql, i)):
+        close = sql.find(opening.group(), opening.end())
+        return len(sql) if close == -1 else close + len(opening.group())
+    if sql.startswith("--", i):
+        newline = _NEWLINE.search(sql, i)
+        return len(sql) if newline is None else newline.start()
+    if sql.startswith("/*", i):
+        return _block_comment_end(sql, i)
+    return None
+
+
 @functools.lru_cache(maxsize=2048)
 def to_pyformat(sql: str) -> str:
-    """Translate ``?`` placeholders to psycopg's ``%s`` (and escape literal ``%``).
+    """Translate the kernel's ``?`` placeholders to psycopg's ``%s``.
 
-    Quoted strings, quoted identifiers and ``--`` comments are copied verbatim.
+    Outside string literals, quoted identifiers and comments:
+
+    * ``?`` becomes ``%s``, a placeholder;
+    * ``??`` becomes one literal ``?`` character (JDBC's convention), the only way to
+      write PostgreSQL's JSONB operators: ``payload ?? 'key'``, ``payload ??| array['a']``,
+      ``payload ??& array['a', 'b']``;
+    * ``%`` becomes ``%%``.
+
+    String literals (``'...'`` with ``''`` escapes, ``E'...'`` with backslash escapes,
+    dollar-quoted ``$$...$$`` and ``$tag$...$tag$``), quoted identifiers (``"..."``) and
+    comments (``-- ...`` to the end of the line, ``/* ... */`` nested) are copied as they
+    are, ``?`` and ``??`` included, except that ``%`` becomes ``%%`` there too (psycopg
+    reads ``%`` anywhere in the query text). ``$1``-style positional parameters are not
+    dollar quotes and are copied unchanged. An unterminated literal or comment runs to the
+    end of ``sql``. Assumes ``standard_conforming_strings = on`` (PostgreSQL's default).
     """
     out: list[str] = []
     i, n = 0, len(sql)
     while i < n:
-        ch = sql[i]
-        if ch in "'\"":
-            end = i + 1
-            while end < n:
-                if sql[end] == ch:
-                    if end + 1 < n and sql[end + 1] == ch:  # doubled quote escapes itself
-                        end += 2
-                        continue
-                    break
-                end += 1
-            out.append(sql[i : end + 1].replace("%", "%%"))
-            i = end + 1
-        elif ch == "-" and sql.startswith("--", i):
-            end = sql.find("\n", i)
-            end = n if end == -1 else end
+        end = _verbatim_end(sql, i)
+        if end is not None:
             out.append(sql[i:end].replace("%", "%%"))
-            i = end
-        elif ch == "?":
+        elif sql.startswith("??", i):
+            out.append("?")
+            end = i + 2
+        elif sql[i] == "?":
             out.append("%s")
-            i += 1
-        elif ch == "%":
+            end = i + 1
+        elif sql[i] == "%":
             out.append("%%")
-            i += 1
+            end = i + 1
         else:
-            out.append(ch)
-            i += 1
+            # A whole word at once, so the next token boundary is after it (see _WORD).
+            word = _WORD.match(sql, i)
+            end = word.end() if word else i + 1
+            out.append(sql[i:end])
+        i = end
     return "".join(out)
 
 
