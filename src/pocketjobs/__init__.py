@@ -1,6 +1,6 @@
 """pocketjobs: a PocketBase-style application kernel with a durable job queue plugin."""
 
-from pocketjobs.core.app import App
+from pocketjobs.app import App
 
 __all__ = ["App", "__version__"]
 

@@ -1,4 +1,5 @@
-"""The command line behind ``app.start()``.
+"""The command line behind :meth:`pocketjobs.App.start`; it runs any kernel app
+(:class:`~pocketjobs.core.BaseApp`).
 
 ::
 
@@ -30,7 +31,7 @@ from pocketjobs.core.auth import SUPERUSERS, ValidationError
 from pocketjobs.core.db import DatabaseError
 
 if TYPE_CHECKING:
-    from pocketjobs.core.app import App
+    from pocketjobs.core import BaseApp
 
 __all__ = ["parse_http_address", "run_cli"]
 
@@ -67,7 +68,7 @@ def _extract_global_flags(argv: Sequence[str]) -> tuple[list[str], dict[str, str
     return rest, found
 
 
-def _build_parser(app: App) -> argparse.ArgumentParser:
+def _build_parser(app: BaseApp) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=sys.argv[0] if sys.argv and sys.argv[0] else "app",
         description="pocketjobs app. Global flags: --dir DIR (data directory), --db URL "
@@ -119,7 +120,7 @@ class _StopSignal:
             signal.signal(signum, handler)  # type: ignore[arg-type]
 
 
-def _serve(app: App, http: str) -> int:
+def _serve(app: BaseApp, http: str) -> int:
     from pocketjobs.apis.server import prepare_serve, run_http_server
 
     host, port = parse_http_address(http)
@@ -137,7 +138,7 @@ def _serve(app: App, http: str) -> int:
     return 0
 
 
-def _worker(app: App) -> int:
+def _worker(app: BaseApp) -> int:
     with _StopSignal() as stop:
         app.bootstrap()
         app.logger.info("Worker started; stop it with SIGINT or SIGTERM")
@@ -149,7 +150,7 @@ def _worker(app: App) -> int:
     return 0
 
 
-def _one_shot(app: App, args: argparse.Namespace) -> int:
+def _one_shot(app: BaseApp, args: argparse.Namespace) -> int:
     app.background_enabled = False
     app.bootstrap()
     try:
@@ -170,7 +171,7 @@ def _one_shot(app: App, args: argparse.Namespace) -> int:
         app.terminate()
 
 
-def run_cli(app: App, argv: Sequence[str]) -> int:
+def run_cli(app: BaseApp, argv: Sequence[str]) -> int:
     """Parse ``argv`` (without the program name), run the command, return the exit code."""
     try:
         rest, flags = _extract_global_flags(argv)

@@ -26,7 +26,7 @@ from pocketjobs.apis.rules import RequestInfo, Rule
 from pocketjobs.core.auth import SUPERUSERS, USERS, AuthRecord, ValidationError
 
 if TYPE_CHECKING:
-    from pocketjobs.core.app import App
+    from pocketjobs.core import BaseApp
 
 __all__ = ["auth_routes", "authorize", "get_app", "request_auth", "request_info", "require_auth"]
 
@@ -34,9 +34,9 @@ _AUTH_STATE_KEY = "pb_auth"
 _UNSET = object()
 
 
-def get_app(request: Request) -> App:
-    """The :class:`App` serving this request."""
-    app: App = request.app.state.pb_app
+def get_app(request: Request) -> BaseApp:
+    """The app (a :class:`~pocketjobs.core.BaseApp`) serving this request."""
+    app: BaseApp = request.app.state.pb_app
     return app
 
 
@@ -102,7 +102,7 @@ def _collection(request: Request) -> str:
     return str(name)
 
 
-def _auth_response(app: App, record: AuthRecord) -> JSONResponse:
+def _auth_response(app: BaseApp, record: AuthRecord) -> JSONResponse:
     return JSONResponse({"token": app.auth.new_token(record), "record": record.to_json()})
 
 

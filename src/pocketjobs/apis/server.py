@@ -17,7 +17,7 @@ from pocketjobs.apis.errors import CatchAllMiddleware, exception_handlers
 from pocketjobs.core.events import ServeEvent
 
 if TYPE_CHECKING:
-    from pocketjobs.core.app import App
+    from pocketjobs.core import BaseApp
 
 __all__ = ["ServeAborted", "create_asgi_app", "prepare_serve", "run_http_server"]
 
@@ -31,7 +31,7 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"message": "API is healthy.", "code": 200, "data": {}})
 
 
-def create_asgi_app(app: App) -> Starlette:
+def create_asgi_app(app: BaseApp) -> Starlette:
     """A Starlette app with the kernel's routes and error handling for ``app``."""
     asgi = Starlette(
         routes=[Route("/api/health", health, methods=["GET", "HEAD"]), *auth_routes()],
@@ -47,7 +47,7 @@ def create_asgi_app(app: App) -> Starlette:
     return asgi
 
 
-def prepare_serve(app: App, host: str = "127.0.0.1", port: int = 8090) -> Starlette:
+def prepare_serve(app: BaseApp, host: str = "127.0.0.1", port: int = 8090) -> Starlette:
     """Build the ASGI app and run ``on_serve`` so handlers bind their routes on it.
 
     Raises :class:`ServeAborted` when a handler does not call ``e.next()``.

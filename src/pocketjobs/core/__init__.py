@@ -1,6 +1,10 @@
-"""The application kernel: :class:`App`, its events, database handle and auth records."""
+"""The application kernel: :class:`BaseApp`, its events, database handle and auth records.
 
-from pocketjobs.core.app import App, Command
+The kernel never imports :mod:`pocketjobs.cli` or :mod:`pocketjobs.apis`; the command line
+lives on :class:`pocketjobs.App`, a ``BaseApp`` subclass.
+"""
+
+from pocketjobs.core.app import BaseApp, Command
 from pocketjobs.core.auth import AuthError, AuthRecord, AuthRecords, ValidationError
 from pocketjobs.core.db import (
     Database,
@@ -14,10 +18,10 @@ from pocketjobs.core.events import BootstrapEvent, ServeEvent, TerminateEvent
 from pocketjobs.core.migrations import Migration
 
 __all__ = [
-    "App",
     "AuthError",
     "AuthRecord",
     "AuthRecords",
+    "BaseApp",
     "BootstrapEvent",
     "Command",
     "Database",

@@ -1,10 +1,14 @@
-"""The application kernel: lifecycle hooks, the database, migrations and auth records."""
+"""The application kernel: lifecycle hooks, the database, migrations and auth records.
+
+:class:`BaseApp` is the kernel alone: it never imports :mod:`pocketjobs.cli` or
+:mod:`pocketjobs.apis`. The user-facing :class:`pocketjobs.App` subclasses it and adds the
+command line (``start()``), as PocketBase's ``pocketbase.go`` wraps ``core.BaseApp``.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +23,7 @@ from pocketjobs.tools.hook import Hook
 if TYPE_CHECKING:
     import argparse
 
-__all__ = ["App", "Command", "open_database"]
+__all__ = ["BaseApp", "Command", "open_database"]
 
 T = TypeVar("T")
 
@@ -28,7 +32,7 @@ KERNEL_MIGRATIONS: tuple[Migration, ...] = (Migration("0001_kernel_auth", create
 
 @dataclass(frozen=True)
 class Command:
-    """A CLI command a plugin adds to ``app.start()`` (e.g. ``jobs stats``).
+    """A CLI command a plugin adds to :meth:`pocketjobs.App.start` (e.g. ``jobs stats``).
 
     ``configure(parser)`` declares its arguments; ``run(app, args)`` runs it after the app
     has bootstrapped (with background work off) and returns an exit code.
@@ -37,7 +41,7 @@ class Command:
     name: str
     help: str
     configure: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[App, argparse.Namespace], int]
+    run: Callable[[BaseApp, argparse.Namespace], int]
 
 
 def open_database(url: str | None, data_dir: Path, *, pool_size: int = 20) -> Database:
@@ -60,8 +64,11 @@ def open_database(url: str | None, data_dir: Path, *, pool_size: int = 20) -> Da
     )
 
 
-class App:
-    """A PocketBase-style application: hooks around bootstrap, serve and terminate.
+class BaseApp:
+    """The PocketBase-style application kernel: hooks around bootstrap, serve and terminate.
+
+    It has no command line: :class:`pocketjobs.App` adds ``start()``. The CLI and the HTTP
+    layer take any ``BaseApp``.
 
     ``database_url`` selects the database; the ``PB_DATABASE_URL`` environment variable
     overrides it, and the CLI's ``--db`` overrides both. Without one, the app uses the
@@ -132,12 +139,6 @@ class App:
         self._auth = None
         event.next()
 
-    def start(self, argv: Sequence[str] | None = None) -> None:
-        """Run the command line (``serve``, ``worker``, ``superuser ...``) and exit."""
-        from pocketjobs.cli import run_cli
-
-        sys.exit(run_cli(self, sys.argv[1:] if argv is None else list(argv)))
-
     # -- database ------------------------------------------------------------------------
 
     @property
@@ -176,4 +177,4 @@ class App:
 
     def __repr__(self) -> str:
         state = "bootstrapped" if self.is_bootstrapped() else "not bootstrapped"
-        return f"<App data_dir={str(self.data_dir)!r} {state}>"
+        return f"<{type(self).__name__} data_dir={str(self.data_dir)!r} {state}>"

@@ -11,16 +11,16 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
     from starlette.routing import Router
 
-    from pocketjobs.core.app import App
+    from pocketjobs.core.app import BaseApp
 
 __all__ = ["BootstrapEvent", "ServeEvent", "TerminateEvent"]
 
 
 @dataclass
 class BootstrapEvent(Event):
-    """Triggered by :meth:`App.bootstrap`. The database is open after ``e.next()``."""
+    """Triggered by :meth:`BaseApp.bootstrap`. The database is open after ``e.next()``."""
 
-    app: App
+    app: BaseApp
 
 
 @dataclass
@@ -31,7 +31,7 @@ class ServeEvent(Event):
     they are served once the chain completes. ``host``/``port`` are the listen address.
     """
 
-    app: App
+    app: BaseApp
     asgi: Starlette
     router: Router
     host: str
@@ -40,7 +40,7 @@ class ServeEvent(Event):
 
 @dataclass
 class TerminateEvent(Event):
-    """Triggered by :meth:`App.terminate`. The database is closed after ``e.next()``."""
+    """Triggered by :meth:`BaseApp.terminate`. The database is closed after ``e.next()``."""
 
-    app: App
+    app: BaseApp
     is_restart: bool = False

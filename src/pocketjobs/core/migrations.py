@@ -1,7 +1,7 @@
 """Versioned schema migrations, recorded by name in the ``_migrations`` table.
 
 The kernel applies its own list on bootstrap; a plugin applies its list from its bootstrap
-handler (after ``e.next()``) with :meth:`App.apply_migrations`. Applying is idempotent and
+handler (after ``e.next()``) with :meth:`BaseApp.apply_migrations`. Applying is idempotent and
 safe when several processes boot at once: the whole batch runs in one transaction that
 first takes a database-wide lock (an advisory lock on PostgreSQL; SQLite's write lock),
 then skips the names already recorded. A migration that fails rolls back the whole batch.

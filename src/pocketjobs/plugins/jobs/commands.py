@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pocketjobs.core import App, Command
+from pocketjobs.core import BaseApp, Command
 from pocketjobs.core.times import format_time
 from pocketjobs.plugins.jobs.job import JOB_STATUSES, JobFilter
 
@@ -86,7 +86,7 @@ def _run(store: JobStore, args: argparse.Namespace) -> int:
 def jobs_command(store: JobStore) -> Command:
     """The ``jobs`` CLI command for ``store``'s app."""
 
-    def run(app: App, args: argparse.Namespace) -> int:
+    def run(app: BaseApp, args: argparse.Namespace) -> int:
         return _run(store, args)
 
     return Command(name="jobs", help="inspect the job queue", configure=_configure, run=run)

@@ -8,12 +8,12 @@ edits an applied one. Applying is idempotent and safe when several processes boo
 
 from __future__ import annotations
 
-from pocketjobs.core import App
+from pocketjobs.core import BaseApp
 from pocketjobs.plugins.jobs.drivers import JobsDriver
 
 __all__ = ["apply_jobs_migrations"]
 
 
-def apply_jobs_migrations(app: App, driver: JobsDriver) -> list[str]:
+def apply_jobs_migrations(app: BaseApp, driver: JobsDriver) -> list[str]:
     """Apply the jobs schema steps not yet applied to ``app``'s database."""
     return app.apply_migrations(driver.migrations())

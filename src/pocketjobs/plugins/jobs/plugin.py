@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pocketjobs.apis import Rule, compile_rule
-from pocketjobs.core import App, BootstrapEvent, ServeEvent, TerminateEvent
+from pocketjobs.core import BaseApp, BootstrapEvent, ServeEvent, TerminateEvent
 from pocketjobs.plugins.jobs.commands import jobs_command
 from pocketjobs.plugins.jobs.config import Config
 from pocketjobs.plugins.jobs.drivers import driver_for
@@ -36,7 +36,7 @@ def _compile(rule: str | None) -> Rule | None:
 class JobsPlugin:
     """The plugin's state on one app: its config, store and compiled rules."""
 
-    def __init__(self, app: App, config: Config, *, forget: Callable[[App], None]) -> None:
+    def __init__(self, app: BaseApp, config: Config, *, forget: Callable[[BaseApp], None]) -> None:
         self.app = app
         self.config = config
         self.store = JobStore(app, config)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import weakref
 
-from pocketjobs.core import App
+from pocketjobs.core import BaseApp
 from pocketjobs.plugins.jobs.config import Config, resolve_config
 from pocketjobs.plugins.jobs.errors import JobsError, PluginAlreadyRegistered
 from pocketjobs.plugins.jobs.plugin import JobsPlugin
@@ -19,7 +19,7 @@ __all__ = ["PluginDisabled", "get_job_store", "must_register", "register"]
 
 # Values are weak too: a store refers to its app, and a strong value would keep the key alive.
 # The app keeps its store alive through the plugin's hook handlers.
-_registry: weakref.WeakKeyDictionary[App, weakref.ref[JobStore]] = weakref.WeakKeyDictionary()
+_registry: weakref.WeakKeyDictionary[BaseApp, weakref.ref[JobStore]] = weakref.WeakKeyDictionary()
 _registry_lock = threading.Lock()
 
 
@@ -27,7 +27,7 @@ class PluginDisabled(JobsError):
     """:func:`must_register` was called while the plugin is disabled."""
 
 
-def register(app: App, config: Config | None = None) -> JobStore | None:
+def register(app: BaseApp, config: Config | None = None) -> JobStore | None:
     """Register the jobs plugin on ``app`` and return its :class:`JobStore`.
 
     Applies the ``PB_JOBS_*`` environment overrides to ``config`` (or the defaults), then
@@ -49,7 +49,7 @@ def register(app: App, config: Config | None = None) -> JobStore | None:
     return plugin.store
 
 
-def must_register(app: App, config: Config | None = None) -> JobStore:
+def must_register(app: BaseApp, config: Config | None = None) -> JobStore:
     """Like :func:`register`, for code that needs the store: a disabled plugin
     (``PB_JOBS_DISABLED``) raises :class:`PluginDisabled` instead of returning ``None``."""
     store = register(app, config)
@@ -58,7 +58,7 @@ def must_register(app: App, config: Config | None = None) -> JobStore:
     return store
 
 
-def get_job_store(app: App) -> JobStore | None:
+def get_job_store(app: BaseApp) -> JobStore | None:
     """The :class:`JobStore` registered on ``app``, or ``None`` (not registered, disabled,
     or the app has terminated)."""
     with _registry_lock:
@@ -66,6 +66,6 @@ def get_job_store(app: App) -> JobStore | None:
     return ref() if ref is not None else None
 
 
-def _forget(app: App) -> None:
+def _forget(app: BaseApp) -> None:
     with _registry_lock:
         _registry.pop(app, None)
