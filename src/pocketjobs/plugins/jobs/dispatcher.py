@@ -108,6 +108,7 @@ class Dispatcher:
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._stop_deadline = 0.0
+        self._sleeping = False  # the control thread waits for something to happen
 
     # -- public surface ------------------------------------------------------------------
 
@@ -132,6 +133,11 @@ class Dispatcher:
     def running_jobs(self) -> int:
         """How many claimed jobs are running now (worker slots in use)."""
         return self._running.active
+
+    def idle(self) -> bool:
+        """Whether the dispatcher is waiting for work: no job running or waiting for a
+        slot, and its control thread asleep (for tests and diagnostics)."""
+        return self._sleeping and not self._running.active and not self._running.waiting
 
     def wake(self, due: datetime | None = None) -> None:
         """Tell the dispatcher that work is due at ``due`` (now if ``None``)."""
@@ -182,7 +188,9 @@ class Dispatcher:
                     continue
                 backoff = 0.0
                 if not busy:
+                    self._sleeping = True
                     self._wake_event.wait(self._sleep_seconds())
+                    self._sleeping = False
         finally:
             self._completer.finish(self._stop_deadline)
             self._executor.shutdown()
