@@ -44,7 +44,14 @@ from typing import Any
 from pocketjobs.core import Database, DatabaseError
 from pocketjobs.core.times import now_utc, parse_time
 from pocketjobs.plugins.jobs.config import Config
-from pocketjobs.plugins.jobs.drivers import NOTIFY_CHANNEL, Failure, JobsDriver
+from pocketjobs.plugins.jobs.drivers import (
+    NOTIFY_CHANNEL,
+    Claim,
+    ClaimParams,
+    Failure,
+    JobsDriver,
+    Outcomes,
+)
 from pocketjobs.plugins.jobs.job import Job
 
 __all__ = ["Dispatcher", "JobHandler", "is_async_handler"]
@@ -318,14 +325,15 @@ class Dispatcher:
         token = uuid.uuid4().hex
         lock_until = now + self._config.lock_duration
         started = time.monotonic()
+        params = ClaimParams(topics, limit, now, lock_until, token) if limit else None
         if settle:
             count, completed, failures = self._outcomes(now)
             written, jobs = self._driver.jobs_settle_and_claim(
-                self._db, completed, failures, topics, limit, now, lock_until, token
+                self._db, Outcomes(now, completed, failures), params
             )
             self._settled(count, completed, failures, written)
         else:
-            jobs = self._driver.jobs_claim(self._db, topics, limit, now, lock_until, token)
+            jobs = self._driver.jobs_claim(self._db, params) if params is not None else []
         if limit:
             self._claim_seconds = _average(self._claim_seconds, time.monotonic() - started)
         if jobs:
@@ -402,16 +410,16 @@ class Dispatcher:
 
     def _heartbeat(self) -> None:
         with self._lock:
-            claims = [(job_id, r.claim_token) for job_id, r in self._running.items()]
+            claims = [Claim(job_id, r.claim_token) for job_id, r in self._running.items()]
         self._timers.heartbeat_at = time.monotonic() + self._heartbeat_interval()
         if not claims:
             return
         owned = self._driver.jobs_extend_locks(
             self._db, claims, self._clock() + self._config.lock_duration
         )
-        for job_id, _ in claims:
-            if job_id not in owned:
-                self._logger.warning("jobs dispatcher: lost the claim on job %s", job_id)
+        for claim in claims:
+            if claim not in owned:
+                self._logger.warning("jobs dispatcher: lost the claim on job %s", claim.job_id)
 
     def _heartbeat_interval(self) -> float:
         return self._config.lock_duration.total_seconds() / 3
@@ -436,7 +444,7 @@ class Dispatcher:
                 self._active = 0
         if not unfinished:
             return
-        claims = [(r.job.id, r.claim_token) for r in unfinished]
+        claims = [Claim(r.job.id, r.claim_token) for r in unfinished]
         try:
             released = self._driver.jobs_release(self._db, claims, self._clock())
         except DatabaseError as exc:
@@ -488,14 +496,14 @@ class Dispatcher:
     def _settle(self) -> None:
         now = self._clock()
         count, completed, failures = self._outcomes(now)
-        written = self._driver.jobs_settle(self._db, completed, failures, now)
+        written = self._driver.jobs_settle(self._db, Outcomes(now, completed, failures))
         self._settled(count, completed, failures, written)
 
-    def _outcomes(self, now: datetime) -> tuple[int, list[tuple[str, str]], list[Failure]]:
+    def _outcomes(self, now: datetime) -> tuple[int, list[Claim], list[Failure]]:
         """The outcomes of the results queued now (results keep arriving): how many results
         they are, the completions and the failures (with their next attempt's time)."""
         batch = list(self._results)
-        completed: list[tuple[str, str]] = []
+        completed: list[Claim] = []
         failures: list[Failure] = []
         with self._lock:
             jobs = [self._running.get(result.job_id) for result in batch]
@@ -503,17 +511,18 @@ class Dispatcher:
             if running is None or running.released:
                 continue
             if result.error is None:
-                completed.append((result.job_id, result.claim_token))
+                completed.append(Claim(result.job_id, result.claim_token))
             else:
                 job = running.job
                 retry_at = self._retry_at(job, now) if job.retries < job.max_retries else None
-                failures.append(Failure(job.id, result.claim_token, result.error, retry_at))
+                claim = Claim(job.id, result.claim_token)
+                failures.append(Failure(claim, result.error, retry_at))
         return len(batch), completed, failures
 
     def _settled(
         self,
         count: int,
-        completed: list[tuple[str, str]],
+        completed: list[Claim],
         failures: list[Failure],
         written: int,
     ) -> None:
