@@ -247,6 +247,7 @@ def backlog(
         prepare_scenario_app,
     )
     from pocketjobs.core.times import now_utc
+    from pocketjobs.plugins.jobs.drivers import Claim, ClaimParams, Outcomes
 
     def enqueue(count: int) -> None:
         for first in range(0, count, 1000):
@@ -271,12 +272,14 @@ def backlog(
             for _ in range(p.backlog_claims):
                 now = now_utc()
                 token = uuid.uuid4().hex
+                params = ClaimParams([TOPIC], 10, now, now + lock, token)
                 t = time.perf_counter()
-                claimed = driver.jobs_claim(app.db, [TOPIC], 10, now, now + lock, token)
+                claimed = driver.jobs_claim(app.db, params)
                 latencies.append((time.perf_counter() - t) * 1000)
                 if len(claimed) != 10:
                     raise BenchError(f"a claim returned {len(claimed)} jobs, expected 10")
-                driver.jobs_complete(app.db, [(job.id, token) for job in claimed], now_utc())
+                completed = [Claim(job.id, token) for job in claimed]
+                driver.jobs_settle(app.db, Outcomes(now_utc(), completed))
             p50s.append(percentile(latencies, 50))
             p99s.append(percentile(latencies, 99))
     finally:

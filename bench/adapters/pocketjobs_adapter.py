@@ -174,7 +174,7 @@ def insert_finished_rows(app: Any, count: int, *, analyze: bool = True) -> None:
         app.db.execute(
             """INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries,
                                   created, updated)
-            SELECT '00000000-0000-7000-8000-' || lpad(to_hex(g), 12, '0'), ?, 'null'::jsonb,
+            SELECT '00000000-0000-7000-8000-' || lpad(to_hex(g), 12, '0'), ?, 'null'::json,
                    'completed', now() - interval '1 hour', 0, 3,
                    now() - interval '1 hour', now() - interval '1 hour'
             FROM generate_series(1, ?) AS g""",
@@ -201,14 +201,19 @@ def claim_plan(app: Any, driver: Any) -> tuple[str, str]:
     """``(what, plan)`` of one claim of a 10-job batch, from the driver's ``claim_plan``
     (PostgreSQL: ``EXPLAIN (ANALYZE, BUFFERS)`` of the generic plan the ``_jobs_claim``
     function runs, rolled back; SQLite: ``EXPLAIN QUERY PLAN`` of the claim statement)."""
+    from datetime import timedelta
+
     from pocketjobs.core.times import now_utc
+    from pocketjobs.plugins.jobs.drivers import ClaimParams
 
     what = (
         "_jobs_claim(topics, now, 10, ...): generic plan of its body"
         if app.is_postgres()
         else "UPDATE _jobs ... RETURNING (the claim statement)"
     )
-    return what, driver.claim_plan(app.db, [TOPIC], 10, now_utc())
+    now = now_utc()
+    params = ClaimParams([TOPIC], 10, now, now + timedelta(minutes=5), "plan")
+    return what, driver.claim_plan(app.db, params)
 
 
 def prepare_scenario_app(ctx: Scenario) -> tuple[Any, Any, Any]:

@@ -26,7 +26,7 @@ import pytest
 from pocketjobs import App
 from pocketjobs.core.times import format_time, now_utc, parse_time
 from pocketjobs.plugins import jobs
-from pocketjobs.plugins.jobs.drivers import NOTIFY_CHANNEL, Failure, driver_for
+from pocketjobs.plugins.jobs.drivers import NOTIFY_CHANNEL, driver_for
 
 T = TypeVar("T")
 Handler = Callable[[jobs.Job], Any]
@@ -447,40 +447,6 @@ def test_fencing_stale_worker_cannot_overwrite_new_owner(
     assert node_b.locked_by(job.id) is None
     assert rec.count(job.id, "A") == 1
     assert rec.count(job.id, "B") == 1
-
-
-def test_driver_writes_are_fenced_on_the_claim_token(harness: Harness) -> None:
-    node = harness.node(auto_start=False)
-    driver = driver_for(node.app.db)
-    job = node.store.enqueue("fenced", {"a": 1})
-    now = now_utc()
-    (claimed,) = driver.jobs_claim(
-        node.app.db, ["fenced"], 5, now, now + timedelta(minutes=1), "right-token"
-    )
-    assert claimed.id == job.id
-    assert claimed.status == "processing"
-    before = node.store.get(job.id)
-
-    later = now + timedelta(seconds=1)
-    wrong = "wrong-token"
-    assert driver.jobs_complete(node.app.db, [(job.id, wrong)], later) == 0
-    assert driver.jobs_fail(node.app.db, [Failure(job.id, wrong, "boom", None)], later) == 0
-    retry = Failure(job.id, wrong, "boom", later + timedelta(seconds=5))
-    assert driver.jobs_fail(node.app.db, [retry], later) == 0
-    assert driver.jobs_extend_locks(node.app.db, [(job.id, wrong)], later) == set()
-    assert driver.jobs_release(node.app.db, [(job.id, wrong)], later) == 0
-    with node.app.db.transaction() as tx:
-        assert driver.jobs_complete(tx, [(job.id, wrong)], later) == 0
-        assert driver.jobs_fail(tx, [Failure(job.id, wrong, "boom", None)], later) == 0
-    assert node.store.get(job.id) == before
-    assert node.locked_by(job.id) == "right-token"
-
-    assert driver.jobs_complete(node.app.db, [(job.id, "right-token")], later) == 1
-    assert node.store.get(job.id).status == "completed"
-    # Once completed, even the right token changes nothing any more.
-    done = node.store.get(job.id)
-    assert driver.jobs_fail(node.app.db, [Failure(job.id, "right-token", "x", None)], later) == 0
-    assert node.store.get(job.id) == done
 
 
 # --------------------------------------------------------------------------- 5. heartbeat

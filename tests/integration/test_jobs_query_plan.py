@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,11 +13,16 @@ import pytest
 from pocketjobs import App
 from pocketjobs.core.times import format_time, now_utc
 from pocketjobs.plugins import jobs
-from pocketjobs.plugins.jobs.drivers import driver_for
+from pocketjobs.plugins.jobs.drivers import ClaimParams, driver_for
 from pocketjobs.plugins.jobs.store import JobStore
 
 FINISHED = 50_000
 PENDING = 30
+LOCK = timedelta(minutes=5)
+
+
+def claim_params(topics: list[str], limit: int, now: datetime, token: str = "tok") -> ClaimParams:
+    return ClaimParams(topics, limit, now, now + LOCK, token)
 
 
 @pytest.fixture
@@ -62,7 +67,7 @@ def _actual_rows(line: str) -> int:
 def test_claim_uses_the_pending_index(loaded: tuple[App, JobStore]) -> None:
     app, _ = loaded
     driver = driver_for(app.db)
-    plan = driver.claim_plan(app.db, ["t", "other"], 10, now_utc())
+    plan = driver.claim_plan(app.db, claim_params(["t", "other"], 10, now_utc()))
     if not app.is_postgres():
         assert "USING INDEX idx_jobs_pending" in plan, plan
         return
@@ -88,7 +93,7 @@ def test_claim_reads_only_the_batch_from_a_large_backlog(loaded: tuple[App, JobS
     store.enqueue_many("t", [{"b": n} for n in range(20_000)], run_at=old)
     # No ANALYZE here: right after a bulk enqueue the planner's statistics lag behind, and
     # the claim must not depend on them.
-    plan = driver_for(app.db).claim_plan(app.db, ["t", "other"], 10, now_utc())
+    plan = driver_for(app.db).claim_plan(app.db, claim_params(["t", "other"], 10, now_utc()))
     assert "idx_jobs_pending" in plan, plan
     if app.is_postgres():
         assert "Seq Scan" not in plan, plan
@@ -108,7 +113,7 @@ def test_claim_takes_only_due_pending_jobs_among_many_finished(
     app, _ = loaded
     driver = driver_for(app.db)
     now = now_utc()
-    claimed = driver.jobs_claim(app.db, ["t"], 10, now, now + timedelta(minutes=5), "tok")
+    claimed = driver.jobs_claim(app.db, claim_params(["t"], 10, now))
     assert len(claimed) == 10
     assert all(job.payload.get("p") is not None for job in claimed)
     assert [job.payload["p"] for job in claimed] == sorted(job.payload["p"] for job in claimed)
@@ -141,7 +146,7 @@ def test_dispatcher_functions_are_planned_once_and_claims_commit_lazily(
     now = now_utc()
     lock_until = now + timedelta(minutes=5)
     with app.db.transaction() as tx:
-        claimed = driver.jobs_claim(tx, ["t"], 2, now, lock_until, "in-tx")
+        claimed = driver.jobs_claim(tx, ClaimParams(["t"], 2, now, lock_until, "in-tx"))
         assert len(claimed) == 2
         assert tx.fetch_value("SELECT current_setting('synchronous_commit')") == "on"
     with app.db.transaction() as tx:

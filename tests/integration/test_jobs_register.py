@@ -55,7 +55,7 @@ SQLITE_TYPES = {
 POSTGRES_TYPES = {
     "id": "text",
     "topic": "text",
-    "payload": "jsonb",
+    "payload": "json",
     "status": "text",
     "run_at": "timestamp with time zone",
     "locked_until": "timestamp with time zone",

@@ -1,11 +1,36 @@
-"""One driver per database; :func:`driver_for` picks the one for an app's database."""
+"""One driver per database; :func:`driver_for` picks the one for an app's database.
+
+The contract is :class:`JobsDriver` (see :mod:`~pocketjobs.plugins.jobs.drivers.base`): the
+store and the dispatcher call its verbs with parameter objects (:class:`NewJob` to insert,
+:class:`ClaimParams` to claim, :class:`Outcomes` of :class:`Claim` completions and
+:class:`Failure` s to settle) and never branch on the database. Each database's own SQL
+lives in its module (``sqlite.py``, ``postgres.py``); the statements that are the same on
+both, once, in ``portable.py``.
+"""
 
 from __future__ import annotations
 
 from pocketjobs.core import Database
-from pocketjobs.plugins.jobs.drivers.base import NOTIFY_CHANNEL, Failure, JobsDriver, NewJob
+from pocketjobs.plugins.jobs.drivers.base import (
+    NOTIFY_CHANNEL,
+    Claim,
+    ClaimParams,
+    Failure,
+    JobsDriver,
+    NewJob,
+    Outcomes,
+)
 
-__all__ = ["NOTIFY_CHANNEL", "Failure", "JobsDriver", "NewJob", "driver_for"]
+__all__ = [
+    "NOTIFY_CHANNEL",
+    "Claim",
+    "ClaimParams",
+    "Failure",
+    "JobsDriver",
+    "NewJob",
+    "Outcomes",
+    "driver_for",
+]
 
 
 def driver_for(db: Database) -> JobsDriver:

@@ -137,7 +137,8 @@ class JobsDriver(abc.ABC):
         """Atomically take up to ``params.limit`` pending jobs of ``params.topics`` due at
         ``params.now`` (oldest ``run_at`` first, then id), marking them processing, locked
         until ``params.lock_until`` by ``params.token``. Concurrent claimers never receive
-        the same job. Returns them in ``(run_at, id)`` order; none for a limit of 0."""
+        the same job. Returns them in ``(run_at, id)`` order; none for a limit of 0 or no
+        topics."""
 
     @abc.abstractmethod
     def claim_plan(self, db: Database, params: ClaimParams) -> str:
@@ -152,8 +153,9 @@ class JobsDriver(abc.ABC):
     def jobs_settle(self, q: Queryable, outcomes: Outcomes) -> int:
         """Record finished attempts, all or nothing, fenced on their claims: completed
         claims become ``completed``; a failure goes back to pending with ``retries + 1`` at
-        its ``retry_at``, or becomes ``failed`` (its ``last_error`` set either way). A job
-        whose claim was lost is left alone. Returns the number of jobs written."""
+        its ``retry_at``, or becomes ``failed`` with its retries unchanged (its
+        ``last_error`` set either way). A job whose claim was lost is left alone. Returns
+        the number of jobs written."""
 
     def jobs_settle_and_claim(
         self, db: Database, outcomes: Outcomes, params: ClaimParams | None

@@ -1,12 +1,16 @@
-"""The jobs plugin's PostgreSQL driver: all of its SQL for the ``_jobs`` table.
+"""The jobs plugin's PostgreSQL driver: its own SQL for the ``_jobs`` table.
 
 Claims use ``FOR UPDATE SKIP LOCKED``, so any number of dispatchers in any number of
 processes share the queue without blocking each other. Enqueues send ``pg_notify`` in the
 same statement, so listening dispatchers wake when (and only if) the enqueue commits.
+Payloads are stored as ``json``, the text they were given, so they decode to exactly the
+value that was enqueued. The statements shared with SQLite live in
+:mod:`~pocketjobs.plugins.jobs.drivers.portable`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import uuid
@@ -17,15 +21,17 @@ from typing import Any
 
 from pocketjobs.core import Database, Migration, Queryable, Tx
 from pocketjobs.core.times import format_time
-from pocketjobs.plugins.jobs.drivers.base import NOTIFY_CHANNEL, Failure, JobsDriver, NewJob
-from pocketjobs.plugins.jobs.job import Job, JobFilter
+from pocketjobs.plugins.jobs.drivers.base import (
+    NOTIFY_CHANNEL,
+    Claim,
+    ClaimParams,
+    NewJob,
+    Outcomes,
+)
+from pocketjobs.plugins.jobs.drivers.portable import JOB_COLUMNS, PortableSQLDriver
+from pocketjobs.plugins.jobs.job import Job
 
 __all__ = ["PostgresJobsDriver"]
-
-_COLUMNS = (
-    "id, topic, payload, status, run_at, locked_until, retries, max_retries, last_error,"
-    " created, updated"
-)
 
 
 def _create_table(tx: Tx) -> None:
@@ -94,7 +100,8 @@ class _Function:
         )
 
     def create(self, tx: Tx) -> None:
-        # A later change to a body re-creates its function in a new migration step.
+        # A later change to a body re-creates its function in a new migration step (a
+        # change to what it returns needs drop() first: CREATE OR REPLACE cannot do that).
         arguments = ", ".join(f"p_{arg} {sql_type}" for arg, sql_type in self.args)
         body = self._with_args(lambda _, arg: f"p_{arg}")
         prelude = self._with_args(lambda _, arg: f"p_{arg}", self.prelude)
@@ -111,6 +118,11 @@ class _Function:
             END
             $body$"""
         )
+
+    def drop(self, tx: Tx) -> None:
+        """Drop the function (PostgreSQL knows it by its name and argument types)."""
+        types = ", ".join(sql_type for _, sql_type in self.args)
+        tx.execute(f"DROP FUNCTION {self.name}({types})")
 
     def call(self) -> str:
         """``SELECT * FROM name(?, ...)`` with the arguments cast to their types."""
@@ -136,6 +148,13 @@ class _Function:
 
 _ARG = re.compile(r"(?<![:\w]):([a-z_]+)")
 
+# A claimed job, as the claim function returns it.
+_CLAIM_COLUMNS = (
+    "id text, topic text, payload json, status text, run_at timestamptz,"
+    " locked_until timestamptz, retries integer, max_retries integer, last_error text,"
+    " created timestamptz, updated timestamptz"
+)
+
 # Per handled topic, a LIMIT-ed ordered scan of idx_jobs_pending that skips rows other
 # claimers hold; then the oldest of those across topics. (One scan over all topics with
 # `topic = ANY(...)` lets the planner bitmap-scan and sort every pending row when its
@@ -156,11 +175,7 @@ _CLAIM = _Function(
     prelude="""IF NOT :durable THEN
                     PERFORM set_config('synchronous_commit', 'off', true);
                 END IF;""",
-    returns=(
-        "id text, topic text, payload jsonb, status text, run_at timestamptz,"
-        " locked_until timestamptz, retries integer, max_retries integer, last_error text,"
-        " created timestamptz, updated timestamptz"
-    ),
+    returns=_CLAIM_COLUMNS,
     body=f"""WITH picked AS (
             SELECT p.id FROM unnest(:topics) AS t(topic)
             CROSS JOIN LATERAL (
@@ -176,7 +191,13 @@ _CLAIM = _Function(
         UPDATE _jobs AS j SET status = 'processing', locked_until = :lock_until,
             locked_by = :token, updated = :now
         WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
-        RETURNING {", ".join(f"j.{column.strip()}" for column in _COLUMNS.split(","))}""",
+        RETURNING {", ".join(f"j.{column.strip()}" for column in JOB_COLUMNS.split(","))}""",
+)
+# The claim function as step 2 creates it: returning the payload as jsonb, the column's
+# type until step 3 drops it and creates _CLAIM. (An applied step keeps doing what it
+# did: should _CLAIM's body change, step 2 gets a copy of the body it had.)
+_CLAIM_0002 = dataclasses.replace(
+    _CLAIM, returns=_CLAIM_COLUMNS.replace("payload json,", "payload jsonb,")
 )
 
 # Completions and failures of finished jobs in one statement, fenced on their claim tokens.
@@ -217,27 +238,45 @@ _SETTLE = _Function(
 
 
 def _create_functions(tx: Tx) -> None:
-    _CLAIM.create(tx)
+    _CLAIM_0002.create(tx)
     _SETTLE.create(tx)
+
+
+def _store_payload_text(tx: Tx) -> None:
+    """Store payloads as ``json`` (the text as given) instead of ``jsonb``, which rewrites
+    numbers (``1e16`` came back as an int, ``-0.0`` as ``0.0``) and reorders keys.
+
+    Existing rows keep their values as JSONB last wrote them (that loss already happened).
+    Changing the type rewrites the table under an exclusive lock: on a large queue, run
+    the upgrade while its dispatchers are stopped."""
+    tx.execute(
+        """ALTER TABLE _jobs ALTER COLUMN payload DROP DEFAULT,
+            ALTER COLUMN payload TYPE json USING payload::json,
+            ALTER COLUMN payload SET DEFAULT 'null'"""
+    )
+    _CLAIM_0002.drop(tx)
+    _CLAIM.create(tx)
 
 
 _INSERT_ONE_SQL = """WITH inserted AS (
         INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries, created,
                            updated)
-        VALUES (?, ?, ?::jsonb, 'pending', ?, 0, ?, ?, ?)
+        VALUES (?, ?, ?::json, 'pending', ?, 0, ?, ?, ?)
     )
     SELECT pg_notify(?, ?)"""
 
 # A batch travels as one JSON array of rows: far cheaper to build and send than one array
-# parameter per column. (JSON null becomes SQL NULL here: hence the COALESCE.)
+# parameter per column. json_to_recordset (not jsonb_...) hands a `json` column the value's
+# own text: an object, array or number exactly as written (a top-level string is unescaped
+# and escaped again: the same string). JSON null becomes SQL NULL here: hence the COALESCE.
 _INSERT_MANY_SQL = """WITH inserted AS (
         INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries, created,
                            updated)
         SELECT id, topic, COALESCE(payload, 'null'), 'pending', run_at, 0, max_retries,
                created, created
-        FROM jsonb_to_recordset(?::jsonb) AS t(id text, topic text, payload jsonb,
-                                                run_at timestamptz, max_retries integer,
-                                                created timestamptz)
+        FROM json_to_recordset(?::json) AS t(id text, topic text, payload json,
+                                              run_at timestamptz, max_retries integer,
+                                              created timestamptz)
     )
     SELECT pg_notify(?, ?)"""
 
@@ -268,11 +307,18 @@ def _job(row: Sequence[Any]) -> Job:
     return Job(*row)
 
 
-def _pairs(claims: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:
-    return [job_id for job_id, _ in claims], [token for _, token in claims]
+def _claim_arrays(claims: Sequence[Claim]) -> tuple[list[str], list[str]]:
+    """The claims' job ids and tokens, as two parallel arrays."""
+    return [claim.job_id for claim in claims], [claim.token for claim in claims]
 
 
-class PostgresJobsDriver(JobsDriver):
+def _claim_args(params: ClaimParams, *, durable: bool) -> tuple[Any, ...]:
+    """The claim function's arguments (see :data:`_CLAIM`)."""
+    p = params
+    return (list(p.topics), p.now, p.limit, p.lock_until, p.token, durable)
+
+
+class PostgresJobsDriver(PortableSQLDriver):
     """``_jobs`` on PostgreSQL."""
 
     parallel_writes = True
@@ -281,7 +327,14 @@ class PostgresJobsDriver(JobsDriver):
         return [
             Migration("jobs_0001_create_jobs", _create_table),
             Migration("jobs_0002_dispatcher_functions", _create_functions),
+            Migration("jobs_0003_payload_json", _store_payload_text),
         ]
+
+    def encode_time(self, moment: datetime) -> datetime:
+        return moment  # psycopg sends an aware datetime as a timestamptz
+
+    def decode_job(self, row: Sequence[Any]) -> Job:
+        return _job(row)
 
     def jobs_insert(self, q: Queryable, jobs: Sequence[NewJob], *, wake_at: datetime) -> None:
         # One statement: the insert, and the notification that is delivered at commit.
@@ -297,67 +350,18 @@ class PostgresJobsDriver(JobsDriver):
             return
         q.execute(_INSERT_MANY_SQL, (_rows_json(jobs), *notify))
 
-    def jobs_get(self, q: Queryable, job_id: str) -> Job | None:
-        rows = q.fetch_tuples(f"SELECT {_COLUMNS} FROM _jobs WHERE id = ?", (job_id,))
-        return _job(rows[0]) if rows else None
-
-    def jobs_list(self, q: Queryable, job_filter: JobFilter) -> tuple[list[Job], int]:
-        conditions: list[str] = []
-        params: list[Any] = []
-        if job_filter.topic is not None:
-            conditions.append("topic = ?")
-            params.append(job_filter.topic)
-        if job_filter.status is not None:
-            conditions.append("status = ?")
-            params.append(job_filter.status)
-        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-        total = int(q.fetch_value(f"SELECT COUNT(*) FROM _jobs {where}", params))
-        rows = q.fetch_tuples(
-            f"SELECT {_COLUMNS} FROM _jobs {where} ORDER BY id DESC LIMIT ? OFFSET ?",
-            [*params, job_filter.limit, job_filter.offset],
-        )
-        return [_job(row) for row in rows], total
-
-    def jobs_count_by_status(self, q: Queryable) -> dict[str, int]:
-        return dict(q.fetch_tuples("SELECT status, COUNT(*) FROM _jobs GROUP BY status"))
-
-    def jobs_delete(self, q: Queryable, job_id: str) -> bool:
-        deleted = q.execute(
-            "DELETE FROM _jobs WHERE id = ? AND status IN ('pending', 'failed')", (job_id,)
-        )
-        return deleted > 0
-
-    def jobs_requeue(self, q: Queryable, job_id: str, now: datetime) -> Job | None:
-        rows = q.fetch_tuples(
-            f"""UPDATE _jobs SET status = 'pending', retries = 0, run_at = ?, locked_until = NULL,
-                locked_by = NULL, updated = ?
-            WHERE id = ? AND status = 'failed' RETURNING {_COLUMNS}""",
-            (now, now, job_id),
-        )
-        return _job(rows[0]) if rows else None
-
-    def jobs_claim(
-        self,
-        q: Queryable,
-        topics: Sequence[str],
-        limit: int,
-        now: datetime,
-        lock_until: datetime,
-        claim_token: str,
-    ) -> list[Job]:
-        if limit <= 0 or not topics:
+    def jobs_claim(self, q: Queryable, params: ClaimParams) -> list[Job]:
+        if params.limit <= 0 or not params.topics:
             return []
         # On the database itself the claim is its own transaction; in a caller's, whose other
         # writes must stay durable, it is committed as they are.
         durable = not isinstance(q, Database)
-        rows = q.fetch_tuples(
-            _CLAIM.call(), (list(topics), now, limit, lock_until, claim_token, durable)
-        )
+        rows = q.fetch_tuples(_CLAIM.call(), _claim_args(params, durable=durable))
         jobs = [_job(row) for row in rows]
         jobs.sort(key=lambda job: (job.run_at, job.id))  # RETURNING order is unspecified
         return jobs
 
-    def claim_plan(self, db: Database, topics: Sequence[str], limit: int, now: datetime) -> str:
+    def claim_plan(self, db: Database, params: ClaimParams) -> str:
         """The generic plan the claim function runs (it claims, then is rolled back)."""
 
         class _RollBack(Exception):
@@ -366,7 +370,7 @@ class PostgresJobsDriver(JobsDriver):
         plan: list[str] = []
         try:
             with db.transaction() as tx:
-                plan = _CLAIM.generic_plan(tx, (list(topics), now, limit, now, "plan", True))
+                plan = _CLAIM.generic_plan(tx, _claim_args(params, durable=True))
                 raise _RollBack
         except _RollBack:
             pass
@@ -383,48 +387,44 @@ class PostgresJobsDriver(JobsDriver):
         )
         return value if isinstance(value, datetime) else None
 
-    def jobs_complete(self, q: Queryable, claims: Sequence[tuple[str, str]], now: datetime) -> int:
-        return self.jobs_settle(q, claims, (), now)
-
-    def jobs_fail(self, q: Queryable, failures: Sequence[Failure], now: datetime) -> int:
-        return self.jobs_settle(q, (), failures, now)
-
-    def jobs_settle(
-        self,
-        db: Queryable,
-        completed: Sequence[tuple[str, str]],
-        failures: Sequence[Failure],
-        now: datetime,
-    ) -> int:
-        if not completed and not failures:
+    def jobs_settle(self, q: Queryable, outcomes: Outcomes) -> int:
+        # One statement, so all or nothing wherever it runs.
+        completed, failed = outcomes.completed, outcomes.failed
+        if not completed and not failed:
             return 0
-        params: tuple[Any, ...] = (json.dumps(dict(completed)) if completed else None,)
-        if failures:
+        params: tuple[Any, ...] = (
+            json.dumps({claim.job_id: claim.token for claim in completed}) if completed else None,
+        )
+        if failed:
             params += (
-                [f.id for f in failures],
-                [f.claim_token for f in failures],
-                [f.error for f in failures],
-                [f.retry_at for f in failures],
+                [f.claim.job_id for f in failed],
+                [f.claim.token for f in failed],
+                [f.error for f in failed],
+                [f.retry_at for f in failed],
             )
         else:
             params += (None, None, None, None)
-        return int(db.fetch_value(_SETTLE.call(), (*params, now)))
+        return int(q.fetch_value(_SETTLE.call(), (*params, outcomes.now)))
 
     def jobs_extend_locks(
-        self, q: Queryable, claims: Sequence[tuple[str, str]], lock_until: datetime
-    ) -> set[str]:
-        ids, tokens = _pairs(claims)
+        self, q: Queryable, claims: Sequence[Claim], lock_until: datetime
+    ) -> set[Claim]:
+        if not claims:
+            return set()
+        ids, tokens = _claim_arrays(claims)
         rows = q.fetch_tuples(
             """UPDATE _jobs AS j SET locked_until = ?
             FROM unnest(?::text[], ?::text[]) AS c(id, token)
             WHERE j.id = c.id AND j.locked_by = c.token AND j.status = 'processing'
-            RETURNING j.id""",
+            RETURNING j.id, j.locked_by""",
             (lock_until, ids, tokens),
         )
-        return {row[0] for row in rows}
+        return {Claim(job_id, token) for job_id, token in rows}
 
-    def jobs_release(self, q: Queryable, claims: Sequence[tuple[str, str]], now: datetime) -> int:
-        ids, tokens = _pairs(claims)
+    def jobs_release(self, q: Queryable, claims: Sequence[Claim], now: datetime) -> int:
+        if not claims:
+            return 0
+        ids, tokens = _claim_arrays(claims)
         return q.execute(
             """UPDATE _jobs AS j SET status = 'pending', run_at = ?, locked_until = NULL,
                 locked_by = NULL, updated = ?

@@ -1,9 +1,10 @@
-"""The jobs plugin's SQLite driver: all of its SQL for the ``_jobs`` table.
+"""The jobs plugin's SQLite driver: its own SQL for the ``_jobs`` table.
 
 Times are stored as fixed-width UTC text (``2025-01-08T12:00:00.000Z``) so that string
-order is time order; payloads as JSON text. A claim is one ``UPDATE ... RETURNING`` inside
-the caller's ``BEGIN IMMEDIATE`` transaction, which excludes every other writer, so no two
-claimers can take the same job.
+order is time order; payloads as the JSON text they were given. A claim is one
+``UPDATE ... RETURNING`` inside the caller's ``BEGIN IMMEDIATE`` transaction, which
+excludes every other writer, so no two claimers can take the same job. The statements
+shared with PostgreSQL live in :mod:`~pocketjobs.plugins.jobs.drivers.portable`.
 """
 
 from __future__ import annotations
@@ -16,15 +17,12 @@ from typing import Any
 
 from pocketjobs.core import Database, Migration, Queryable, Tx
 from pocketjobs.core.times import format_time
-from pocketjobs.plugins.jobs.drivers.base import Failure, JobsDriver, NewJob
-from pocketjobs.plugins.jobs.job import Job, JobFilter
+from pocketjobs.plugins.jobs.drivers.base import Claim, ClaimParams, NewJob, Outcomes
+from pocketjobs.plugins.jobs.drivers.portable import JOB_COLUMNS, PortableSQLDriver
+from pocketjobs.plugins.jobs.job import Job
 
 __all__ = ["SQLiteJobsDriver"]
 
-_COLUMNS = (
-    "id, topic, payload, status, run_at, locked_until, retries, max_retries, last_error,"
-    " created, updated"
-)
 # SQLite allows 32766 bound variables per statement; stay well below.
 _MAX_VARIABLES = 30_000
 
@@ -62,6 +60,13 @@ def _no_function_needed(tx: Tx) -> None:
     only keeps the step names the same on both databases."""
 
 
+def _payload_already_text(tx: Tx) -> None:
+    """PostgreSQL's step 3 turns its JSONB payload column into JSON, which keeps the text a
+    payload was given (JSONB normalises numbers and key order). SQLite has always stored
+    that text: nothing to do, the step only keeps the step names the same on both
+    databases."""
+
+
 def _time(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
@@ -93,17 +98,72 @@ def _claim_sql(topic_count: int) -> str:
             SELECT id FROM _jobs INDEXED BY idx_jobs_pending
             WHERE status = 'pending' AND run_at <= ? AND topic IN ({_placeholders(topic_count)})
             ORDER BY run_at, id LIMIT ?
-        ) RETURNING {_COLUMNS}"""
+        ) RETURNING {JOB_COLUMNS}"""
 
 
-class SQLiteJobsDriver(JobsDriver):
+def _claim_params(params: ClaimParams) -> tuple[Any, ...]:
+    stamp = format_time(params.now)
+    return (
+        format_time(params.lock_until),
+        params.token,
+        stamp,
+        stamp,
+        *params.topics,
+        params.limit,
+    )
+
+
+_COMPLETE_SQL = """UPDATE _jobs SET status = 'completed', locked_until = NULL, locked_by = NULL,
+        updated = ?
+    WHERE id = ? AND locked_by = ? AND status = 'processing'"""
+
+_FAIL_SQL = """UPDATE _jobs SET
+        status = CASE WHEN ? IS NULL THEN 'failed' ELSE 'pending' END,
+        retries = CASE WHEN ? IS NULL THEN retries ELSE retries + 1 END,
+        run_at = COALESCE(?, run_at),
+        last_error = ?, locked_until = NULL, locked_by = NULL, updated = ?
+    WHERE id = ? AND locked_by = ? AND status = 'processing'"""
+
+_RELEASE_SQL = """UPDATE _jobs SET status = 'pending', run_at = ?, locked_until = NULL,
+        locked_by = NULL, updated = ?
+    WHERE id = ? AND locked_by = ? AND status = 'processing'"""
+
+
+def _settle(tx: Queryable, outcomes: Outcomes) -> int:
+    """:meth:`SQLiteJobsDriver.jobs_settle` on an open transaction."""
+    stamp = format_time(outcomes.now)
+    written = 0
+    if outcomes.completed:
+        written += tx.execute_many(
+            _COMPLETE_SQL, [(stamp, claim.job_id, claim.token) for claim in outcomes.completed]
+        )
+    if outcomes.failed:
+        written += tx.execute_many(
+            _FAIL_SQL,
+            [
+                (retry, retry, retry, f.error, stamp, f.claim.job_id, f.claim.token)
+                for f in outcomes.failed
+                for retry in [format_time(f.retry_at) if f.retry_at else None]
+            ],
+        )
+    return written
+
+
+class SQLiteJobsDriver(PortableSQLDriver):
     """``_jobs`` on SQLite."""
 
     def migrations(self) -> list[Migration]:
         return [
             Migration("jobs_0001_create_jobs", _create_table),
             Migration("jobs_0002_dispatcher_functions", _no_function_needed),
+            Migration("jobs_0003_payload_json", _payload_already_text),
         ]
+
+    def encode_time(self, moment: datetime) -> str:
+        return format_time(moment)
+
+    def decode_job(self, row: Sequence[Any]) -> Job:
+        return _job(row)
 
     def jobs_insert(self, q: Queryable, jobs: Sequence[NewJob], *, wake_at: datetime) -> None:
         # SQLite has no cross-process notification: the store wakes this process's
@@ -137,73 +197,23 @@ class SQLiteJobsDriver(JobsDriver):
         else:
             q.execute_many(sql, rows)
 
-    def jobs_get(self, q: Queryable, job_id: str) -> Job | None:
-        rows = q.fetch_tuples(f"SELECT {_COLUMNS} FROM _jobs WHERE id = ?", (job_id,))
-        return _job(rows[0]) if rows else None
-
-    def jobs_list(self, q: Queryable, job_filter: JobFilter) -> tuple[list[Job], int]:
-        conditions: list[str] = []
-        params: list[Any] = []
-        if job_filter.topic is not None:
-            conditions.append("topic = ?")
-            params.append(job_filter.topic)
-        if job_filter.status is not None:
-            conditions.append("status = ?")
-            params.append(job_filter.status)
-        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-        total = int(q.fetch_value(f"SELECT COUNT(*) FROM _jobs {where}", params))
-        rows = q.fetch_tuples(
-            f"SELECT {_COLUMNS} FROM _jobs {where} ORDER BY id DESC LIMIT ? OFFSET ?",
-            [*params, job_filter.limit, job_filter.offset],
-        )
-        return [_job(row) for row in rows], total
-
-    def jobs_count_by_status(self, q: Queryable) -> dict[str, int]:
-        return dict(q.fetch_tuples("SELECT status, COUNT(*) FROM _jobs GROUP BY status"))
-
-    def jobs_delete(self, q: Queryable, job_id: str) -> bool:
-        deleted = q.execute(
-            "DELETE FROM _jobs WHERE id = ? AND status IN ('pending', 'failed')", (job_id,)
-        )
-        return deleted > 0
-
-    def jobs_requeue(self, q: Queryable, job_id: str, now: datetime) -> Job | None:
-        stamp = format_time(now)
-        rows = q.fetch_tuples(
-            f"""UPDATE _jobs SET status = 'pending', retries = 0, run_at = ?, locked_until = NULL,
-                locked_by = NULL, updated = ?
-            WHERE id = ? AND status = 'failed' RETURNING {_COLUMNS}""",
-            (stamp, stamp, job_id),
-        )
-        return _job(rows[0]) if rows else None
-
-    def jobs_claim(
-        self,
-        q: Queryable,
-        topics: Sequence[str],
-        limit: int,
-        now: datetime,
-        lock_until: datetime,
-        claim_token: str,
-    ) -> list[Job]:
-        stamp = format_time(now)
-        rows = q.fetch_tuples(
-            _claim_sql(len(topics)),
-            (format_time(lock_until), claim_token, stamp, stamp, *topics, limit),
-        )
+    def jobs_claim(self, q: Queryable, params: ClaimParams) -> list[Job]:
+        if params.limit <= 0 or not params.topics:
+            return []
+        rows = q.fetch_tuples(_claim_sql(len(params.topics)), _claim_params(params))
         jobs = [_job(row) for row in rows]
         jobs.sort(key=lambda job: (job.run_at, job.id))  # RETURNING order is unspecified
         return jobs
 
-    def claim_plan(self, db: Database, topics: Sequence[str], limit: int, now: datetime) -> str:
-        stamp = format_time(now)
+    def claim_plan(self, db: Database, params: ClaimParams) -> str:
         rows = db.fetch_tuples(
-            "EXPLAIN QUERY PLAN " + _claim_sql(len(topics)),
-            (stamp, "plan", stamp, stamp, *topics, limit),
+            "EXPLAIN QUERY PLAN " + _claim_sql(len(params.topics)), _claim_params(params)
         )
         return "\n".join(str(row[-1]) for row in rows)
 
     def jobs_next_due(self, q: Queryable, topics: Sequence[str]) -> datetime | None:
+        if not topics:
+            return None
         value = q.fetch_value(
             f"""SELECT run_at FROM _jobs INDEXED BY idx_jobs_pending
             WHERE status = 'pending' AND topic IN ({_placeholders(len(topics))})
@@ -212,38 +222,25 @@ class SQLiteJobsDriver(JobsDriver):
         )
         return _time(value) if value is not None else None
 
-    def jobs_complete(self, q: Queryable, claims: Sequence[tuple[str, str]], now: datetime) -> int:
-        stamp = format_time(now)
-        return q.execute_many(
-            """UPDATE _jobs SET status = 'completed', locked_until = NULL, locked_by = NULL,
-                updated = ?
-            WHERE id = ? AND locked_by = ? AND status = 'processing'""",
-            [(stamp, job_id, token) for job_id, token in claims],
-        )
-
-    def jobs_fail(self, q: Queryable, failures: Sequence[Failure], now: datetime) -> int:
-        stamp = format_time(now)
-        return q.execute_many(
-            """UPDATE _jobs SET
-                status = CASE WHEN ? IS NULL THEN 'failed' ELSE 'pending' END,
-                retries = CASE WHEN ? IS NULL THEN retries ELSE retries + 1 END,
-                run_at = COALESCE(?, run_at),
-                last_error = ?, locked_until = NULL, locked_by = NULL, updated = ?
-            WHERE id = ? AND locked_by = ? AND status = 'processing'""",
-            [
-                (retry, retry, retry, f.error, stamp, f.id, f.claim_token)
-                for f in failures
-                for retry in [format_time(f.retry_at) if f.retry_at else None]
-            ],
-        )
+    def jobs_settle(self, q: Queryable, outcomes: Outcomes) -> int:
+        # Completions and failures are two executemany calls: on the database itself they
+        # share one transaction, so the outcomes are written all or nothing.
+        if not len(outcomes):
+            return 0
+        if isinstance(q, Database):
+            with q.transaction() as tx:
+                return _settle(tx, outcomes)
+        return _settle(q, outcomes)
 
     def jobs_extend_locks(
-        self, q: Queryable, claims: Sequence[tuple[str, str]], lock_until: datetime
-    ) -> set[str]:
-        owned: set[str] = set()
+        self, q: Queryable, claims: Sequence[Claim], lock_until: datetime
+    ) -> set[Claim]:
+        # One statement per claim token (a dispatcher's claims share a few tokens), each
+        # naming its ids in an IN list.
+        owned: set[Claim] = set()
         by_token: dict[str, list[str]] = {}
-        for job_id, token in claims:
-            by_token.setdefault(token, []).append(job_id)
+        for claim in claims:
+            by_token.setdefault(claim.token, []).append(claim.job_id)
         until = format_time(lock_until)
         for token, ids in by_token.items():
             for start in range(0, len(ids), _MAX_VARIABLES):
@@ -255,16 +252,15 @@ class SQLiteJobsDriver(JobsDriver):
                     RETURNING id""",
                     (until, token, *chunk),
                 )
-                owned.update(row[0] for row in rows)
+                owned.update(Claim(row[0], token) for row in rows)
         return owned
 
-    def jobs_release(self, q: Queryable, claims: Sequence[tuple[str, str]], now: datetime) -> int:
+    def jobs_release(self, q: Queryable, claims: Sequence[Claim], now: datetime) -> int:
+        if not claims:
+            return 0
         stamp = format_time(now)
         return q.execute_many(
-            """UPDATE _jobs SET status = 'pending', run_at = ?, locked_until = NULL,
-                locked_by = NULL, updated = ?
-            WHERE id = ? AND locked_by = ? AND status = 'processing'""",
-            [(stamp, stamp, job_id, token) for job_id, token in claims],
+            _RELEASE_SQL, [(stamp, stamp, claim.job_id, claim.token) for claim in claims]
         )
 
     def jobs_rescue_expired(self, q: Queryable, now: datetime, error: str) -> int:
