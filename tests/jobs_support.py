@@ -32,6 +32,7 @@ from pocketjobs.plugins import jobs
 
 __all__ = [
     "Call",
+    "Handler",
     "Harness",
     "ManualClock",
     "Node",
@@ -200,6 +201,12 @@ class Node:
         return int(
             self.app.db.fetch_value("SELECT COUNT(*) FROM _jobs WHERE status = 'processing'")
         )
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Wait until the dispatcher sleeps with nothing to do."""
+        dispatcher = self.store._dispatcher
+        assert dispatcher is not None, "the dispatcher was never started"
+        wait_until(dispatcher.idle, timeout, "the dispatcher to go idle")
 
     def wait_status(self, job_id: str, status: str, timeout: float = 10.0) -> jobs.Job:
         return wait_until(

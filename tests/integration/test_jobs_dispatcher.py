@@ -9,222 +9,36 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
-from pocketjobs import App
-from pocketjobs.core.times import format_time, now_utc, parse_time
+from jobs_support import (
+    Handler,
+    Harness,
+    Node,
+    Recorder,
+    fast_config,
+    harness_fixture,
+    wait_until,
+)
+from pocketjobs.core.times import now_utc, parse_time
 from pocketjobs.plugins import jobs
 from pocketjobs.plugins.jobs.drivers import NOTIFY_CHANNEL, driver_for
-
-T = TypeVar("T")
-Handler = Callable[[jobs.Job], Any]
 
 POSTGRES_ONLY = [pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)]
 
 
 # --------------------------------------------------------------------------- helpers
 
-
-def wait_until(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
-    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
-
-
-def fast_backoff(attempt: int) -> timedelta:
-    return timedelta(milliseconds=50)
-
-
-def fast_config(**overrides: Any) -> jobs.Config:
-    """A config with short timings; ``overrides`` replace any field."""
-    settings: dict[str, Any] = {
-        "workers": 4,
-        "poll_interval": 0.1,
-        "lock_duration": 1.0,
-        "batch_size": 10,
-        "max_retries": 3,
-        "http_enabled": False,
-        "backoff": fast_backoff,
-        "shutdown_timeout": 5.0,
-    }
-    settings.update(overrides)
-    return jobs.Config(**settings)
-
-
-@dataclass(frozen=True)
-class Call:
-    """One handler invocation."""
-
-    job_id: str
-    who: str
-    started: float  # time.monotonic()
-    started_at: datetime  # wall clock, aware UTC
-    thread: str
-    has_loop: bool
-
-
-class Recorder:
-    """Thread-safe log of handler invocations and of how many run at once."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.calls: list[Call] = []
-        self.finished: list[str] = []
-        self.active = 0
-        self.max_active = 0
-
-    def record(self, job: jobs.Job, who: str = "") -> Call:
-        try:
-            asyncio.get_running_loop()
-            has_loop = True
-        except RuntimeError:
-            has_loop = False
-        call = Call(
-            job.id, who, time.monotonic(), now_utc(), threading.current_thread().name, has_loop
-        )
-        with self._lock:
-            self.calls.append(call)
-        return call
-
-    @contextmanager
-    def running(self, job: jobs.Job, who: str = "") -> Iterator[Call]:
-        call = self.record(job, who)
-        with self._lock:
-            self.active += 1
-            self.max_active = max(self.max_active, self.active)
-        try:
-            yield call
-        finally:
-            with self._lock:
-                self.active -= 1
-                self.finished.append(job.id)
-
-    def count(self, job_id: str | None = None, who: str | None = None) -> int:
-        with self._lock:
-            return sum(
-                1
-                for c in self.calls
-                if (job_id is None or c.job_id == job_id) and (who is None or c.who == who)
-            )
-
-    def for_job(self, job_id: str) -> list[Call]:
-        with self._lock:
-            return [c for c in self.calls if c.job_id == job_id]
-
-    def counter(self) -> Counter[str]:
-        with self._lock:
-            return Counter(c.job_id for c in self.calls)
-
-
-@dataclass
-class Node:
-    """One app with the jobs plugin registered."""
-
-    app: App
-    store: jobs.JobStore
-
-    def status(self, job_id: str) -> str:
-        return self.store.get(job_id).status
-
-    def locked_by(self, job_id: str) -> str | None:
-        value: str | None = self.app.db.fetch_value(
-            "SELECT locked_by FROM _jobs WHERE id = ?", (job_id,)
-        )
-        return value
-
-    def db_time(self, moment: datetime) -> Any:
-        """``moment`` as this database stores times (SQLite: fixed-width text)."""
-        return moment if self.app.is_postgres() else format_time(moment)
-
-    def expire_lock(self, job_id: str) -> None:
-        self.app.db.execute(
-            "UPDATE _jobs SET locked_until = ? WHERE id = ?",
-            (self.db_time(now_utc() - timedelta(minutes=1)), job_id),
-        )
-
-    def processing(self) -> int:
-        return int(
-            self.app.db.fetch_value("SELECT COUNT(*) FROM _jobs WHERE status = 'processing'")
-        )
-
-    def wait_status(self, job_id: str, status: str, timeout: float = 10.0) -> jobs.Job:
-        return wait_until(
-            lambda: (job := self.store.get(job_id)).status == status and job,
-            timeout,
-            f"job {job_id} to be {status}",
-        )
-
-
-@dataclass
-class Harness:
-    """Builds apps on the test's database and terminates them all at the end."""
-
-    data_dir: Path
-    db_url: str | None
-    nodes: list[Node] = field(default_factory=list)
-    gates: list[threading.Event] = field(default_factory=list)
-
-    def node(
-        self,
-        config: jobs.Config | None = None,
-        handlers: Mapping[str, Handler] | None = None,
-        **overrides: Any,
-    ) -> Node:
-        """A bootstrapped app (its dispatcher started unless ``auto_start=False``)."""
-        app = App(data_dir=self.data_dir, database_url=self.db_url)
-        store = jobs.must_register(app, config or fast_config(**overrides))
-        for topic, fn in (handlers or {}).items():
-            store.register(topic, fn)
-        app.bootstrap()
-        node = Node(app, store)
-        self.nodes.append(node)
-        return node
-
-    def gate(self) -> threading.Event:
-        """An event handlers may block on; set at teardown so nothing hangs."""
-        event = threading.Event()
-        self.gates.append(event)
-        return event
-
-    def close(self) -> None:
-        for gate in self.gates:
-            gate.set()
-        for node in reversed(self.nodes):
-            if node.app.is_bootstrapped():
-                node.app.terminate()
-
-
-@pytest.fixture
-def harness(
-    data_dir: Path, db_url: str | None, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Harness]:
-    monkeypatch.delenv("PB_DATABASE_URL", raising=False)
-    for name in list(os.environ):
-        if name.startswith("PB_JOBS_"):
-            monkeypatch.delenv(name)
-    h = Harness(data_dir, db_url)
-    try:
-        yield h
-    finally:
-        h.close()
+harness = harness_fixture
 
 
 @contextmanager
@@ -450,30 +264,7 @@ def test_fencing_stale_worker_cannot_overwrite_new_owner(
 
 
 # --------------------------------------------------------------------------- 5. heartbeat
-
-
-@pytest.mark.slow
-def test_heartbeat_keeps_a_long_job_with_its_worker(harness: Harness) -> None:
-    rec = Recorder()
-
-    def slow(job: jobs.Job) -> None:
-        rec.record(job, threading.current_thread().name)
-        time.sleep(3.5)  # the job's work: longer than three lock durations
-
-    node_a = harness.node(lock_duration=1.0, poll_interval=0.1, handlers={"slow": slow})
-    job = node_a.store.enqueue("slow", max_retries=3)
-    wait_until(lambda: rec.count(job.id) == 1, what="A to start the job")
-    rec_b = Recorder()
-    node_b = harness.node(
-        lock_duration=1.0, poll_interval=0.1, handlers={"slow": lambda j: rec_b.record(j)}
-    )
-    assert node_b.store.is_running()
-
-    done = node_a.wait_status(job.id, "completed", timeout=15)
-    assert rec.count(job.id) == 1
-    assert rec_b.count(job.id) == 0, "B took over a job whose worker was alive"
-    assert done.retries == 0
-    assert done.last_error is None
+# tests/integration/test_jobs_maintenance.py drives the heartbeat with a clock.
 
 
 # --------------------------------------------------------------------------- 6. rescue
@@ -628,7 +419,7 @@ def test_enqueue_wakes_an_idle_dispatcher(
 ) -> None:
     rec = Recorder()
     node = harness.node(poll_interval=10.0, handlers={"wake": lambda j: rec.record(j)})
-    time.sleep(0.2)  # let the dispatcher go idle (not an assertion)
+    node.wait_idle()
     latencies = _median_latency(lambda n: node.store.enqueue("wake", {"n": n}), rec)
     median_ms = statistics.median(latencies) * 1000
     print(f"\nmedian enqueue->start latency ({node.app.db.dialect}): {median_ms:.1f} ms")
@@ -650,7 +441,7 @@ def test_enqueue_from_another_app_wakes_dispatcher_via_notify(
         10,
         "the dispatcher to LISTEN",
     )
-    time.sleep(0.2)  # let the dispatcher go idle (not an assertion)
+    worker.wait_idle()
     latencies = _median_latency(lambda n: producer.store.enqueue("wake", {"n": n}), rec)
     median_ms = statistics.median(latencies) * 1000
     print(f"\nmedian enqueue->start latency via NOTIFY: {median_ms:.1f} ms")
@@ -679,7 +470,7 @@ def _assert_runs_at_its_time(node: Node, rec: Recorder, job: jobs.Job, label: st
 def test_delayed_job_runs_at_its_time(harness: Harness) -> None:
     rec = Recorder()
     node = harness.node(poll_interval=10.0, handlers={"later": lambda j: rec.record(j)})
-    time.sleep(0.2)  # let the dispatcher go idle (not an assertion)
+    node.wait_idle()
     job = node.store.enqueue("later", delay=0.5)
     _assert_runs_at_its_time(node, rec, job, "delayed")
     node.wait_status(job.id, "completed")
@@ -693,7 +484,7 @@ def test_delayed_job_with_sub_millisecond_run_at(harness: Harness) -> None:
     # wake-up does not hide a regression.
     rec = Recorder()
     node = harness.node(poll_interval=10.0, handlers={"later": lambda j: rec.record(j)})
-    time.sleep(0.2)  # let the dispatcher go idle (not an assertion)
+    node.wait_idle()
     for n in range(3):
         job = node.store.enqueue("later", run_at=_in_seconds(0.5, sub_ms_us=999))
         _assert_runs_at_its_time(node, rec, job, f"delayed #{n}")
@@ -720,7 +511,7 @@ def test_notification_is_not_before_run_at(harness: Harness) -> None:
 def test_several_delayed_jobs_each_run_at_their_time(harness: Harness) -> None:
     rec = Recorder()
     node = harness.node(poll_interval=10.0, handlers={"later": lambda j: rec.record(j)})
-    time.sleep(0.2)  # let the dispatcher go idle (not an assertion)
+    node.wait_idle()
     first = node.store.enqueue("later", run_at=_in_seconds(0.5))
     second = node.store.enqueue("later", run_at=_in_seconds(1.0))
     _assert_runs_at_its_time(node, rec, first, "first (0.5 s)")

@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from pocketjobs.core import Database, DatabaseError
 from pocketjobs.plugins.jobs.drivers import Claim, ClaimParams, Failure, JobsDriver, Outcomes
@@ -166,17 +167,8 @@ class InlineCompleter(Completer):
 class ThreadedCompleter(Completer):
     """Outcomes written by a thread of their own, in parallel with claims (PostgreSQL)."""
 
-    def __init__(
-        self,
-        db: Database,
-        driver: JobsDriver,
-        *,
-        limit: int,
-        clock: Callable[[], datetime],
-        on_written: OnWritten,
-        logger: logging.Logger,
-    ) -> None:
-        super().__init__(db, driver, limit=limit, clock=clock, on_written=on_written, logger=logger)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._event = threading.Event()
         self._finishing = False
         self._deadline = 0.0

@@ -44,7 +44,7 @@ from pocketjobs.plugins.jobs.errors import InvalidJobOptions, JobsError
 from pocketjobs.plugins.jobs.job import JobFilter, JobStatus
 from pocketjobs.plugins.jobs.limits import MAX_LIST_LIMIT, MAX_OFFSET
 from pocketjobs.plugins.jobs.openapi import openapi_document
-from pocketjobs.plugins.jobs.validation import enqueue_errors
+from pocketjobs.plugins.jobs.validation import check_enqueue
 
 if TYPE_CHECKING:
     from pocketjobs.plugins.jobs.plugin import JobsPlugin
@@ -193,12 +193,13 @@ def bind_routes(event: ServeEvent, plugin: JobsPlugin) -> None:
         options, errors = _enqueue_options(body)
         config = plugin.config
         if errors or config.allowed_topics:  # what the store cannot see: report it all
-            error = enqueue_errors(
-                errors, **options, now=store.now(), default_max_retries=config.max_retries,
-                max_size=config.max_payload_size, allowed=config.allowed_topics,
-            )  # fmt: skip
-            if error is not None:
-                raise to_api_error(error, _ENQUEUE_FAILED)
+            with _converted(_ENQUEUE_FAILED):
+                check_enqueue(
+                    options["topic"], [options["payload"]], options["run_at"], options["delay"],
+                    options["max_retries"], now=store.now(), known=errors,
+                    default_max_retries=config.max_retries, max_size=config.max_payload_size,
+                    allowed=config.allowed_topics,
+                )  # fmt: skip
         with _converted(_ENQUEUE_FAILED):
             job = await store.aenqueue(**options)
         return JSONResponse(job.to_json())

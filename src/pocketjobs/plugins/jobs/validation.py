@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pocketjobs.plugins.jobs.errors import (
     InvalidJobOptions,
@@ -44,7 +44,6 @@ __all__ = [
     "check_payloads",
     "check_schedule",
     "check_topic",
-    "enqueue_errors",
     "is_storable_text",
     "serialize_payload",
     "to_millis",
@@ -275,28 +274,6 @@ class _Collector:
             raise first
 
 
-def _check_all(
-    topic: object,
-    payloads: object,
-    run_at: object,
-    delay: object,
-    max_retries: object,
-    *,
-    now: datetime,
-    default_max_retries: int,
-    max_size: int,
-    allowed: Sequence[str],
-    collector: _Collector,
-) -> tuple[Any, ...]:
-    checked_topic = collector.check(lambda: check_topic(topic, allowed))
-    due = collector.check(lambda: check_schedule(now, run_at, delay))
-    retries = collector.check(lambda: check_max_retries(max_retries, default_max_retries))
-    texts = collector.check(
-        lambda: [serialize_payload(payload, max_size) for payload in check_payloads(payloads)]
-    )
-    return checked_topic, due, retries, texts
-
-
 def check_enqueue(
     topic: object,
     payloads: object,
@@ -308,44 +285,20 @@ def check_enqueue(
     default_max_retries: int,
     max_size: int,
     allowed: Sequence[str] = (),
+    known: Sequence[JobsError] = (),
 ) -> EnqueueSpec:
-    """Validate an enqueue of one job per payload at ``now``. Raises the error of the
-    first bad field, with the errors of every other bad field as its ``related``."""
-    collector = _Collector()
-    checked_topic, due, retries, texts = _check_all(
-        topic, payloads, run_at, delay, max_retries, now=now,
-        default_max_retries=default_max_retries, max_size=max_size, allowed=allowed,
-        collector=collector,
-    )  # fmt: skip
-    collector.raise_errors()
-    return EnqueueSpec(checked_topic, due, retries, texts)
-
-
-def enqueue_errors(
-    known: Sequence[JobsError],
-    topic: object,
-    payload: object,
-    run_at: object,
-    delay: object,
-    max_retries: object,
-    *,
-    now: datetime,
-    default_max_retries: int,
-    max_size: int,
-    allowed: Sequence[str] = (),
-) -> JobsError | None:
-    """The error to raise for an enqueue of ``payload`` in which ``known`` errors were
-    already found (e.g. values that did not convert from the wire; pass ``None`` for
-    those fields): the first error, every other field's error as its ``related``;
-    ``None`` when there is none."""
+    """Validate an enqueue of one job per payload at ``now`` (``allowed``: the topics
+    allowed, all when empty). Raises the error of the first bad field, with the errors of
+    every other bad field as its ``related``; ``known`` errors, found before (e.g. values
+    that did not convert from the wire: pass ``None`` for those), come first."""
     collector = _Collector(known)
-    _check_all(
-        topic, [payload], run_at, delay, max_retries, now=now,
-        default_max_retries=default_max_retries, max_size=max_size, allowed=allowed,
-        collector=collector,
-    )  # fmt: skip
-    if not collector.errors:
-        return None
-    first, *rest = collector.errors
-    first.related = rest
-    return first
+    checked_topic = collector.check(lambda: check_topic(topic, allowed))
+    due = collector.check(lambda: check_schedule(now, run_at, delay))
+    retries = collector.check(lambda: check_max_retries(max_retries, default_max_retries))
+    texts = collector.check(
+        lambda: [serialize_payload(payload, max_size) for payload in check_payloads(payloads)]
+    )
+    collector.raise_errors()  # so every check returned its value
+    return EnqueueSpec(
+        cast(str, checked_topic), cast(datetime, due), cast(int, retries), cast("list[str]", texts)
+    )
