@@ -19,7 +19,22 @@ from pocketjobs.core.events import ServeEvent
 if TYPE_CHECKING:
     from pocketjobs.core import BaseApp
 
-__all__ = ["ServeAborted", "create_asgi_app", "prepare_serve", "run_http_server"]
+__all__ = [
+    "KEEP_ALIVE_TIMEOUT",
+    "ServeAborted",
+    "create_asgi_app",
+    "prepare_serve",
+    "run_http_server",
+]
+
+#: Seconds an idle keep-alive connection stays open (PocketBase's, which is Go's
+#: ``IdleTimeout`` falling back to its 5-minute ``ReadTimeout``). It must exceed the
+#: idle expiry of the clients: one that reuses a connection at the very moment the
+#: server closes it gets a reset or an EOF and no response, and a POST is not retried.
+#: uvicorn's default of 5 s equals httpx's ``keepalive_expiry``, so a client idle for
+#: just under 5 s lost its request that way. A client whose expiry is shorter than this
+#: (httpx 5 s, Go 90 s, curl 118 s) closes first, so it never meets the race.
+KEEP_ALIVE_TIMEOUT = 300
 
 
 class ServeAborted(RuntimeError):
@@ -69,9 +84,18 @@ def prepare_serve(app: BaseApp, host: str = "127.0.0.1", port: int = 8090) -> St
 
 
 def run_http_server(
-    asgi: Starlette, host: str, port: int, stop: threading.Event | None = None
+    asgi: Starlette,
+    host: str,
+    port: int,
+    stop: threading.Event | None = None,
+    *,
+    keep_alive_timeout: int = KEEP_ALIVE_TIMEOUT,
 ) -> None:
-    """Serve ``asgi`` with uvicorn until SIGINT/SIGTERM (or ``stop`` is set), then return."""
+    """Serve ``asgi`` with uvicorn until SIGINT/SIGTERM (or ``stop`` is set), then return.
+
+    Idle keep-alive connections are closed after ``keep_alive_timeout`` seconds (see
+    :data:`KEEP_ALIVE_TIMEOUT`); shutting down closes them at once.
+    """
     import uvicorn
 
     class _Server(uvicorn.Server):
@@ -82,6 +106,12 @@ def run_http_server(
                 self.should_exit = True
 
     config = uvicorn.Config(
-        asgi, host=host, port=port, lifespan="off", access_log=False, log_config=None
+        asgi,
+        host=host,
+        port=port,
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        timeout_keep_alive=keep_alive_timeout,
     )
     _Server(config).run()
