@@ -121,12 +121,33 @@ def test_claim_takes_only_due_pending_jobs_among_many_finished(
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("pending", [10, 1_000])
+def test_a_new_small_queue_is_claimed_through_indexes(
+    data_dir: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch, pending: int
+) -> None:
+    """PostgreSQL: a dispatcher's first claim on a new queue, never analyzed and still small,
+    makes the plan its session keeps. A sequential scan of _jobs would be costed cheapest
+    there (and then scan the whole table on every claim as it grows): the functions plan
+    without sequential scans."""
+    monkeypatch.delenv("PB_DATABASE_URL", raising=False)
+    app = App(data_dir=data_dir, database_url=postgres_url)
+    store = jobs.must_register(app, jobs.Config(auto_start=False))
+    app.bootstrap()
+    store.enqueue_many("t", list(range(pending)), run_at=now_utc() - timedelta(seconds=1))
+    plan = driver_for(app.db).claim_plan(app.db, claim_params(["t"], 10, now_utc()))
+    assert "Seq Scan" not in plan, plan
+    assert "_jobs_pkey" in plan, plan
+    app.terminate()
+
+
+@pytest.mark.postgres
 def test_dispatcher_functions_are_planned_once_and_claims_commit_lazily(
     data_dir: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PostgreSQL: the claim and settle statements run in functions with generic plans
-    (the plan the tests above check). A claim on its own commits without waiting for the
-    WAL flush; a claim inside a caller's transaction leaves that transaction durable."""
+    without sequential scans (the plan the tests above check). A claim on its own commits
+    without waiting for the WAL flush; a claim inside a caller's transaction leaves that
+    transaction durable."""
     monkeypatch.delenv("PB_DATABASE_URL", raising=False)
     app = App(data_dir=data_dir, database_url=postgres_url)
     store = jobs.must_register(app, jobs.Config(auto_start=False))
@@ -139,8 +160,8 @@ def test_dispatcher_functions_are_planned_once_and_claims_commit_lazily(
         )
     )
     assert config == {
-        "_jobs_claim": "plan_cache_mode=force_generic_plan",
-        "_jobs_settle": "plan_cache_mode=force_generic_plan",
+        "_jobs_claim": "plan_cache_mode=force_generic_plan,enable_seqscan=off",
+        "_jobs_settle": "plan_cache_mode=force_generic_plan,enable_seqscan=off",
     }
     driver = driver_for(app.db)
     now = now_utc()

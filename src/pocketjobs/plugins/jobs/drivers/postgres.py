@@ -78,6 +78,13 @@ def _create_table(tx: Tx) -> None:
 # them costs as much as running them. Every row is reached through an index whatever the
 # arguments (`id = ANY(...)` on the primary key, an ordered range of idx_jobs_pending), so
 # the one generic plan is the right plan; tests/integration/test_jobs_query_plan.py checks.
+_GENERIC_PLAN = (("plan_cache_mode", "force_generic_plan"),)
+# That plan is made at a session's first call, whatever the table's size then, and kept
+# until the table is next analyzed. On a small table that has not been analyzed yet (a new
+# queue's first claim; the first 2,000 jobs or so) the planner costs a sequential scan of
+# _jobs below the primary-key lookups and would then scan the whole table on every call as
+# it grows. Since every row is reachable through an index, sequential scans are off.
+_INDEX_PLAN = (*_GENERIC_PLAN, ("enable_seqscan", "off"))
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,7 @@ class _Function:
     returns: str
     body: str
     prelude: str = ""  # PL/pgSQL statements run before the body
+    settings: tuple[tuple[str, str], ...] = _INDEX_PLAN  # planner settings of the body
 
     def _with_args(self, name: Callable[[int, str], str], text: str | None = None) -> str:
         """``text`` (default: the body) with each ``:arg`` replaced by ``name(position,
@@ -105,11 +113,12 @@ class _Function:
         arguments = ", ".join(f"p_{arg} {sql_type}" for arg, sql_type in self.args)
         body = self._with_args(lambda _, arg: f"p_{arg}")
         prelude = self._with_args(lambda _, arg: f"p_{arg}", self.prelude)
+        settings = " ".join(f"SET {name} = {value}" for name, value in self.settings)
         tx.execute(
             f"""CREATE OR REPLACE FUNCTION {self.name}({arguments})
             RETURNS TABLE ({self.returns})
             LANGUAGE plpgsql VOLATILE
-            SET plan_cache_mode = force_generic_plan
+            {settings}
             AS $body$
             #variable_conflict use_column
             BEGIN
@@ -119,10 +128,18 @@ class _Function:
             $body$"""
         )
 
+    def signature(self) -> str:
+        """``name(types)``: how PostgreSQL tells the function from other overloads."""
+        return "{}({})".format(self.name, ", ".join(sql_type for _, sql_type in self.args))
+
     def drop(self, tx: Tx) -> None:
-        """Drop the function (PostgreSQL knows it by its name and argument types)."""
-        types = ", ".join(sql_type for _, sql_type in self.args)
-        tx.execute(f"DROP FUNCTION {self.name}({types})")
+        """Drop the function."""
+        tx.execute(f"DROP FUNCTION {self.signature()}")
+
+    def alter_settings(self, tx: Tx) -> None:
+        """Give the existing function this definition's planner settings."""
+        for name, value in self.settings:
+            tx.execute(f"ALTER FUNCTION {self.signature()} SET {name} = {value}")
 
     def call(self) -> str:
         """``SELECT * FROM name(?, ...)`` with the arguments cast to their types."""
@@ -135,7 +152,8 @@ class _Function:
         this in a transaction that is rolled back)."""
         name = f"_plan_{uuid.uuid4().hex}"
         types = ", ".join(sql_type for _, sql_type in self.args)
-        tx.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        for setting, value in self.settings:
+            tx.execute(f"SET LOCAL {setting} = {value}")
         tx.execute(f"PREPARE {name} ({types}) AS {self._with_args(lambda n, _: f'${n}')}")
         # EXECUTE takes no bound parameters: the server quotes the values.
         quoted = ", ".join(f"%L::{sql_type}" for _, sql_type in self.args)
@@ -193,12 +211,6 @@ _CLAIM = _Function(
         WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
         RETURNING {", ".join(f"j.{column.strip()}" for column in JOB_COLUMNS.split(","))}""",
 )
-# The claim function as step 2 creates it: returning the payload as jsonb, the column's
-# type until step 3 drops it and creates _CLAIM. (An applied step keeps doing what it
-# did: should _CLAIM's body change, step 2 gets a copy of the body it had.)
-_CLAIM_0002 = dataclasses.replace(
-    _CLAIM, returns=_CLAIM_COLUMNS.replace("payload json,", "payload jsonb,")
-)
 
 # Completions and failures of finished jobs in one statement, fenced on their claim tokens.
 # Completions come as one JSON object {job id: claim token} (far cheaper to send than two
@@ -237,9 +249,19 @@ _SETTLE = _Function(
 )
 
 
+# The functions as earlier steps created them (an applied step keeps doing what it did;
+# should a body change, its old steps get a copy of the body they had). Step 2: payloads
+# as jsonb, the column's type until step 3, and sequential scans allowed until step 4.
+_CLAIM_0003 = dataclasses.replace(_CLAIM, settings=_GENERIC_PLAN)
+_CLAIM_0002 = dataclasses.replace(
+    _CLAIM_0003, returns=_CLAIM_COLUMNS.replace("payload json,", "payload jsonb,")
+)
+_SETTLE_0002 = dataclasses.replace(_SETTLE, settings=_GENERIC_PLAN)
+
+
 def _create_functions(tx: Tx) -> None:
     _CLAIM_0002.create(tx)
-    _SETTLE.create(tx)
+    _SETTLE_0002.create(tx)
 
 
 def _store_payload_text(tx: Tx) -> None:
@@ -254,8 +276,14 @@ def _store_payload_text(tx: Tx) -> None:
             ALTER COLUMN payload TYPE json USING payload::json,
             ALTER COLUMN payload SET DEFAULT 'null'"""
     )
-    _CLAIM_0002.drop(tx)
-    _CLAIM.create(tx)
+    _CLAIM_0002.drop(tx)  # its result type changes: CREATE OR REPLACE cannot do that
+    _CLAIM_0003.create(tx)
+
+
+def _plan_without_seqscans(tx: Tx) -> None:
+    """Plan the dispatcher's functions with index scans only (see :data:`_INDEX_PLAN`)."""
+    _CLAIM.alter_settings(tx)
+    _SETTLE.alter_settings(tx)
 
 
 _INSERT_ONE_SQL = """WITH inserted AS (
@@ -328,6 +356,7 @@ class PostgresJobsDriver(PortableSQLDriver):
             Migration("jobs_0001_create_jobs", _create_table),
             Migration("jobs_0002_dispatcher_functions", _create_functions),
             Migration("jobs_0003_payload_json", _store_payload_text),
+            Migration("jobs_0004_index_only_plans", _plan_without_seqscans),
         ]
 
     def encode_time(self, moment: datetime) -> datetime:
