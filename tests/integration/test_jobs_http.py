@@ -37,7 +37,7 @@ TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 UUID7_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 JOB_KEYS = {
     "id", "topic", "payload", "status", "run_at", "locked_until", "retries", "max_retries",
-    "last_error", "created", "updated",
+    "last_error", "created", "updated", "priority", "unique_key", "duplicate",
 }  # fmt: skip
 MSG_401 = "The request requires valid record authorization token."
 MSG_403 = "The authorized record is not allowed to perform this action."
@@ -627,7 +627,7 @@ INVALID_ENQUEUE = [
                  id="max_retries-string"),
     pytest.param({"topic": "t", "max_retries": True}, "max_retries", "validation_invalid_number",
                  id="max_retries-bool"),
-    pytest.param({"topic": "t", "priority": 1}, "body", "validation_unknown_fields",
+    pytest.param({"topic": "t", "urgency": 1}, "body", "validation_unknown_fields",
                  id="unknown-field"),
 ]  # fmt: skip
 

@@ -37,6 +37,8 @@ JOBS_COLUMNS = {
     "last_error",
     "created",
     "updated",
+    "priority",
+    "unique_key",
 }
 SQLITE_TYPES = {
     "id": "TEXT",
@@ -51,6 +53,8 @@ SQLITE_TYPES = {
     "last_error": "TEXT",
     "created": "TEXT",
     "updated": "TEXT",
+    "priority": "INTEGER",
+    "unique_key": "TEXT",
 }
 POSTGRES_TYPES = {
     "id": "text",
@@ -65,12 +69,15 @@ POSTGRES_TYPES = {
     "last_error": "text",
     "created": "timestamp with time zone",
     "updated": "timestamp with time zone",
+    "priority": "integer",
+    "unique_key": "text",
 }
 JOBS_INDEXES = {
     "idx_jobs_pending",
     "idx_jobs_locked",
     "idx_jobs_status",
     "idx_jobs_topic",
+    "idx_jobs_unique",
 }
 TERMINATE_HANDLER_ID = "__pbJobsOnTerminate__"
 

@@ -936,6 +936,9 @@ def test_to_json_formats_times(store: JobStore) -> None:
         "last_error": None,
         "created": data["created"],
         "updated": data["updated"],
+        "priority": 0,
+        "unique_key": None,
+        "duplicate": False,
     }
     json.dumps(data)  # plain JSON types only
     exact = store.get(store.enqueue_at("t", None, datetime(2025, 1, 8, 12, tzinfo=UTC)).id)

@@ -42,6 +42,13 @@ class Job:
     last_error: str | None
     created: datetime
     updated: datetime
+    #: 0 runs first, 9 last (among due jobs of the same topics).
+    priority: int = 0
+    #: While a job with this key and topic is pending or processing, no other is enqueued.
+    unique_key: str | None = None
+    #: Set on what ``enqueue`` returns when the job already existed (its ``unique_key``
+    #: was taken): this is that job, and nothing was inserted.
+    duplicate: bool = False
 
     def unmarshal_payload(self, cls: type[T]) -> T:
         """Build ``cls`` (a dataclass, a pydantic model, or any class taking keyword
@@ -73,6 +80,9 @@ class Job:
             "last_error": self.last_error,
             "created": format_time(self.created),
             "updated": format_time(self.updated),
+            "priority": self.priority,
+            "unique_key": self.unique_key,
+            "duplicate": self.duplicate,
         }
 
 

@@ -15,13 +15,19 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "MAX_LIST_LIMIT",
     "MAX_OFFSET",
+    "MAX_PRIORITY",
     "MAX_RETRIES_LIMIT",
     "MAX_RETRY_WAIT",
     "MAX_TOPIC_LENGTH",
+    "MAX_UNIQUE_KEY_LENGTH",
 ]
 
 #: The longest topic name, in characters.
 MAX_TOPIC_LENGTH: Final = 255
+#: The lowest priority (0 is the highest, and the default).
+MAX_PRIORITY: Final = 9
+#: The longest unique key, in characters.
+MAX_UNIQUE_KEY_LENGTH: Final = 255
 #: The most retries a job may have.
 MAX_RETRIES_LIMIT: Final = 1000
 #: The longest ``delay`` accepted: a hundred years.

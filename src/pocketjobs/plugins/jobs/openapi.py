@@ -8,14 +8,17 @@ from pocketjobs.plugins.jobs.job import JOB_STATUSES
 from pocketjobs.plugins.jobs.limits import (
     MAX_LIST_LIMIT,
     MAX_OFFSET,
+    MAX_PRIORITY,
     MAX_RETRIES_LIMIT,
     MAX_TOPIC_LENGTH,
+    MAX_UNIQUE_KEY_LENGTH,
 )
 
 __all__ = ["openapi_document"]
 
 _TIME = {"type": "string", "format": "date-time", "examples": ["2025-01-08T12:00:00.000Z"]}
 _ERROR = {"$ref": "#/components/schemas/Error"}
+_PRIORITY = {"type": "integer", "minimum": 0, "maximum": MAX_PRIORITY}
 
 
 def _error_response(description: str) -> dict[str, Any]:
@@ -48,7 +51,8 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
         "type": "object",
         "required": [
             "id", "topic", "payload", "status", "run_at", "locked_until", "retries",
-            "max_retries", "last_error", "created", "updated",
+            "max_retries", "last_error", "created", "updated", "priority", "unique_key",
+            "duplicate",
         ],
         "additionalProperties": False,
         "properties": {
@@ -63,6 +67,13 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
             "last_error": {"type": ["string", "null"]},
             "created": _TIME,
             "updated": _TIME,
+            "priority": _PRIORITY,
+            "unique_key": {"type": ["string", "null"]},
+            "duplicate": {
+                "type": "boolean",
+                "description": "On an enqueue: the job existed (its unique key was taken) "
+                "and nothing was inserted.",
+            },
         },
     }  # fmt: skip
     enqueue_body = {
@@ -83,6 +94,14 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
                 "description": "Seconds (or a duration like 1m30s) from now; not with run_at.",
             },
             "max_retries": {"type": "integer", "minimum": 0, "maximum": MAX_RETRIES_LIMIT},
+            "priority": {**_PRIORITY, "description": "0 (the default) runs first, 9 last."},
+            "unique_key": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_UNIQUE_KEY_LENGTH,
+                "description": "While a job of this topic with this key is pending or "
+                "processing, that job is returned (duplicate: true) instead of a new one.",
+            },
         },
     }
     return {

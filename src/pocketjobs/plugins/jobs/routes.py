@@ -53,7 +53,9 @@ __all__ = ["bind_routes", "to_api_error"]
 
 # Room for the envelope around the payload (topic, run_at, ...) in an enqueue body.
 _BODY_OVERHEAD = 64 * 1024
-_ENQUEUE_FIELDS = frozenset({"topic", "payload", "run_at", "delay", "max_retries"})
+_ENQUEUE_FIELDS = frozenset(
+    {"topic", "payload", "run_at", "delay", "max_retries", "priority", "unique_key"}
+)
 _NOT_FOUND = "The requested job wasn't found."
 _ENQUEUE_FAILED = "Failed to enqueue the job."
 _BAD_QUERY = "Invalid query parameters."
@@ -132,6 +134,8 @@ def _enqueue_options(body: dict[str, Any]) -> tuple[dict[str, Any], list[JobsErr
         "run_at": None,
         "delay": None,
         "max_retries": body.get("max_retries"),
+        "priority": body.get("priority"),
+        "unique_key": body.get("unique_key"),
     }
     for name, convert in (("run_at", _wire_run_at), ("delay", _wire_delay)):
         if body.get(name) is not None:
@@ -194,9 +198,12 @@ def bind_routes(event: ServeEvent, plugin: JobsPlugin) -> None:
         config = plugin.config
         if errors or config.allowed_topics:  # what the store cannot see: report it all
             with _converted(_ENQUEUE_FAILED):
+                unique_key = options["unique_key"]
                 check_enqueue(
                     options["topic"], [options["payload"]], options["run_at"], options["delay"],
                     options["max_retries"], now=store.now(), known=errors,
+                    priority=options["priority"],
+                    unique_keys=None if unique_key is None else [unique_key],
                     default_max_retries=config.max_retries, max_size=config.max_payload_size,
                     allowed=config.allowed_topics,
                 )  # fmt: skip

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pocketjobs.core import Tx
+from pocketjobs.core import IntegrityError, Tx
 from pocketjobs.plugins.jobs.config import Config
 from pocketjobs.plugins.jobs.dispatcher import Dispatcher, JobHandler
 from pocketjobs.plugins.jobs.drivers import JobsDriver, NewJob
@@ -78,18 +79,27 @@ class JobStore:
         run_at: datetime | None = None,
         delay: timedelta | float | None = None,
         max_retries: int | None = None,
+        priority: int | None = None,
+        unique_key: str | None = None,
         tx: Tx | None = None,
     ) -> Job:
         """Add a job; it runs at ``run_at`` (aware datetime), after ``delay``, or now.
 
-        ``max_retries=None`` takes the config default; ``0`` means no retry. With ``tx``
-        the job is written in that transaction: it exists only if the transaction commits.
-        Raises :class:`InvalidTopic`, :class:`InvalidPayload`, :class:`PayloadTooLarge` or
-        :class:`InvalidJobOptions` and writes nothing on bad input.
+        ``max_retries=None`` takes the config default; ``0`` means no retry. ``priority``:
+        0 (the default) runs first, 9 last, among due jobs. ``unique_key``: while a job of
+        this topic with this key is pending or processing, no other is inserted: that job
+        is returned instead, with ``duplicate=True`` (the database's unique index decides,
+        so concurrent enqueues in any process create one job). With ``tx`` the job is
+        written in that transaction: it exists only if the transaction commits (and a
+        rolled-back transaction leaves its key free). Raises :class:`InvalidTopic`,
+        :class:`InvalidPayload`, :class:`PayloadTooLarge` or :class:`InvalidJobOptions`
+        and writes nothing on bad input.
         """
+        keys = None if unique_key is None else [unique_key]
         return self.enqueue_many(
-            topic, [payload], run_at=run_at, delay=delay, max_retries=max_retries, tx=tx
-        )[0]
+            topic, [payload], run_at=run_at, delay=delay, max_retries=max_retries,
+            priority=priority, unique_keys=keys, tx=tx,
+        )[0]  # fmt: skip
 
     def enqueue_at(self, topic: str, payload: Any, run_at: datetime) -> Job:
         """Add a job that runs at ``run_at`` (a timezone-aware datetime)."""
@@ -103,30 +113,49 @@ class JobStore:
         run_at: datetime | None = None,
         delay: timedelta | float | None = None,
         max_retries: int | None = None,
+        priority: int | None = None,
+        unique_keys: Sequence[str | None] | None = None,
         tx: Tx | None = None,
     ) -> list[Job]:
-        """Add one job per payload in one statement: all of them or, on any error, none.
+        """Add one job per payload: all of them or, on any error, none (one statement
+        when no job has a unique key).
 
-        Raises as :meth:`enqueue` does (``InvalidPayload`` also when ``payloads`` is not a
-        list)."""
+        ``unique_keys``: one key (or ``None``) per payload, as :meth:`enqueue`'s
+        ``unique_key``; a key taken by an existing job, or by an earlier payload of the
+        same call, gives that job (``duplicate=True``) at its place. Raises as
+        :meth:`enqueue` does (``InvalidPayload`` also when ``payloads`` is not a list)."""
         now = to_millis(self._clock())
         spec = check_enqueue(
-            topic, payloads, run_at, delay, max_retries, now=now,
-            default_max_retries=self.config.max_retries, max_size=self.config.max_payload_size,
+            topic, payloads, run_at, delay, max_retries, now=now, priority=priority,
+            unique_keys=unique_keys, default_max_retries=self.config.max_retries,
+            max_size=self.config.max_payload_size,
         )  # fmt: skip
         due, retries, texts = spec.due, spec.max_retries, spec.payload_texts
         if not texts:
             return []
-        rows = [NewJob(uuid7(), topic, text, due, retries, now) for text in texts]
-        self._driver.jobs_insert(tx if tx is not None else self._app.db, rows, wake_at=due)
-        if tx is not None:
-            tx.on_commit(lambda: self._wake(due))
-        else:
-            self._wake(due)
-        return [
-            Job(row.id, topic, payload, "pending", due, None, 0, retries, None, now, now)
-            for row, payload in zip(rows, payloads, strict=True)
+        rows = [
+            NewJob(uuid7(), topic, text, due, retries, now, spec.priority, key)
+            for text, key in zip(texts, spec.unique_keys, strict=True)
         ]
+        if tx is None and any(spec.unique_keys):
+            with self._app.db.transaction() as own_tx:  # several statements: all or nothing
+                holders = self._driver.jobs_insert(own_tx, rows, wake_at=due)
+        else:
+            holders = self._driver.jobs_insert(
+                tx if tx is not None else self._app.db, rows, wake_at=due
+            )
+        if any(holder is None for holder in holders):
+            if tx is not None:
+                tx.on_commit(lambda: self._wake(due))
+            else:
+                self._wake(due)
+        return [
+            Job(row.id, topic, payload, "pending", due, None, 0, retries, None, now, now,
+                spec.priority, row.unique_key)
+            if holder is None
+            else dataclasses.replace(holder, duplicate=True)
+            for row, payload, holder in zip(rows, payloads, holders, strict=True)
+        ]  # fmt: skip
 
     def _wake(self, due: datetime | None) -> None:
         dispatcher = self._dispatcher
@@ -164,12 +193,19 @@ class JobStore:
 
     def requeue(self, job_id: str) -> Job:
         """Give a failed job a fresh start (retries 0, due now); raises :class:`JobNotFound`
-        or :class:`JobCannotRequeue` (not failed)."""
-        job = (
-            self._driver.jobs_requeue(self._app.db, job_id, to_millis(self._clock()))
-            if check_job_id(job_id)
-            else None
-        )
+        or :class:`JobCannotRequeue` (not failed, or its unique key is held by another
+        pending or processing job)."""
+        try:
+            job = (
+                self._driver.jobs_requeue(self._app.db, job_id, to_millis(self._clock()))
+                if check_job_id(job_id)
+                else None
+            )
+        except IntegrityError:
+            raise JobCannotRequeue(
+                f"job {job_id} cannot be requeued: another job of its topic with its unique"
+                " key is pending or processing"
+            ) from None
         if job is None:
             current = self.get(job_id)
             raise JobCannotRequeue(
@@ -238,12 +274,15 @@ class JobStore:
         run_at: datetime | None = None,
         delay: timedelta | float | None = None,
         max_retries: int | None = None,
+        priority: int | None = None,
+        unique_key: str | None = None,
         tx: Tx | None = None,
     ) -> Job:
         """Awaitable :meth:`enqueue`."""
         return await asyncio.to_thread(
-            self.enqueue, topic, payload, run_at=run_at, delay=delay, max_retries=max_retries, tx=tx
-        )
+            self.enqueue, topic, payload, run_at=run_at, delay=delay, max_retries=max_retries,
+            priority=priority, unique_key=unique_key, tx=tx,
+        )  # fmt: skip
 
     async def aenqueue_at(self, topic: str, payload: Any, run_at: datetime) -> Job:
         """Awaitable :meth:`enqueue_at`."""
@@ -257,18 +296,15 @@ class JobStore:
         run_at: datetime | None = None,
         delay: timedelta | float | None = None,
         max_retries: int | None = None,
+        priority: int | None = None,
+        unique_keys: Sequence[str | None] | None = None,
         tx: Tx | None = None,
     ) -> builtins.list[Job]:
         """Awaitable :meth:`enqueue_many`."""
         return await asyncio.to_thread(
-            self.enqueue_many,
-            topic,
-            payloads,
-            run_at=run_at,
-            delay=delay,
-            max_retries=max_retries,
-            tx=tx,
-        )
+            self.enqueue_many, topic, payloads, run_at=run_at, delay=delay,
+            max_retries=max_retries, priority=priority, unique_keys=unique_keys, tx=tx,
+        )  # fmt: skip
 
     async def aget(self, job_id: str) -> Job:
         """Awaitable :meth:`get`."""

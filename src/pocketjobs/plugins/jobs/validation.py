@@ -31,8 +31,10 @@ from pocketjobs.plugins.jobs.limits import (
     MAX_DELAY,
     MAX_JSON_DEPTH,
     MAX_OFFSET,
+    MAX_PRIORITY,
     MAX_RETRIES_LIMIT,
     MAX_TOPIC_LENGTH,
+    MAX_UNIQUE_KEY_LENGTH,
 )
 
 __all__ = [
@@ -42,8 +44,10 @@ __all__ = [
     "check_job_id",
     "check_max_retries",
     "check_payloads",
+    "check_priority",
     "check_schedule",
     "check_topic",
+    "check_unique_keys",
     "is_storable_text",
     "serialize_payload",
     "to_millis",
@@ -212,6 +216,48 @@ def check_max_retries(max_retries: object, default: int) -> int:
     return max_retries
 
 
+def check_priority(priority: object) -> int:
+    """``priority`` (0 for ``None``) if it is an int from 0 (first) to ``MAX_PRIORITY``;
+    else :class:`InvalidJobOptions`."""
+    if priority is None:
+        return 0
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
+        raise InvalidJobOptions(
+            f"priority must be an integer from 0 (first) to {MAX_PRIORITY}",
+            field="priority",
+            code="validation_invalid_number",
+        )
+    return priority
+
+
+def check_unique_keys(keys: object, count: int) -> list[str | None]:
+    """``keys`` (one per job, ``None`` for no key; all ``None`` when ``keys`` is) if each
+    key is a non-empty string of storable text of at most ``MAX_UNIQUE_KEY_LENGTH``
+    characters; else :class:`InvalidJobOptions`."""
+    if keys is None:
+        return [None] * count
+    if isinstance(keys, str | bytes) or not isinstance(keys, Sequence) or len(keys) != count:
+        raise InvalidJobOptions(
+            "unique_keys must be a list with one key (or None) per payload",
+            field="unique_key",
+            code="validation_invalid_unique_key",
+        )
+    for key in keys:
+        if key is not None and (
+            not isinstance(key, str)
+            or not key
+            or len(key) > MAX_UNIQUE_KEY_LENGTH
+            or not is_storable_text(key)
+        ):
+            raise InvalidJobOptions(
+                f"a unique key must be a non-empty string of at most {MAX_UNIQUE_KEY_LENGTH}"
+                " characters of valid text",
+                field="unique_key",
+                code="validation_invalid_unique_key",
+            )
+    return list(keys)
+
+
 def check_filter(job_filter: JobFilter) -> JobFilter:
     """``job_filter`` if its fields are valid; else :class:`InvalidJobOptions`."""
     if job_filter.status is not None and job_filter.status not in JOB_STATUSES:
@@ -251,6 +297,8 @@ class EnqueueSpec:
     due: datetime
     max_retries: int
     payload_texts: list[str]
+    priority: int
+    unique_keys: list[str | None]
 
 
 class _Collector:
@@ -286,6 +334,8 @@ def check_enqueue(
     max_size: int,
     allowed: Sequence[str] = (),
     known: Sequence[JobsError] = (),
+    priority: object = None,
+    unique_keys: object = None,
 ) -> EnqueueSpec:
     """Validate an enqueue of one job per payload at ``now`` (``allowed``: the topics
     allowed, all when empty). Raises the error of the first bad field, with the errors of
@@ -295,10 +345,13 @@ def check_enqueue(
     checked_topic = collector.check(lambda: check_topic(topic, allowed))
     due = collector.check(lambda: check_schedule(now, run_at, delay))
     retries = collector.check(lambda: check_max_retries(max_retries, default_max_retries))
+    checked_priority = collector.check(lambda: check_priority(priority))
     texts = collector.check(
         lambda: [serialize_payload(payload, max_size) for payload in check_payloads(payloads)]
     )
+    keys = collector.check(lambda: check_unique_keys(unique_keys, len(texts or ())))
     collector.raise_errors()  # so every check returned its value
     return EnqueueSpec(
-        cast(str, checked_topic), cast(datetime, due), cast(int, retries), cast("list[str]", texts)
-    )
+        cast(str, checked_topic), cast(datetime, due), cast(int, retries), cast("list[str]", texts),
+        cast(int, checked_priority), cast("list[str | None]", keys),
+    )  # fmt: skip

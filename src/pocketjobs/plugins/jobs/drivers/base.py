@@ -45,6 +45,8 @@ class NewJob:
     run_at: datetime
     max_retries: int
     created: datetime
+    priority: int = 0
+    unique_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +108,15 @@ class JobsDriver(abc.ABC):
     # -- store verbs ---------------------------------------------------------------------
 
     @abc.abstractmethod
-    def jobs_insert(self, q: Queryable, jobs: Sequence[NewJob], *, wake_at: datetime) -> None:
-        """Insert ``jobs`` (all or nothing) and, where the database can, notify every
-        listening dispatcher, on commit, that work is due at ``wake_at``."""
+    def jobs_insert(
+        self, q: Queryable, jobs: Sequence[NewJob], *, wake_at: datetime
+    ) -> list[Job | None]:
+        """Insert ``jobs`` and, where the database can, notify every listening dispatcher,
+        on commit, that work is due at ``wake_at``. A job with a ``unique_key`` whose topic
+        and key a pending or processing job holds (the database's unique index decides,
+        also against concurrent transactions) is not inserted: the result has that job at
+        its place, ``None`` where a job was inserted. Jobs with keys need ``q`` to be a
+        transaction (the store opens one) for all-or-nothing."""
 
     @abc.abstractmethod
     def jobs_get(self, q: Queryable, job_id: str) -> Job | None:

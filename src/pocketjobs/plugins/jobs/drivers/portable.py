@@ -23,7 +23,7 @@ __all__ = ["JOB_COLUMNS", "PortableSQLDriver"]
 #: The columns of a :class:`Job`, in the order of its fields (what ``decode_job`` reads).
 JOB_COLUMNS: Final = (
     "id, topic, payload, status, run_at, locked_until, retries, max_retries, last_error,"
-    " created, updated"
+    " created, updated, priority, unique_key"
 )
 
 _GET_SQL: Final = f"SELECT {JOB_COLUMNS} FROM _jobs WHERE id = ?"

@@ -166,18 +166,24 @@ class _Function:
 
 _ARG = re.compile(r"(?<![:\w]):([a-z_]+)")
 
-# A claimed job, as the claim function returns it.
-_CLAIM_COLUMNS = (
+# A claimed job, as the claim function returns it (steps 3 and 4: without the priority
+# and unique key that step 5 adds).
+_CLAIM_COLUMNS_0004 = (
     "id text, topic text, payload json, status text, run_at timestamptz,"
     " locked_until timestamptz, retries integer, max_retries integer, last_error text,"
     " created timestamptz, updated timestamptz"
+)
+_CLAIM_COLUMNS = _CLAIM_COLUMNS_0004 + ", priority integer, unique_key text"
+_RETURNING_0004 = (
+    "j.id, j.topic, j.payload, j.status, j.run_at, j.locked_until, j.retries, j.max_retries,"
+    " j.last_error, j.created, j.updated"
 )
 
 # Per handled topic, a LIMIT-ed ordered scan of idx_jobs_pending that skips rows other
 # claimers hold; then the oldest of those across topics. (One scan over all topics with
 # `topic = ANY(...)` lets the planner bitmap-scan and sort every pending row when its
 # statistics lag, e.g. right after a bulk enqueue.)
-_CLAIM = _Function(
+_CLAIM_0004 = _Function(
     name="_jobs_claim",
     args=(
         ("topics", "text[]"),
@@ -193,7 +199,7 @@ _CLAIM = _Function(
     prelude="""IF NOT :durable THEN
                     PERFORM set_config('synchronous_commit', 'off', true);
                 END IF;""",
-    returns=_CLAIM_COLUMNS,
+    returns=_CLAIM_COLUMNS_0004,
     body=f"""WITH picked AS (
             SELECT p.id FROM unnest(:topics) AS t(topic)
             CROSS JOIN LATERAL (
@@ -204,6 +210,29 @@ _CLAIM = _Function(
                 FOR UPDATE SKIP LOCKED
             ) AS p
             ORDER BY p.run_at, p.id
+            LIMIT :batch
+        )
+        UPDATE _jobs AS j SET status = 'processing', locked_until = :lock_until,
+            locked_by = :token, updated = :now
+        WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
+        RETURNING {_RETURNING_0004}""",
+)
+
+# Step 5: the same claim in (priority, run_at, id) order, on idx_jobs_pending (topic,
+# priority, run_at, id): per topic an ordered range scan that skips jobs not yet due.
+_CLAIM = dataclasses.replace(
+    _CLAIM_0004,
+    returns=_CLAIM_COLUMNS,
+    body=f"""WITH picked AS (
+            SELECT p.id FROM unnest(:topics) AS t(topic)
+            CROSS JOIN LATERAL (
+                SELECT id, priority, run_at FROM _jobs
+                WHERE status = 'pending' AND topic = t.topic AND run_at <= :now
+                ORDER BY priority, run_at, id
+                LIMIT :batch
+                FOR UPDATE SKIP LOCKED
+            ) AS p
+            ORDER BY p.priority, p.run_at, p.id
             LIMIT :batch
         )
         UPDATE _jobs AS j SET status = 'processing', locked_until = :lock_until,
@@ -252,7 +281,7 @@ _SETTLE = _Function(
 # The functions as earlier steps created them (an applied step keeps doing what it did;
 # should a body change, its old steps get a copy of the body they had). Step 2: payloads
 # as jsonb, the column's type until step 3, and sequential scans allowed until step 4.
-_CLAIM_0003 = dataclasses.replace(_CLAIM, settings=_GENERIC_PLAN)
+_CLAIM_0003 = dataclasses.replace(_CLAIM_0004, settings=_GENERIC_PLAN)
 _CLAIM_0002 = dataclasses.replace(
     _CLAIM_0003, returns=_CLAIM_COLUMNS.replace("payload json,", "payload jsonb,")
 )
@@ -282,16 +311,57 @@ def _store_payload_text(tx: Tx) -> None:
 
 def _plan_without_seqscans(tx: Tx) -> None:
     """Plan the dispatcher's functions with index scans only (see :data:`_INDEX_PLAN`)."""
-    _CLAIM.alter_settings(tx)
+    _CLAIM_0004.alter_settings(tx)
     _SETTLE.alter_settings(tx)
+
+
+def _add_priority_and_unique_key(tx: Tx) -> None:
+    """Add ``priority`` (0 first, default 0) and ``unique_key`` without rewriting the
+    table (a column with a constant default and a nullable one are catalogue changes; the
+    check is validated by a scan under a weaker lock); claim in priority order; keep one
+    pending or processing job per topic and key (a partial unique index)."""
+    tx.execute(
+        """ALTER TABLE _jobs ADD COLUMN priority integer NOT NULL DEFAULT 0,
+            ADD COLUMN unique_key text"""
+    )
+    tx.execute(
+        "ALTER TABLE _jobs ADD CONSTRAINT _jobs_priority_range"
+        " CHECK (priority BETWEEN 0 AND 9) NOT VALID"
+    )
+    tx.execute("ALTER TABLE _jobs VALIDATE CONSTRAINT _jobs_priority_range")
+    tx.execute("DROP INDEX idx_jobs_pending")
+    tx.execute(
+        "CREATE INDEX idx_jobs_pending ON _jobs (topic, priority, run_at, id)"
+        " WHERE status = 'pending'"
+    )
+    tx.execute(f"CREATE UNIQUE INDEX idx_jobs_unique ON _jobs (topic, unique_key) {_UNIQUE_WHERE}")
+    _CLAIM_0004.drop(tx)  # its result type changes: CREATE OR REPLACE cannot do that
+    _CLAIM.create(tx)
+
+
+# The rows the unique index covers (the ON CONFLICT target repeats it).
+_UNIQUE_WHERE = "WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')"
 
 
 _INSERT_ONE_SQL = """WITH inserted AS (
         INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries, created,
-                           updated)
-        VALUES (?, ?, ?::json, 'pending', ?, 0, ?, ?, ?)
+                           updated, priority)
+        VALUES (?, ?, ?::json, 'pending', ?, 0, ?, ?, ?, ?)
     )
     SELECT pg_notify(?, ?)"""
+
+# A job with a unique key: inserted unless its topic and key are taken (the notification
+# only if it was inserted); else the job that holds them.
+_INSERT_UNIQUE_SQL = f"""WITH inserted AS (
+        INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries, created,
+                           updated, priority, unique_key)
+        VALUES (?, ?, ?::json, 'pending', ?, 0, ?, ?, ?, ?, ?)
+        ON CONFLICT (topic, unique_key) {_UNIQUE_WHERE} DO NOTHING
+        RETURNING id
+    )
+    SELECT pg_notify(?, ?) FROM inserted"""
+_HOLDER_SQL = f"""SELECT {JOB_COLUMNS} FROM _jobs
+    WHERE topic = ? AND unique_key = ? AND status IN ('pending', 'processing')"""
 
 # A batch travels as one JSON array of rows: far cheaper to build and send than one array
 # parameter per column. json_to_recordset (not jsonb_...) hands a `json` column the value's
@@ -299,12 +369,12 @@ _INSERT_ONE_SQL = """WITH inserted AS (
 # and escaped again: the same string). JSON null becomes SQL NULL here: hence the COALESCE.
 _INSERT_MANY_SQL = """WITH inserted AS (
         INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries, created,
-                           updated)
+                           updated, priority)
         SELECT id, topic, COALESCE(payload, 'null'), 'pending', run_at, 0, max_retries,
-               created, created
+               created, created, priority
         FROM json_to_recordset(?::json) AS t(id text, topic text, payload json,
                                               run_at timestamptz, max_retries integer,
-                                              created timestamptz)
+                                              created timestamptz, priority integer)
     )
     SELECT pg_notify(?, ?)"""
 
@@ -325,7 +395,7 @@ def _rows_json(jobs: Sequence[NewJob]) -> str:
         ",".join(
             f'{{"id":{json.dumps(job.id)},"topic":{enc(job.topic)},"payload":{job.payload_json},'
             f'"run_at":{enc(job.run_at)},"max_retries":{job.max_retries},'
-            f'"created":{enc(job.created)}}}'
+            f'"created":{enc(job.created)},"priority":{job.priority}}}'
             for job in jobs
         )
     )
@@ -333,6 +403,10 @@ def _rows_json(jobs: Sequence[NewJob]) -> str:
 
 def _job(row: Sequence[Any]) -> Job:
     return Job(*row)
+
+
+def _claim_order(job: Job) -> tuple[int, datetime, str]:
+    return job.priority, job.run_at, job.id
 
 
 def _claim_arrays(claims: Sequence[Claim]) -> tuple[list[str], list[str]]:
@@ -357,6 +431,7 @@ class PostgresJobsDriver(PortableSQLDriver):
             Migration("jobs_0002_dispatcher_functions", _create_functions),
             Migration("jobs_0003_payload_json", _store_payload_text),
             Migration("jobs_0004_index_only_plans", _plan_without_seqscans),
+            Migration("jobs_0005_priority_unique_key", _add_priority_and_unique_key),
         ]
 
     def encode_time(self, moment: datetime) -> datetime:
@@ -365,19 +440,42 @@ class PostgresJobsDriver(PortableSQLDriver):
     def decode_job(self, row: Sequence[Any]) -> Job:
         return _job(row)
 
-    def jobs_insert(self, q: Queryable, jobs: Sequence[NewJob], *, wake_at: datetime) -> None:
+    def jobs_insert(
+        self, q: Queryable, jobs: Sequence[NewJob], *, wake_at: datetime
+    ) -> list[Job | None]:
         # One statement: the insert, and the notification that is delivered at commit.
-        # JSON rows for a batch; plain parameters for one job.
+        # JSON rows for a batch; plain parameters for one job; a statement of its own for
+        # each job with a unique key.
         notify = (NOTIFY_CHANNEL, format_time(wake_at))
-        if len(jobs) == 1:
-            job = jobs[0]
+        plain = [job for job in jobs if job.unique_key is None]
+        if len(plain) == 1:
+            job = plain[0]
             q.execute(
                 _INSERT_ONE_SQL,
                 (job.id, job.topic, job.payload_json, job.run_at, job.max_retries, job.created,
-                 job.created, *notify),
+                 job.created, job.priority, *notify),
             )  # fmt: skip
-            return
-        q.execute(_INSERT_MANY_SQL, (_rows_json(jobs), *notify))
+        elif plain:
+            q.execute(_INSERT_MANY_SQL, (_rows_json(plain), *notify))
+        if len(plain) == len(jobs):
+            return [None] * len(jobs)
+        return [None if job.unique_key is None else self._insert_unique(q, job, notify)
+                for job in jobs]  # fmt: skip
+
+    def _insert_unique(self, q: Queryable, job: NewJob, notify: tuple[str, str]) -> Job | None:
+        """Insert ``job`` unless its key is taken; the job holding the key, or ``None``."""
+        while True:
+            inserted = q.fetch_tuples(
+                _INSERT_UNIQUE_SQL,
+                (job.id, job.topic, job.payload_json, job.run_at, job.max_retries, job.created,
+                 job.created, job.priority, job.unique_key, *notify),
+            )  # fmt: skip
+            if inserted:
+                return None
+            holders = q.fetch_tuples(_HOLDER_SQL, (job.topic, job.unique_key))
+            if holders:
+                return _job(holders[0])
+            # The holder finished between the two statements: the key is free, try again.
 
     def jobs_claim(self, q: Queryable, params: ClaimParams) -> list[Job]:
         if params.limit <= 0 or not params.topics:
@@ -387,7 +485,7 @@ class PostgresJobsDriver(PortableSQLDriver):
         durable = not isinstance(q, Database)
         rows = q.fetch_tuples(_CLAIM.call(), _claim_args(params, durable=durable))
         jobs = [_job(row) for row in rows]
-        jobs.sort(key=lambda job: (job.run_at, job.id))  # RETURNING order is unspecified
+        jobs.sort(key=_claim_order)  # RETURNING order is unspecified
         return jobs
 
     def claim_plan(self, db: Database, params: ClaimParams) -> str:
@@ -407,9 +505,12 @@ class PostgresJobsDriver(PortableSQLDriver):
 
     def jobs_next_due(self, q: Queryable, topics: Sequence[str]) -> datetime | None:
         value = q.fetch_value(
+            # One probe of idx_jobs_pending per topic and priority.
             """SELECT min(p.run_at) FROM unnest(?::text[]) AS t(topic)
+            CROSS JOIN generate_series(0, 9) AS r(priority)
             CROSS JOIN LATERAL (
-                SELECT run_at FROM _jobs WHERE status = 'pending' AND topic = t.topic
+                SELECT run_at FROM _jobs
+                WHERE status = 'pending' AND topic = t.topic AND priority = r.priority
                 ORDER BY run_at LIMIT 1
             ) AS p""",
             (list(topics),),

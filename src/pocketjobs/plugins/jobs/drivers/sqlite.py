@@ -74,6 +74,32 @@ def _claim_names_its_index(tx: Tx) -> None:
     names the same on both databases."""
 
 
+def _add_priority_and_unique_key(tx: Tx) -> None:
+    """Add ``priority`` (0 first, default 0) and ``unique_key``; claim in priority order;
+    keep one pending or processing job per topic and key (a partial unique index)."""
+    tx.execute(
+        "ALTER TABLE _jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0"
+        " CHECK (priority BETWEEN 0 AND 9)"
+    )
+    tx.execute("ALTER TABLE _jobs ADD COLUMN unique_key TEXT")
+    tx.execute("DROP INDEX idx_jobs_pending")
+    tx.execute(
+        "CREATE INDEX idx_jobs_pending ON _jobs (priority, run_at, id) WHERE status = 'pending'"
+    )
+    tx.execute(f"CREATE UNIQUE INDEX idx_jobs_unique ON _jobs (topic, unique_key) {_UNIQUE_WHERE}")
+
+
+# The rows the unique index covers (the ON CONFLICT target repeats it).
+_UNIQUE_WHERE = "WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')"
+_INSERT_SQL = (
+    "INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries,"
+    " created, updated, priority, unique_key) VALUES (?, ?, ?, 'pending', ?, 0, ?, ?, ?, ?, ?)"
+)
+_INSERT_UNIQUE_SQL = f"{_INSERT_SQL} ON CONFLICT (topic, unique_key) {_UNIQUE_WHERE} DO NOTHING"
+_HOLDER_SQL = f"""SELECT {JOB_COLUMNS} FROM _jobs
+    WHERE topic = ? AND unique_key = ? AND status IN ('pending', 'processing')"""
+
+
 def _time(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
@@ -91,6 +117,8 @@ def _job(row: Sequence[Any]) -> Job:
         last_error=row[8],
         created=_time(row[9]),
         updated=_time(row[10]),
+        priority=row[11],
+        unique_key=row[12],
     )
 
 
@@ -104,7 +132,7 @@ def _claim_sql(topic_count: int) -> str:
         WHERE id IN (
             SELECT id FROM _jobs INDEXED BY idx_jobs_pending
             WHERE status = 'pending' AND run_at <= ? AND topic IN ({_placeholders(topic_count)})
-            ORDER BY run_at, id LIMIT ?
+            ORDER BY priority, run_at, id LIMIT ?
         ) RETURNING {JOB_COLUMNS}"""
 
 
@@ -165,6 +193,7 @@ class SQLiteJobsDriver(PortableSQLDriver):
             Migration("jobs_0002_dispatcher_functions", _no_function_needed),
             Migration("jobs_0003_payload_json", _payload_already_text),
             Migration("jobs_0004_index_only_plans", _claim_names_its_index),
+            Migration("jobs_0005_priority_unique_key", _add_priority_and_unique_key),
         ]
 
     def encode_time(self, moment: datetime) -> str:
@@ -173,7 +202,9 @@ class SQLiteJobsDriver(PortableSQLDriver):
     def decode_job(self, row: Sequence[Any]) -> Job:
         return _job(row)
 
-    def jobs_insert(self, q: Queryable, jobs: Sequence[NewJob], *, wake_at: datetime) -> None:
+    def jobs_insert(
+        self, q: Queryable, jobs: Sequence[NewJob], *, wake_at: datetime
+    ) -> list[Job | None]:
         # SQLite has no cross-process notification: the store wakes this process's
         # dispatcher itself, and other processes poll.
         stamps: dict[datetime, str] = {}  # a batch shares its times: format each once
@@ -193,24 +224,37 @@ class SQLiteJobsDriver(PortableSQLDriver):
                 job.max_retries,
                 stamp(job.created),
                 stamp(job.created),
+                job.priority,
+                job.unique_key,
             )
             for job in jobs
         ]
-        sql = (
-            "INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries,"
-            " created, updated) VALUES (?, ?, ?, 'pending', ?, 0, ?, ?, ?)"
-        )
-        if len(rows) == 1:
-            q.execute(sql, rows[0])
-        else:
-            q.execute_many(sql, rows)
+        if all(job.unique_key is None for job in jobs):
+            if len(rows) == 1:
+                q.execute(_INSERT_SQL, rows[0])
+            else:
+                q.execute_many(_INSERT_SQL, rows)
+            return [None] * len(jobs)
+        # One writer at a time: nothing can take or free a key between these statements.
+        holders: list[Job | None] = []
+        for job, row in zip(jobs, rows, strict=True):
+            if job.unique_key is None:
+                q.execute(_INSERT_SQL, row)
+                holders.append(None)
+            elif q.execute(_INSERT_UNIQUE_SQL, row) > 0:
+                holders.append(None)
+            else:
+                found = q.fetch_tuples(_HOLDER_SQL, (job.topic, job.unique_key))
+                holders.append(_job(found[0]))
+        return holders
 
     def jobs_claim(self, q: Queryable, params: ClaimParams) -> list[Job]:
         if params.limit <= 0 or not params.topics:
             return []
         rows = q.fetch_tuples(_claim_sql(len(params.topics)), _claim_params(params))
         jobs = [_job(row) for row in rows]
-        jobs.sort(key=lambda job: (job.run_at, job.id))  # RETURNING order is unspecified
+        # RETURNING order is unspecified
+        jobs.sort(key=lambda job: (job.priority, job.run_at, job.id))
         return jobs
 
     def claim_plan(self, db: Database, params: ClaimParams) -> str:
@@ -222,10 +266,13 @@ class SQLiteJobsDriver(PortableSQLDriver):
     def jobs_next_due(self, q: Queryable, topics: Sequence[str]) -> datetime | None:
         if not topics:
             return None
+        # Per priority, the earliest of idx_jobs_pending's range for that priority.
         value = q.fetch_value(
-            f"""SELECT run_at FROM _jobs INDEXED BY idx_jobs_pending
-            WHERE status = 'pending' AND topic IN ({_placeholders(len(topics))})
-            ORDER BY run_at LIMIT 1""",
+            f"""SELECT min((SELECT run_at FROM _jobs INDEXED BY idx_jobs_pending
+                WHERE status = 'pending' AND priority = p.value
+                  AND topic IN ({_placeholders(len(topics))})
+                ORDER BY run_at LIMIT 1))
+            FROM json_each('[0,1,2,3,4,5,6,7,8,9]') AS p""",
             topics,
         )
         return _time(value) if value is not None else None
