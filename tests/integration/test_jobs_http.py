@@ -1057,3 +1057,39 @@ def test_enqueued_job_runs_then_fails_is_requeued_and_completes(
         response, 400, f"job {job['id']} is completed; only pending or failed jobs can be deleted"
     )
     assert srv.db_status(job["id"]) == "completed"
+
+
+# -- priorities and unique keys -------------------------------------------------------------
+
+
+def test_enqueue_with_a_priority_and_a_unique_key(srv: JobsServer) -> None:
+    first = srv.new_job("report", {"n": 1}, priority=3, unique_key="report:42")
+    assert first["priority"] == 3
+    assert first["unique_key"] == "report:42"
+    assert first["duplicate"] is False
+    again = srv.enqueue({"topic": "report", "payload": {"n": 2}, "unique_key": "report:42"})
+    assert again.status_code == 200, again.text
+    assert again.json()["duplicate"] is True
+    assert again.json()["id"] == first["id"]
+    assert again.json()["payload"] == {"n": 1}
+    assert srv.count() == 1
+    fetched = srv.http.get(f"/api/jobs/{first['id']}", headers=srv.su).json()
+    assert fetched["priority"] == 3
+    assert fetched["duplicate"] is False
+
+
+@pytest.mark.parametrize(
+    ("body", "name"),
+    [
+        ({"topic": "t", "priority": 10}, "priority"),
+        ({"topic": "t", "priority": "high"}, "priority"),
+        ({"topic": "t", "unique_key": ""}, "unique_key"),
+        ({"topic": "t", "unique_key": 5}, "unique_key"),
+        ({"topic": "t", "unique_key": "k" * 256}, "unique_key"),
+    ],
+)
+def test_invalid_priority_or_unique_key_is_400(
+    srv: JobsServer, body: dict[str, Any], name: str
+) -> None:
+    assert_field_error(srv.enqueue(body), name)
+    assert srv.count() == 0
