@@ -43,6 +43,7 @@ SPEC_DEFAULTS: dict[str, Any] = {
     "backoff": default_backoff,
     "shutdown_timeout": timedelta(seconds=30),
     "clock": now_utc,
+    "max_backoff": timedelta(hours=1),
 }
 
 
@@ -72,12 +73,12 @@ def test_defaults_are_valid() -> None:
     assert validate(default_config()) == default_config()
 
 
-@pytest.mark.parametrize(
-    ("attempt", "expected"),
-    [(1, timedelta(minutes=1)), (2, timedelta(minutes=4)), (3, timedelta(minutes=9))],
-)
-def test_default_backoff_is_attempt_squared_minutes(attempt: int, expected: timedelta) -> None:
-    assert default_backoff(attempt) == expected
+@pytest.mark.parametrize("attempt", [1, 2, 3, 8, 1000])
+def test_default_backoff_is_exponential_with_jitter(attempt: int) -> None:
+    full = timedelta(seconds=15 * 2 ** min(attempt - 1, 30))
+    waits = {default_backoff(attempt) for _ in range(50)}
+    assert all(0.75 * full <= wait <= full for wait in waits)
+    assert len(waits) > 1, "no jitter"
 
 
 @pytest.mark.parametrize("attempt", [0, -1])
@@ -195,6 +196,7 @@ def test_typing_only_init_signature_matches_the_fields() -> None:
         "poll_interval": "timedelta | float",
         "lock_duration": "timedelta | float",
         "shutdown_timeout": "timedelta | float",
+        "max_backoff": "timedelta | float",
         "allowed_topics": "Iterable[str]",
     }
     for param, field in zip(params, fields, strict=True):
@@ -343,6 +345,7 @@ DURATION_VARIABLES = [
     ("PB_JOBS_POLL_INTERVAL", "poll_interval"),
     ("PB_JOBS_LOCK_DURATION", "lock_duration"),
     ("PB_JOBS_SHUTDOWN_TIMEOUT", "shutdown_timeout"),
+    ("PB_JOBS_MAX_BACKOFF", "max_backoff"),
 ]
 ALL_VARIABLES = [
     *BOOL_VARIABLES,
@@ -464,6 +467,7 @@ def test_env_all_variables_at_once() -> None:
         "PB_JOBS_ALLOWED_TOPICS": "a,b",
         "PB_JOBS_AUTO_START": "false",
         "PB_JOBS_SHUTDOWN_TIMEOUT": "1m",
+        "PB_JOBS_MAX_BACKOFF": "2h",
     }
     rule_backoff = Config(enqueue_rule="true", manage_rule="", backoff=lambda n: timedelta(n))
     config = apply_env(rule_backoff, environ)
@@ -480,6 +484,7 @@ def test_env_all_variables_at_once() -> None:
         allowed_topics=("a", "b"),
         auto_start=False,
         shutdown_timeout=timedelta(minutes=1),
+        max_backoff=timedelta(hours=2),
     )
     # fields without an env variable keep the code's values
     assert config.enqueue_rule == "true"

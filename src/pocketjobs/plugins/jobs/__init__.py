@@ -18,6 +18,7 @@ See this package's README.md for the full manual.
 
 from pocketjobs.plugins.jobs.config import Config, ConfigError, default_config
 from pocketjobs.plugins.jobs.errors import (
+    InvalidHandler,
     InvalidJobOptions,
     InvalidPayload,
     InvalidTopic,
@@ -36,11 +37,14 @@ from pocketjobs.plugins.jobs.register import (
     must_register,
     register,
 )
+from pocketjobs.plugins.jobs.retry import Discard, Snooze
 from pocketjobs.plugins.jobs.store import JobStore
 
 __all__ = [
     "Config",
     "ConfigError",
+    "Discard",
+    "InvalidHandler",
     "InvalidJobOptions",
     "InvalidPayload",
     "InvalidTopic",
@@ -57,6 +61,7 @@ __all__ = [
     "PayloadTooLarge",
     "PluginAlreadyRegistered",
     "PluginDisabled",
+    "Snooze",
     "TopicAlreadyRegistered",
     "default_config",
     "get_job_store",

@@ -28,7 +28,14 @@ from datetime import datetime
 from typing import Any
 
 from pocketjobs.core import Database, DatabaseError
-from pocketjobs.plugins.jobs.drivers import Claim, ClaimParams, Failure, JobsDriver, Outcomes
+from pocketjobs.plugins.jobs.drivers import (
+    Claim,
+    ClaimParams,
+    Failure,
+    JobsDriver,
+    Outcomes,
+    Snoozed,
+)
 from pocketjobs.plugins.jobs.job import Job
 
 __all__ = ["Completer", "InlineCompleter", "ThreadedCompleter", "new_completer"]
@@ -67,10 +74,10 @@ class Completer(abc.ABC):
         self._on_written = on_written
         self._logger = logger
         # Appended by handler threads, written and popped by one writer thread.
-        self._queue: deque[Claim | Failure] = deque()
+        self._queue: deque[Claim | Failure | Snoozed] = deque()
 
-    def record(self, outcome: Claim | Failure) -> None:
-        """Queue an outcome to be written (a completed claim, or a failure)."""
+    def record(self, outcome: Claim | Failure | Snoozed) -> None:
+        """Queue an outcome to be written (a completed claim, a failure, a snooze)."""
         self._queue.append(outcome)
         self._notify()
 
@@ -87,12 +94,15 @@ class Completer(abc.ABC):
         count = len(self._queue)
         completed: list[Claim] = []
         failed: list[Failure] = []
+        snoozed: list[Snoozed] = []
         for outcome in itertools.islice(self._queue, count):
             if isinstance(outcome, Claim):
                 completed.append(outcome)
-            else:
+            elif isinstance(outcome, Failure):
                 failed.append(outcome)
-        return count, Outcomes(self._clock(), completed, failed)
+            else:
+                snoozed.append(outcome)
+        return count, Outcomes(self._clock(), completed, failed, snoozed)
 
     def _written(self, count: int, outcomes: Outcomes, written: int) -> None:
         for _ in range(count):

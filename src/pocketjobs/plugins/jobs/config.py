@@ -15,9 +15,10 @@ field                 default                         env override
 ``manage_rule``       ``None`` (superusers only)      —
 ``allowed_topics``    ``()`` (all topics)             ``PB_JOBS_ALLOWED_TOPICS`` (comma separated)
 ``auto_start``        ``True``                        ``PB_JOBS_AUTO_START`` (bool)
-``backoff``           retry *n* waits *n²* minutes    —
+``backoff``           exponential with jitter         —
 ``shutdown_timeout``  30 s                            ``PB_JOBS_SHUTDOWN_TIMEOUT`` (duration)
 ``clock``             the system clock (aware UTC)    — (tests pass a controllable clock)
+``max_backoff``       1 h                             ``PB_JOBS_MAX_BACKOFF`` (duration)
 ====================  ==============================  ==========================================
 
 Env values:
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -48,7 +50,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from pocketjobs.core.times import now_utc
-from pocketjobs.plugins.jobs.limits import MAX_RETRIES_LIMIT, MAX_TOPIC_LENGTH
+from pocketjobs.plugins.jobs.limits import MAX_RETRIES_LIMIT, MAX_RETRY_WAIT, MAX_TOPIC_LENGTH
 
 __all__ = [
     "Config",
@@ -67,18 +69,23 @@ class ConfigError(ValueError):
 
 
 def default_backoff(attempt: int) -> timedelta:
-    """The delay before retry number ``attempt`` (1-based): ``attempt²`` minutes.
+    """The delay before retry number ``attempt`` (1-based): exponential with jitter,
+    ``15 s * 2 ** (attempt - 1) * j`` with ``j`` uniform in [0.75, 1.0].
 
-    Retry 1 waits 1 minute, retry 2 waits 4 minutes, retry 3 waits 9 minutes. Raises
-    ``ValueError`` for ``attempt < 1`` (there is no retry number 0).
+    Retry 1 waits 11 to 15 s, retry 2 23 to 30 s, retry 3 45 to 60 s, retry 4 1.5 to 2 min;
+    whatever the backoff says, no retry waits more than the config's ``max_backoff``
+    (default 1 hour). The jitter spreads the retries of jobs that failed together (an
+    outage) instead of retrying them all at once. Raises ``ValueError`` for ``attempt < 1``
+    (there is no retry number 0).
     """
     if attempt < 1:
         raise ValueError(f"attempt must be at least 1, got {attempt!r}")
-    return timedelta(minutes=attempt * attempt)
+    doublings = min(attempt - 1, 30)  # past a few doublings max_backoff decides anyway
+    return timedelta(seconds=15 * 2**doublings * random.uniform(0.75, 1.0))
 
 
 # Field groups, used by normalisation, validation and the typing test.
-_DURATION_FIELDS = ("poll_interval", "lock_duration", "shutdown_timeout")
+_DURATION_FIELDS = ("poll_interval", "lock_duration", "shutdown_timeout", "max_backoff")
 _BOOL_FIELDS = ("disabled", "http_enabled", "auto_start")
 _INT_FIELDS = ("workers", "batch_size", "max_retries", "max_payload_size")
 _RULE_FIELDS = ("enqueue_rule", "manage_rule")
@@ -124,6 +131,7 @@ class Config:
     backoff: Callable[[int], timedelta] = default_backoff
     shutdown_timeout: timedelta = timedelta(seconds=30)
     clock: Callable[[], datetime] = now_utc
+    max_backoff: timedelta = timedelta(hours=1)
 
     if TYPE_CHECKING:
         # What the constructor accepts; the run-time __init__ is the generated one.
@@ -144,6 +152,7 @@ class Config:
             backoff: Callable[[int], timedelta] = ...,
             shutdown_timeout: timedelta | float = ...,
             clock: Callable[[], datetime] = ...,
+            max_backoff: timedelta | float = ...,
         ) -> None: ...
 
     def __post_init__(self) -> None:
@@ -282,6 +291,7 @@ _ENV_OVERRIDES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("PB_JOBS_ALLOWED_TOPICS", "allowed_topics", _parse_topics),
     ("PB_JOBS_AUTO_START", "auto_start", _parse_bool),
     ("PB_JOBS_SHUTDOWN_TIMEOUT", "shutdown_timeout", _parse_env_duration),
+    ("PB_JOBS_MAX_BACKOFF", "max_backoff", _parse_env_duration),
 )
 _BLANK_MEANS_DEFAULT = frozenset({"PB_JOBS_ALLOWED_TOPICS"})
 
@@ -345,6 +355,8 @@ def _problems(config: Config) -> list[str]:
             )
         elif name == "shutdown_timeout" and value < timedelta(0):
             problems.append(f"{name} must not be negative, got {value}")
+        elif name == "max_backoff" and value > MAX_RETRY_WAIT:
+            problems.append(f"{name} must be at most {MAX_RETRY_WAIT.days} days, got {value}")
         elif name != "shutdown_timeout" and value <= timedelta(0):
             problems.append(f"{name} must be positive, got {value}")
     for name in _RULE_FIELDS:

@@ -40,13 +40,15 @@ from datetime import datetime, timedelta
 from pocketjobs.core import Database, DatabaseError
 from pocketjobs.plugins.jobs.completer import Completer, db_backoff, new_completer
 from pocketjobs.plugins.jobs.config import Config
-from pocketjobs.plugins.jobs.drivers import ClaimParams, Failure, JobsDriver, Outcomes
+from pocketjobs.plugins.jobs.drivers import ClaimParams, Failure, JobsDriver, Outcomes, Snoozed
 from pocketjobs.plugins.jobs.executor import Executor, JobHandler, is_async_handler
-from pocketjobs.plugins.jobs.limits import MAX_RETRY_WAIT
+from pocketjobs.plugins.jobs.handlers import HandlerOptions
 from pocketjobs.plugins.jobs.maintenance import Maintenance
 from pocketjobs.plugins.jobs.notifier import Listener
 from pocketjobs.plugins.jobs.retry import (
     BackoffError,
+    Discard,
+    Snooze,
     error_summary,
     error_text,
     retry_at,
@@ -71,11 +73,14 @@ class Dispatcher:
         config: Config,
         handlers: Mapping[str, JobHandler],
         logger: logging.Logger,
+        *,
+        options: Mapping[str, HandlerOptions] | None = None,
     ) -> None:
         self._db = db
         self._driver = driver
         self._config = config
         self._handlers = handlers
+        self._options: Mapping[str, HandlerOptions] = options if options is not None else {}
         self._logger = logger
         self._clock = config.clock
         self._wake_event = threading.Event()  # the control thread has something to do
@@ -324,6 +329,13 @@ class Dispatcher:
             return None  # released at stop: the job is pending again, not ours
         if error is None:
             self._completer.record(run.claim)
+        elif isinstance(error, Snooze):
+            run_at = self._clock() + error.wait
+            self._logger.info(
+                "jobs: job %s (topic %r) snoozed until %s", run.job.id, run.job.topic,
+                run_at.isoformat(),
+            )  # fmt: skip
+            self._completer.record(Snoozed(run.claim, run_at))
         else:
             self._completer.record(self._failure(run, error, seconds))
         following = self._start_waiting(take=on_thread)
@@ -334,13 +346,22 @@ class Dispatcher:
         """The failed attempt of ``run``, to be retried or failed for good; logged."""
         job = run.job
         when: datetime | None = None
+        if isinstance(error, Discard):
+            self._logger.warning(
+                "jobs: job %s (topic %r) discarded by its handler at attempt %d: %s",
+                job.id, job.topic, job.retries + 1, error.reason,
+            )  # fmt: skip
+            return Failure(run.claim, f"Discarded: {error.reason}", None)
         if will_retry(job):
             now = self._clock()
+            options = self._options.get(job.topic)
+            backoff = options.backoff if options and options.backoff else self._config.backoff
+            max_wait = self._config.max_backoff
             try:
-                when = retry_at(self._config.backoff, job, now)
+                when = retry_at(backoff, job, now, max_wait)
             except BackoffError:
                 self._logger.exception("jobs: the backoff function failed for job %s", job.id)
-                when = now + MAX_RETRY_WAIT
+                when = now + max_wait
         attempt, attempts = job.retries + 1, job.max_retries + 1
         if when is not None:
             self._logger.warning(
@@ -367,7 +388,9 @@ class Dispatcher:
             self._logger.warning(
                 "jobs dispatcher: %d result(s) discarded: their claim was taken over", lost
             )
+        self._running.forget(snoozed.claim for snoozed in outcomes.snoozed)
         retries = [f.retry_at for f in outcomes.failed if f.retry_at is not None]
+        retries += [snoozed.run_at for snoozed in outcomes.snoozed]
         if retries:
             self._remember_due(min(retries))
         if retries or self._throttled:

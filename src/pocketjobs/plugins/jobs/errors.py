@@ -11,6 +11,7 @@ converts every one of them the same way::
      │    └── PayloadTooLarge     JSON longer than max_payload_size            400  field payload
      ├── InvalidJobOptions        bad run_at / delay / max_retries / filter   400  field named
      ├── TopicAlreadyRegistered   a handler for that topic exists             (not over HTTP)
+     ├── InvalidHandler           not callable with one Job, bad options      (not over HTTP)
      └── PluginAlreadyRegistered  the plugin is already registered on the app (not over HTTP)
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "InvalidHandler",
     "InvalidJobOptions",
     "InvalidPayload",
     "InvalidTopic",
@@ -99,6 +101,13 @@ class TopicAlreadyRegistered(JobsError):
     """A handler is already registered for the topic."""
 
     status = 409
+
+
+class InvalidHandler(JobsError, TypeError):
+    """A handler cannot be registered: it is not callable with one argument (the job), or
+    one of its options is not what it must be."""
+
+    status = 500
 
 
 class PluginAlreadyRegistered(JobsError):

@@ -8,11 +8,13 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from pocketjobs.plugins.jobs.job import Job
-from pocketjobs.plugins.jobs.limits import MAX_ERROR_LENGTH, MAX_RETRY_WAIT
+from pocketjobs.plugins.jobs.limits import MAX_DELAY, MAX_ERROR_LENGTH, MAX_RETRY_WAIT
 
 __all__ = [
     "LOCK_EXPIRED_ERROR",
     "BackoffError",
+    "Discard",
+    "Snooze",
     "error_summary",
     "error_text",
     "retry_at",
@@ -27,14 +29,47 @@ class BackoffError(Exception):
     """The backoff function raised or returned something other than a ``timedelta``."""
 
 
+class Snooze(Exception):
+    """Raised by a handler: run this job again after ``seconds`` (a number or a
+    ``timedelta``, from zero to the longest delay), without counting this attempt: its
+    retries and ``last_error`` stay as they were."""
+
+    def __init__(self, seconds: float | timedelta) -> None:
+        wait = seconds if isinstance(seconds, timedelta) else None
+        if wait is None:
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+                raise TypeError(f"Snooze takes seconds or a timedelta, not {seconds!r}")
+            if not 0 <= seconds <= MAX_DELAY.total_seconds():  # also refuses NaN
+                raise ValueError(f"Snooze seconds must be from 0 to {MAX_DELAY.days} days")
+            wait = timedelta(seconds=seconds)
+        elif not timedelta(0) <= wait <= MAX_DELAY:
+            raise ValueError(f"Snooze must be from 0 to {MAX_DELAY.days} days")
+        super().__init__(f"snoozed for {wait.total_seconds():g}s")
+        self.wait = wait
+
+
+class Discard(Exception):
+    """Raised by a handler: fail this job now, without a retry; ``last_error`` holds
+    ``reason``."""
+
+    def __init__(self, reason: str = "discarded by its handler") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def will_retry(job: Job) -> bool:
     """Whether a failed attempt of ``job`` (as claimed) is followed by another."""
     return job.retries < job.max_retries
 
 
-def retry_at(backoff: Callable[[int], timedelta], job: Job, now: datetime) -> datetime:
+def retry_at(
+    backoff: Callable[[int], timedelta],
+    job: Job,
+    now: datetime,
+    max_wait: timedelta = MAX_RETRY_WAIT,
+) -> datetime:
     """When the next attempt of ``job``, which failed at ``now``, is due:
-    ``now + backoff(retries + 1)``, clamped to zero..``MAX_RETRY_WAIT``.
+    ``now + backoff(retries + 1)``, clamped to zero..``max_wait``.
 
     Raises :class:`BackoffError` (chaining the cause) when ``backoff`` raises or returns
     something else than a ``timedelta``; the caller decides what to do then."""
@@ -45,7 +80,7 @@ def retry_at(backoff: Callable[[int], timedelta], job: Job, now: datetime) -> da
         raise BackoffError(f"backoff({attempt}) raised {exc!r}") from exc
     if not isinstance(wait, timedelta):
         raise BackoffError(f"backoff({attempt}) returned {wait!r}, not a timedelta")
-    return now + min(max(wait, timedelta(0)), MAX_RETRY_WAIT)
+    return now + min(max(wait, timedelta(0)), max_wait)
 
 
 def error_text(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ from pocketjobs.plugins.jobs.errors import (
     JobNotFound,
     TopicAlreadyRegistered,
 )
+from pocketjobs.plugins.jobs.handlers import HandlerOptions, check_handler
 from pocketjobs.plugins.jobs.job import Job, JobFilter, JobList, JobStats, uuid7
 from pocketjobs.plugins.jobs.validation import (
     check_enqueue,
@@ -50,6 +51,7 @@ class JobStore:
         self._clock = config.clock
         self._driver_instance: JobsDriver | None = None
         self._handlers: dict[str, JobHandler] = {}
+        self._options: dict[str, HandlerOptions] = {}
         self._handlers_lock = threading.Lock()
         self._dispatcher: Dispatcher | None = None
         self._dispatcher_lock = threading.Lock()
@@ -125,6 +127,10 @@ class JobStore:
         same call, gives that job (``duplicate=True``) at its place. Raises as
         :meth:`enqueue` does (``InvalidPayload`` also when ``payloads`` is not a list)."""
         now = to_millis(self._clock())
+        defaults = self._options.get(topic) if isinstance(topic, str) else None
+        if defaults is not None:
+            priority = defaults.priority if priority is None else priority
+            max_retries = defaults.max_retries if max_retries is None else max_retries
         spec = check_enqueue(
             topic, payloads, run_at, delay, max_retries, now=now, priority=priority,
             unique_keys=unique_keys, default_max_retries=self.config.max_retries,
@@ -216,25 +222,46 @@ class JobStore:
 
     # -- handlers and the dispatcher -----------------------------------------------------
 
-    def register(self, topic: str, fn: JobHandler) -> None:
+    def register(
+        self,
+        topic: str,
+        fn: JobHandler,
+        *,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        backoff: Callable[[int], timedelta] | None = None,
+    ) -> None:
         """Run ``fn(job)`` for jobs of ``topic`` (a plain or ``async`` function).
 
-        Raises :class:`TopicAlreadyRegistered` if the topic has a handler.
+        ``priority`` and ``max_retries`` are the topic's defaults for jobs enqueued in this
+        process without their own; ``backoff`` replaces the config's for its failed
+        attempts (capped at ``max_backoff`` all the same). Raises :class:`InvalidHandler`
+        when ``fn`` cannot be called with one argument (the job) or ``backoff`` is not
+        callable, :class:`InvalidJobOptions` for a bad default, and
+        :class:`TopicAlreadyRegistered` if the topic has a handler.
         """
         check_topic(topic)
-        if not callable(fn):
-            raise TypeError("a job handler must be callable")
+        options = HandlerOptions.checked(priority, max_retries, backoff)
+        check_handler(fn)
         with self._handlers_lock:
             if topic in self._handlers:
                 raise TopicAlreadyRegistered(f"a handler for topic {topic!r} is already registered")
+            self._options[topic] = options
             self._handlers[topic] = fn
         self._wake(None)
 
-    def handler(self, topic: str) -> Callable[[H], H]:
+    def handler(
+        self,
+        topic: str,
+        *,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        backoff: Callable[[int], timedelta] | None = None,
+    ) -> Callable[[H], H]:
         """Decorator form of :meth:`register`; returns the function unchanged."""
 
         def decorate(fn: H) -> H:
-            self.register(topic, fn)
+            self.register(topic, fn, priority=priority, max_retries=max_retries, backoff=backoff)
             return fn
 
         return decorate
@@ -248,8 +275,9 @@ class JobStore:
         with self._dispatcher_lock:
             if self._dispatcher is None or not self._dispatcher.is_running():
                 self._dispatcher = Dispatcher(
-                    self._app.db, self._driver, self.config, self._handlers, self._app.logger
-                )
+                    self._app.db, self._driver, self.config, self._handlers, self._app.logger,
+                    options=self._options,
+                )  # fmt: skip
             self._dispatcher.start()
 
     def stop(self, timeout: float | None = None) -> None:

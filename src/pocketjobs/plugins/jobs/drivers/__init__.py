@@ -19,6 +19,7 @@ from pocketjobs.plugins.jobs.drivers.base import (
     JobsDriver,
     NewJob,
     Outcomes,
+    Snoozed,
 )
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "JobsDriver",
     "NewJob",
     "Outcomes",
+    "Snoozed",
     "driver_for",
 ]
 

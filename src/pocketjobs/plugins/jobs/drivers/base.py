@@ -29,6 +29,7 @@ __all__ = [
     "JobsDriver",
     "NewJob",
     "Outcomes",
+    "Snoozed",
 ]
 
 #: The PostgreSQL notification channel that wakes dispatchers.
@@ -83,15 +84,26 @@ class Failure:
 
 
 @dataclass(frozen=True, slots=True)
+class Snoozed:
+    """An attempt of a claimed job that asked to run again at ``run_at``: pending again,
+    the attempt not counted (retries and ``last_error`` unchanged)."""
+
+    claim: Claim
+    run_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Outcomes:
-    """Finished attempts to record at ``now``: the completed claims and the failures."""
+    """Finished attempts to record at ``now``: the completed claims, the failures and the
+    snoozed ones."""
 
     now: datetime
     completed: Sequence[Claim] = ()
     failed: Sequence[Failure] = ()
+    snoozed: Sequence[Snoozed] = ()
 
     def __len__(self) -> int:
-        return len(self.completed) + len(self.failed)
+        return len(self.completed) + len(self.failed) + len(self.snoozed)
 
 
 class JobsDriver(abc.ABC):
@@ -162,8 +174,9 @@ class JobsDriver(abc.ABC):
         """Record finished attempts, all or nothing, fenced on their claims: completed
         claims become ``completed``; a failure goes back to pending with ``retries + 1`` at
         its ``retry_at``, or becomes ``failed`` with its retries unchanged (its
-        ``last_error`` set either way). A job whose claim was lost is left alone. Returns
-        the number of jobs written."""
+        ``last_error`` set either way); a snoozed job goes back to pending at its
+        ``run_at``, retries and ``last_error`` unchanged. A job whose claim was lost is left
+        alone. Returns the number of jobs written."""
 
     def jobs_settle_and_claim(
         self, db: Database, outcomes: Outcomes, params: ClaimParams | None

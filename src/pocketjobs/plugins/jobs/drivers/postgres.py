@@ -518,7 +518,27 @@ class PostgresJobsDriver(PortableSQLDriver):
         return value if isinstance(value, datetime) else None
 
     def jobs_settle(self, q: Queryable, outcomes: Outcomes) -> int:
-        # One statement, so all or nothing wherever it runs.
+        if outcomes.snoozed:  # rare: a second statement, in one transaction with the first
+            if isinstance(q, Database):
+                with q.transaction() as tx:
+                    return self._settle_snoozed(tx, outcomes)
+            return self._settle_snoozed(q, outcomes)
+        return self._settle(q, outcomes)
+
+    def _settle_snoozed(self, q: Queryable, outcomes: Outcomes) -> int:
+        snoozed = outcomes.snoozed
+        written = q.execute(
+            """UPDATE _jobs AS j SET status = 'pending', run_at = c.run_at, locked_until = NULL,
+                locked_by = NULL, updated = ?
+            FROM unnest(?::text[], ?::text[], ?::timestamptz[]) AS c(id, token, run_at)
+            WHERE j.id = c.id AND j.locked_by = c.token AND j.status = 'processing'""",
+            (outcomes.now, [s.claim.job_id for s in snoozed], [s.claim.token for s in snoozed],
+             [s.run_at for s in snoozed]),
+        )  # fmt: skip
+        return written + self._settle(q, outcomes)
+
+    def _settle(self, q: Queryable, outcomes: Outcomes) -> int:
+        """The completions and failures: one statement, so all or nothing wherever it runs."""
         completed, failed = outcomes.completed, outcomes.failed
         if not completed and not failed:
             return 0

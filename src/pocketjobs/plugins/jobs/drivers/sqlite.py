@@ -181,6 +181,12 @@ def _settle(tx: Queryable, outcomes: Outcomes) -> int:
                 for retry in [format_time(f.retry_at) if f.retry_at else None]
             ],
         )
+    if outcomes.snoozed:
+        written += tx.execute_many(
+            _RELEASE_SQL,
+            [(format_time(s.run_at), stamp, s.claim.job_id, s.claim.token)
+             for s in outcomes.snoozed],
+        )  # fmt: skip
     return written
 
 
@@ -278,8 +284,8 @@ class SQLiteJobsDriver(PortableSQLDriver):
         return _time(value) if value is not None else None
 
     def jobs_settle(self, q: Queryable, outcomes: Outcomes) -> int:
-        # Completions and failures are two executemany calls: on the database itself they
-        # share one transaction, so the outcomes are written all or nothing.
+        # Completions, failures and snoozes are executemany calls: on the database itself
+        # they share one transaction, so the outcomes are written all or nothing.
         if not len(outcomes):
             return 0
         if isinstance(q, Database):

@@ -1,0 +1,70 @@
+"""Job handlers as registered: the function and its per-topic options.
+
+``@store.handler("email:send", priority=0, max_retries=5, backoff=...)`` registers a
+function with defaults for that topic: ``priority`` and ``max_retries`` apply to jobs
+enqueued (in a process where the handler is registered) without their own, ``backoff``
+to its failed attempts. A function that cannot take one ``Job`` argument is refused when
+it is registered, not when its first job runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from pocketjobs.plugins.jobs.errors import InvalidHandler
+from pocketjobs.plugins.jobs.executor import JobHandler
+from pocketjobs.plugins.jobs.validation import check_max_retries, check_priority
+
+__all__ = ["HandlerOptions", "check_handler"]
+
+_NO_DEFAULT = -1  # check_max_retries' default for "not given"
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerOptions:
+    """A topic's defaults: ``None`` means the enqueue's, else the config's."""
+
+    priority: int | None = None
+    max_retries: int | None = None
+    backoff: Callable[[int], timedelta] | None = None
+
+    @classmethod
+    def checked(
+        cls, priority: Any = None, max_retries: Any = None, backoff: Any = None
+    ) -> HandlerOptions:
+        """Options from a registration's arguments; raises
+        :class:`~pocketjobs.plugins.jobs.errors.InvalidJobOptions` for a bad priority or
+        ``max_retries`` (0 to ``MAX_RETRIES_LIMIT``) and :class:`InvalidHandler` for a
+        backoff that is not callable."""
+        if backoff is not None and not callable(backoff):
+            raise InvalidHandler("backoff must be a callable (attempt: int) -> timedelta")
+        retries = check_max_retries(max_retries, _NO_DEFAULT)
+        return cls(
+            priority=None if priority is None else check_priority(priority),
+            max_retries=None if retries == _NO_DEFAULT else retries,
+            backoff=backoff,
+        )
+
+
+def check_handler(fn: object) -> JobHandler:
+    """``fn`` if it can be called with one positional argument (the job); else
+    :class:`InvalidHandler` naming what is wrong."""
+    if not callable(fn):
+        raise InvalidHandler(f"a job handler must be callable, got {fn!r}")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have none: let them be
+        return fn
+    try:
+        signature.bind(object())
+    except TypeError as exc:
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise InvalidHandler(
+            f"a job handler is called with one argument, the job; {name}{signature} "
+            f"cannot be ({exc})"
+        ) from None
+    return fn
