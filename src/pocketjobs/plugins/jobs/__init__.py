@@ -39,6 +39,7 @@ from pocketjobs.plugins.jobs.register import (
 )
 from pocketjobs.plugins.jobs.retry import Discard, Snooze
 from pocketjobs.plugins.jobs.store import JobStore
+from pocketjobs.plugins.jobs.task import Task
 
 __all__ = [
     "Config",
@@ -62,6 +63,7 @@ __all__ = [
     "PluginAlreadyRegistered",
     "PluginDisabled",
     "Snooze",
+    "Task",
     "TopicAlreadyRegistered",
     "default_config",
     "get_job_store",

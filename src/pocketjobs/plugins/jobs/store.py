@@ -26,6 +26,7 @@ from pocketjobs.plugins.jobs.errors import (
 )
 from pocketjobs.plugins.jobs.handlers import HandlerOptions, check_handler
 from pocketjobs.plugins.jobs.job import Job, JobFilter, JobList, JobStats, uuid7
+from pocketjobs.plugins.jobs.task import Task
 from pocketjobs.plugins.jobs.validation import (
     check_enqueue,
     check_filter,
@@ -263,6 +264,24 @@ class JobStore:
         def decorate(fn: H) -> H:
             self.register(topic, fn, priority=priority, max_retries=max_retries, backoff=backoff)
             return fn
+
+        return decorate
+
+    def task(
+        self,
+        topic: str,
+        *,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        backoff: Callable[[int], timedelta] | None = None,
+    ) -> Callable[[JobHandler], Task]:
+        """Decorator like :meth:`handler` that returns a :class:`Task`: the handler, with
+        ``.enqueue(payload, **options)`` / ``.aenqueue(...)`` for its topic (a payload may
+        be a dataclass or a pydantic model)."""
+
+        def decorate(fn: JobHandler) -> Task:
+            self.register(topic, fn, priority=priority, max_retries=max_retries, backoff=backoff)
+            return Task(self, topic, fn)
 
         return decorate
 
