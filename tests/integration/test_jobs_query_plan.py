@@ -86,11 +86,12 @@ def test_claim_uses_the_pending_index(loaded: tuple[App, JobStore]) -> None:
 
 
 def test_claim_reads_only_the_batch_from_a_large_backlog(loaded: tuple[App, JobStore]) -> None:
-    """With a backlog of due jobs, the ordered partial index serves the claim and the scan
-    stops after the batch (the LIMIT), whatever the backlog's size."""
+    """With a backlog of due jobs in three priorities, the ordered partial index serves the
+    claim and the scan stops after the batch (the LIMIT), whatever the backlog's size."""
     app, store = loaded
     old = now_utc() - timedelta(hours=1)
-    store.enqueue_many("t", [{"b": n} for n in range(20_000)], run_at=old)
+    for priority in (9, 4, 0):
+        store.enqueue_many("t", [{"b": n} for n in range(6_667)], run_at=old, priority=priority)
     # No ANALYZE here: right after a bulk enqueue the planner's statistics lag behind, and
     # the claim must not depend on them.
     plan = driver_for(app.db).claim_plan(app.db, claim_params(["t", "other"], 10, now_utc()))
@@ -105,6 +106,9 @@ def test_claim_reads_only_the_batch_from_a_large_backlog(loaded: tuple[App, JobS
         # What is sorted is at most one batch per topic, never the backlog.
         sorts = [line for line in plan.splitlines() if "->  Sort" in line]
         assert all(_actual_rows(line) <= 10 * 2 for line in sorts), plan
+    claimed = driver_for(app.db).jobs_claim(app.db, claim_params(["t"], 10, now_utc()))
+    # The 30 older pending jobs of priority 0 come first, then the backlog's priority 0.
+    assert [job.priority for job in claimed] == [0] * 10
 
 
 def test_claim_takes_only_due_pending_jobs_among_many_finished(
