@@ -220,6 +220,17 @@ class ServerProcess(AppProcess):
         kwargs.setdefault("timeout", 30)
         return httpx.Client(base_url=self.base_url, **kwargs)  # type: ignore[arg-type]
 
+    def superuser_token(self, email: str, password: str) -> str:
+        """A superuser's auth token, from ``auth-with-password`` (asserts it is a 200)."""
+        with self.client() as http:
+            response = http.post(
+                "/api/collections/_superusers/auth-with-password",
+                json={"identity": email, "password": password},
+            )
+        assert response.status_code == 200, response.text
+        token: str = response.json()["token"]
+        return token
+
     def wait_until_healthy(self, timeout: float = 20) -> None:
         """Poll ``GET /api/health`` until it answers 200; :class:`ProcessError` if the
         process exits first or ``timeout`` seconds pass."""

@@ -129,17 +129,6 @@ async def _drive(base_url: str, token: str) -> Outcomes:
     return outcomes
 
 
-def _login(server: ServerProcess) -> str:
-    with server.client() as http:
-        response = http.post(
-            "/api/collections/_superusers/auth-with-password",
-            json={"identity": EMAIL, "password": PASSWORD},
-        )
-    assert response.status_code == 200, response.text
-    token: str = response.json()["token"]
-    return token
-
-
 def _stored_numbers(server: ServerProcess, token: str) -> list[int]:
     numbers: list[int] = []
     with server.client(headers={"Authorization": token}) as http:
@@ -202,7 +191,7 @@ def test_200_concurrent_clients_every_request_answered(
     assert created.returncode == 0, created.stderr
 
     with run_app(data_dir=data_dir, db_url=db_url) as server:
-        token = _login(server)
+        token = server.superuser_token(EMAIL, PASSWORD)
         started = time.perf_counter()
         outcomes = asyncio.run(_drive(server.base_url, token))
         elapsed = time.perf_counter() - started

@@ -62,17 +62,6 @@ async def _enqueue_all(base_url: str, token: str) -> tuple[list[httpx.Response],
     return list(responses), elapsed
 
 
-def _login(server: ServerProcess) -> str:
-    with server.client() as http:
-        response = http.post(
-            "/api/collections/_superusers/auth-with-password",
-            json={"identity": EMAIL, "password": PASSWORD},
-        )
-    assert response.status_code == 200, response.text
-    token: str = response.json()["token"]
-    return token
-
-
 def _all_jobs_via_api(server: ServerProcess, token: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     with server.client(headers={"Authorization": token}) as http:
@@ -108,7 +97,7 @@ def test_2000_concurrent_enqueues_each_stored_once(
     assert created.returncode == 0, created.stderr
 
     with run_app(data_dir=data_dir, db_url=db_url) as server:
-        token = _login(server)
+        token = server.superuser_token(EMAIL, PASSWORD)
         responses, elapsed = asyncio.run(_enqueue_all(server.base_url, token))
         bad = [(r.status_code, r.text[:200]) for r in responses if r.status_code != 200]
         assert not bad, f"{len(bad)} requests failed, e.g. {bad[:5]}\n{server.describe()}"

@@ -232,15 +232,8 @@ class ThreadedCompleter(Completer):
                 self._written(count, outcomes, written)
 
 
-def new_completer(
-    db: Database,
-    driver: JobsDriver,
-    *,
-    limit: int,
-    clock: Callable[[], datetime],
-    on_written: OnWritten,
-    logger: logging.Logger,
-) -> Completer:
-    """The completer for ``driver``'s database: threaded where writes run in parallel."""
+def new_completer(db: Database, driver: JobsDriver, **options: Any) -> Completer:
+    """The completer for ``driver``'s database (threaded where writes run in parallel),
+    with :class:`Completer`'s keyword ``options``."""
     kind = ThreadedCompleter if driver.parallel_writes else InlineCompleter
-    return kind(db, driver, limit=limit, clock=clock, on_written=on_written, logger=logger)
+    return kind(db, driver, **options)
