@@ -52,6 +52,7 @@ from pocketjobs.plugins.jobs.retry import (
     error_summary,
     error_text,
     retry_at,
+    storable_text,
     will_retry,
 )
 from pocketjobs.plugins.jobs.running import Run, RunningClaims
@@ -351,7 +352,7 @@ class Dispatcher:
                 "jobs: job %s (topic %r) discarded by its handler at attempt %d: %s",
                 job.id, job.topic, job.retries + 1, error.reason,
             )  # fmt: skip
-            return Failure(run.claim, f"Discarded: {error.reason}", None)
+            return Failure(run.claim, storable_text(f"Discarded: {error.reason}"), None)
         if will_retry(job):
             now = self._clock()
             options = self._options.get(job.topic)

@@ -18,6 +18,7 @@ __all__ = [
     "error_summary",
     "error_text",
     "retry_at",
+    "storable_text",
     "will_retry",
 ]
 
@@ -87,7 +88,13 @@ def error_text(exc: BaseException) -> str:
     """The ``last_error`` stored for ``exc``: its traceback, at most ``MAX_ERROR_LENGTH``
     characters (the middle of a longer one is cut), NUL characters escaped (PostgreSQL
     cannot store them; escaped alike on both databases) and lone surrogates replaced."""
-    text = "".join(traceback.format_exception(exc)).strip().replace("\x00", "\\x00")
+    return storable_text("".join(traceback.format_exception(exc)).strip())
+
+
+def storable_text(text: str) -> str:
+    """``text`` as ``last_error`` stores it: NUL characters escaped, lone surrogates
+    replaced, at most ``MAX_ERROR_LENGTH`` characters (the middle of a longer one cut)."""
+    text = text.replace("\x00", "\\x00")
     if not text.isascii():
         text = text.encode(errors="backslashreplace").decode()
     if len(text) > MAX_ERROR_LENGTH:
