@@ -221,7 +221,11 @@ def check_priority(priority: object) -> int:
     else :class:`InvalidJobOptions`."""
     if priority is None:
         return 0
-    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
+    if (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or not 0 <= priority <= MAX_PRIORITY
+    ):
         raise InvalidJobOptions(
             f"priority must be an integer from 0 (first) to {MAX_PRIORITY}",
             field="priority",
