@@ -30,6 +30,7 @@ Database errors are logged and retried with backoff; nothing is lost or repeated
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -382,14 +383,18 @@ class Dispatcher:
 
     def _written(self, outcomes: Outcomes, written: int) -> None:
         """The completer wrote ``outcomes`` (``written`` of them still ours)."""
-        self._running.forget(outcomes.completed)
-        self._running.forget(failure.claim for failure in outcomes.failed)
+        self._running.forget(
+            itertools.chain(
+                outcomes.completed,
+                (failure.claim for failure in outcomes.failed),
+                (snoozed.claim for snoozed in outcomes.snoozed),
+            )
+        )
         lost = len(outcomes) - written
         if lost:
             self._logger.warning(
                 "jobs dispatcher: %d result(s) discarded: their claim was taken over", lost
             )
-        self._running.forget(snoozed.claim for snoozed in outcomes.snoozed)
         retries = [f.retry_at for f in outcomes.failed if f.retry_at is not None]
         retries += [snoozed.run_at for snoozed in outcomes.snoozed]
         if retries:

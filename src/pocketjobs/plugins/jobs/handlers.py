@@ -17,11 +17,10 @@ from typing import Any
 
 from pocketjobs.plugins.jobs.errors import InvalidHandler
 from pocketjobs.plugins.jobs.executor import JobHandler
-from pocketjobs.plugins.jobs.validation import check_max_retries, check_priority
+from pocketjobs.plugins.jobs.limits import MAX_PRIORITY, MAX_RETRIES_LIMIT
+from pocketjobs.plugins.jobs.validation import check_small_int
 
 __all__ = ["HandlerOptions", "check_handler"]
-
-_NO_DEFAULT = -1  # check_max_retries' default for "not given"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +41,9 @@ class HandlerOptions:
         backoff that is not callable."""
         if backoff is not None and not callable(backoff):
             raise InvalidHandler("backoff must be a callable (attempt: int) -> timedelta")
-        retries = check_max_retries(max_retries, _NO_DEFAULT)
         return cls(
-            priority=None if priority is None else check_priority(priority),
-            max_retries=None if retries == _NO_DEFAULT else retries,
+            priority=check_small_int(priority, "priority", MAX_PRIORITY),
+            max_retries=check_small_int(max_retries, "max_retries", MAX_RETRIES_LIMIT),
             backoff=backoff,
         )
 

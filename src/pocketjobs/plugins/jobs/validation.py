@@ -46,6 +46,7 @@ __all__ = [
     "check_payloads",
     "check_priority",
     "check_schedule",
+    "check_small_int",
     "check_topic",
     "check_unique_keys",
     "is_storable_text",
@@ -198,40 +199,32 @@ def check_schedule(now: datetime, run_at: object, delay: object) -> datetime:
     return to_millis(now + timedelta(seconds=seconds))
 
 
+def check_small_int(value: object, field: str, highest: int) -> int | None:
+    """``value`` (``None`` stays ``None``) if it is an int from 0 to ``highest``; else
+    :class:`InvalidJobOptions` naming ``field``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= highest:
+        raise InvalidJobOptions(
+            f"{field} must be an integer from 0 to {highest}",
+            field=field,
+            code="validation_invalid_number",
+        )
+    return value
+
+
 def check_max_retries(max_retries: object, default: int) -> int:
     """``max_retries`` (``default`` for ``None``) if it is an int from 0 to
     ``MAX_RETRIES_LIMIT``; else :class:`InvalidJobOptions`."""
-    if max_retries is None:
-        return default
-    if (
-        isinstance(max_retries, bool)
-        or not isinstance(max_retries, int)
-        or not 0 <= max_retries <= MAX_RETRIES_LIMIT
-    ):
-        raise InvalidJobOptions(
-            f"max_retries must be an integer from 0 to {MAX_RETRIES_LIMIT}",
-            field="max_retries",
-            code="validation_invalid_number",
-        )
-    return max_retries
+    checked = check_small_int(max_retries, "max_retries", MAX_RETRIES_LIMIT)
+    return default if checked is None else checked
 
 
 def check_priority(priority: object) -> int:
     """``priority`` (0 for ``None``) if it is an int from 0 (first) to ``MAX_PRIORITY``;
     else :class:`InvalidJobOptions`."""
-    if priority is None:
-        return 0
-    if (
-        isinstance(priority, bool)
-        or not isinstance(priority, int)
-        or not 0 <= priority <= MAX_PRIORITY
-    ):
-        raise InvalidJobOptions(
-            f"priority must be an integer from 0 (first) to {MAX_PRIORITY}",
-            field="priority",
-            code="validation_invalid_number",
-        )
-    return priority
+    checked = check_small_int(priority, "priority", MAX_PRIORITY)
+    return 0 if checked is None else checked
 
 
 def check_unique_keys(keys: object, count: int) -> list[str | None]:
