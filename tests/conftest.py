@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from pocketjobs import App
+from support import clear_jobs_env
 
 pytest_plugins = ["pgfixtures"]
 
@@ -27,6 +28,12 @@ def db_url(request: pytest.FixtureRequest) -> str | None:
         url: str = request.getfixturevalue("postgres_url")
         return url
     return None
+
+
+@pytest.fixture
+def clean_jobs_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ``PB_DATABASE_URL`` or ``PB_JOBS_*`` from the caller's environment leaks in."""
+    clear_jobs_env(monkeypatch)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ happen; they are not claims about speed.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from collections import Counter
@@ -29,6 +28,7 @@ import pytest
 from pocketjobs import App
 from pocketjobs.core.times import format_time, now_utc
 from pocketjobs.plugins import jobs
+from support import clear_jobs_env
 
 __all__ = [
     "Call",
@@ -260,10 +260,7 @@ def harness_fixture(
     data_dir: Path, db_url: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Harness]:
     """A :class:`Harness` on the test's database (``PB_JOBS_*`` variables cleared)."""
-    monkeypatch.delenv("PB_DATABASE_URL", raising=False)
-    for name in list(os.environ):
-        if name.startswith("PB_JOBS_"):
-            monkeypatch.delenv(name)
+    clear_jobs_env(monkeypatch)
     h = Harness(data_dir, db_url)
     try:
         yield h

@@ -32,6 +32,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
+import pytest
 
 __all__ = [
     "EXAMPLE_APP",
@@ -41,8 +42,10 @@ __all__ = [
     "ServerProcess",
     "app_argv",
     "child_env",
+    "clear_jobs_env",
     "free_port",
     "run_app",
+    "run_app_as_superuser",
     "run_cli",
     "run_process",
     "start_app",
@@ -69,6 +72,15 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def clear_jobs_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep ``PB_DATABASE_URL`` and every ``PB_JOBS_*`` variable of the caller's environment
+    from reaching an app the test builds in-process."""
+    monkeypatch.delenv("PB_DATABASE_URL", raising=False)
+    for name in list(os.environ):
+        if name.startswith("PB_JOBS_"):
+            monkeypatch.delenv(name)
 
 
 def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -364,3 +376,15 @@ def run_app(
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def run_app_as_superuser(
+    email: str, password: str, *, data_dir: str | os.PathLike[str], db_url: str | None = None
+) -> Iterator[tuple[ServerProcess, str]]:
+    """:func:`run_app` after ``superuser upsert email password``; yields the server and
+    that superuser's token."""
+    created = run_cli("superuser", "upsert", email, password, data_dir=data_dir, db_url=db_url)
+    assert created.returncode == 0, created.stderr
+    with run_app(data_dir=data_dir, db_url=db_url) as server:
+        yield server, server.superuser_token(email, password)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ import httpx
 import pytest
 
 from pocketjobs.apis.server import KEEP_ALIVE_TIMEOUT, run_http_server
-from support import ServerProcess, run_app, run_cli
+from support import ServerProcess, run_app_as_superuser
 
 EMAIL = "concurrency-admin@example.com"
 PASSWORD = "concurrency-admin-password-1"
@@ -50,13 +49,7 @@ KEEPALIVE_EXPIRY = 5.0
 IDLE_MARGIN = 0.03
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No PB_JOBS_* or PB_DATABASE_URL from the caller's environment reaches the app."""
-    monkeypatch.delenv("PB_DATABASE_URL", raising=False)
-    for name in list(os.environ):
-        if name.startswith("PB_JOBS_"):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_jobs_env")
 
 
 @dataclass
@@ -187,11 +180,10 @@ def test_serve_keeps_idle_connections_open_longer_than_clients_do(
 def test_200_concurrent_clients_every_request_answered(
     data_dir: Path, db_url: str | None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    created = run_cli("superuser", "upsert", EMAIL, PASSWORD, data_dir=data_dir, db_url=db_url)
-    assert created.returncode == 0, created.stderr
-
-    with run_app(data_dir=data_dir, db_url=db_url) as server:
-        token = server.superuser_token(EMAIL, PASSWORD)
+    with run_app_as_superuser(EMAIL, PASSWORD, data_dir=data_dir, db_url=db_url) as (
+        server,
+        token,
+    ):
         started = time.perf_counter()
         outcomes = asyncio.run(_drive(server.base_url, token))
         elapsed = time.perf_counter() - started

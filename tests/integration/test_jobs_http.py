@@ -9,7 +9,6 @@ Statuses are set directly in ``_jobs`` where a test needs a processing/completed
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import threading
@@ -29,6 +28,7 @@ from pgfixtures import temporary_database
 from pocketjobs import App
 from pocketjobs.core.times import now_utc, parse_time
 from pocketjobs.plugins import jobs
+from support import clear_jobs_env
 
 SUPER_EMAIL, SUPER_PASSWORD = "root@example.com", "super-secret-1"
 USER_EMAIL, USER_PASSWORD = "alice@example.com", "alice-password"
@@ -49,14 +49,6 @@ UNKNOWN_ID = "0190a8b2-0000-7000-8000-000000000000"
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def clean_env(mp: pytest.MonkeyPatch) -> None:
-    """No PB_JOBS_* or PB_DATABASE_URL from the caller's environment leaks in."""
-    mp.delenv("PB_DATABASE_URL", raising=False)
-    for name in list(os.environ):
-        if name.startswith("PB_JOBS_"):
-            mp.delenv(name)
 
 
 def assert_error(response: httpx.Response, status: int, message: str | None = None) -> Any:
@@ -195,7 +187,7 @@ def start_server(
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    clean_env(monkeypatch)
+    clear_jobs_env(monkeypatch)
 
 
 @pytest.fixture(scope="module", params=DATABASES)
@@ -206,7 +198,7 @@ def shared(
     config = jobs.Config(auto_start=False, max_payload_size=MAX_PAYLOAD, shutdown_timeout=5)
     data_dir = tmp_path_factory.mktemp("jobs-http") / "pb_data"
     with pytest.MonkeyPatch.context() as mp:
-        clean_env(mp)
+        clear_jobs_env(mp)
         if request.param == "postgres":
             admin_url: str = request.getfixturevalue("postgres_server_url")
             with temporary_database(admin_url) as url:

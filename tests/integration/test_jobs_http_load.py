@@ -12,7 +12,6 @@ end ``completed``. The achieved requests/s is printed (``-s`` to see it), not as
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import pytest
 from pocketjobs import App
 from pocketjobs.plugins import jobs
 from pocketjobs.plugins.jobs import JobFilter
-from support import ServerProcess, run_app, run_cli
+from support import ServerProcess, run_app_as_superuser
 
 EMAIL = "load-admin@example.com"
 PASSWORD = "load-admin-password-1"
@@ -31,16 +30,7 @@ REQUESTS = 2000
 IN_FLIGHT = 50
 TOPIC = "demo:echo"
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No PB_JOBS_* or PB_DATABASE_URL from the caller's environment reaches the app."""
-    monkeypatch.delenv("PB_DATABASE_URL", raising=False)
-    for name in list(os.environ):
-        if name.startswith("PB_JOBS_"):
-            monkeypatch.delenv(name)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.usefixtures("clean_jobs_env")]
 
 
 async def _enqueue_all(base_url: str, token: str) -> tuple[list[httpx.Response], float]:
@@ -93,11 +83,10 @@ def _wait_all_completed(server: ServerProcess, token: str, timeout: float = 180)
 def test_2000_concurrent_enqueues_each_stored_once(
     data_dir: Path, db_url: str | None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    created = run_cli("superuser", "upsert", EMAIL, PASSWORD, data_dir=data_dir, db_url=db_url)
-    assert created.returncode == 0, created.stderr
-
-    with run_app(data_dir=data_dir, db_url=db_url) as server:
-        token = server.superuser_token(EMAIL, PASSWORD)
+    with run_app_as_superuser(EMAIL, PASSWORD, data_dir=data_dir, db_url=db_url) as (
+        server,
+        token,
+    ):
         responses, elapsed = asyncio.run(_enqueue_all(server.base_url, token))
         bad = [(r.status_code, r.text[:200]) for r in responses if r.status_code != 200]
         assert not bad, f"{len(bad)} requests failed, e.g. {bad[:5]}\n{server.describe()}"

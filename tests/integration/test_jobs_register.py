@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -89,13 +88,7 @@ def quiet_config(**overrides: Any) -> jobs.Config:
     return jobs.Config(**settings)
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No PB_JOBS_* or PB_DATABASE_URL from the caller's environment leaks in."""
-    monkeypatch.delenv("PB_DATABASE_URL", raising=False)
-    for name in list(os.environ):
-        if name.startswith("PB_JOBS_"):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_jobs_env")
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import asyncio
 import dataclasses
 import json
 import math
-import os
 import re
 import threading
 import time
@@ -33,13 +32,7 @@ PLUS_TWO = timezone(timedelta(hours=2))
 MINUS_FIVE_THIRTY = timezone(-timedelta(hours=5, minutes=30))
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No PB_JOBS_* or PB_DATABASE_URL from the caller's environment leaks in."""
-    monkeypatch.delenv("PB_DATABASE_URL", raising=False)
-    for name in list(os.environ):
-        if name.startswith("PB_JOBS_"):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_jobs_env")
 
 
 StoreFactory = Callable[..., JobStore]

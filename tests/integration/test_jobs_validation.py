@@ -19,10 +19,7 @@ SURROGATE = "\ud800"
 
 
 @pytest.fixture
-def store(
-    data_dir: Path, db_url: str | None, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[JobStore]:
-    monkeypatch.delenv("PB_DATABASE_URL", raising=False)
+def store(data_dir: Path, db_url: str | None, clean_jobs_env: None) -> Iterator[JobStore]:
     app = App(data_dir=data_dir, database_url=db_url)
     job_store = jobs.must_register(app, jobs.Config(auto_start=False, http_enabled=False))
     app.bootstrap()
