@@ -662,7 +662,7 @@ def test_short_jobs_are_claimed_ahead_and_long_ones_are_not(harness: Harness) ->
     wait_until(lambda: node.store.stats().completed == 200, 30, "the short jobs")
     dispatcher = node.store._dispatcher
     assert dispatcher is not None
-    assert dispatcher._claims_ahead(), "no-op jobs should be claimed ahead"
+    assert dispatcher._claims_ahead("default"), "no-op jobs should be claimed ahead"
     node.app.terminate()
 
     a = harness.node(workers=1, handlers={"long": handler_for("a")})
@@ -675,4 +675,4 @@ def test_short_jobs_are_claimed_ahead_and_long_ones_are_not(harness: Harness) ->
         assert who == ["a", "b"], f"round {round_number}: one dispatcher held both: {who}"
     for other in (a, b):
         assert other.store._dispatcher is not None
-        assert not other.store._dispatcher._claims_ahead()
+        assert not other.store._dispatcher._claims_ahead("default")

@@ -440,17 +440,17 @@ def test_claim_plan_returns_a_plan_and_claims_nothing(queue: Queue) -> None:
 
 
 def test_next_due_is_the_earliest_pending_run_at_of_the_topics(queue: Queue) -> None:
-    assert queue.driver.jobs_next_due(queue.db, ["a"]) is None
+    assert queue.driver.jobs_next_due(queue.db, ["default"], ["a"]) is None
     queue.add("a", run_at=NOW + timedelta(hours=2))
     queue.add("b", run_at=NOW + SECOND)
     soon = queue.add("a", run_at=NOW + timedelta(hours=1))
-    assert queue.driver.jobs_next_due(queue.db, ["a"]) == NOW + timedelta(hours=1)
-    assert queue.driver.jobs_next_due(queue.db, ["a", "b"]) == NOW + SECOND
-    assert queue.driver.jobs_next_due(queue.db, ["nobody"]) is None
+    assert queue.driver.jobs_next_due(queue.db, ["default"], ["a"]) == NOW + timedelta(hours=1)
+    assert queue.driver.jobs_next_due(queue.db, ["default"], ["a", "b"]) == NOW + SECOND
+    assert queue.driver.jobs_next_due(queue.db, ["default"], ["nobody"]) is None
     # Claimed jobs are no longer pending: the next due is the next pending one.
     (claimed,) = queue.claim(["a"], 1, now=NOW + timedelta(hours=1))
     assert claimed.id == soon.id
-    assert queue.driver.jobs_next_due(queue.db, ["a"]) == NOW + timedelta(hours=2)
+    assert queue.driver.jobs_next_due(queue.db, ["default"], ["a"]) == NOW + timedelta(hours=2)
 
 
 # --------------------------------------------------------------------------- settle

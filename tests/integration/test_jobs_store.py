@@ -531,6 +531,7 @@ def test_stats(app: App, store: JobStore) -> None:
         "failed": 1,
         "total": 10,
         "success_rate": pytest.approx(0.75),
+        "orphaned_topics": {"t": 4},  # no worker runs: no topic has a handler
     }
 
 
@@ -931,6 +932,7 @@ def test_to_json_formats_times(store: JobStore) -> None:
         "updated": data["updated"],
         "priority": 0,
         "unique_key": None,
+        "queue": "default",
         "duplicate": False,
     }
     json.dumps(data)  # plain JSON types only

@@ -44,6 +44,8 @@ SPEC_DEFAULTS: dict[str, Any] = {
     "shutdown_timeout": timedelta(seconds=30),
     "clock": now_utc,
     "max_backoff": timedelta(hours=1),
+    "queues": None,
+    "queue_limits": {},
 }
 
 
@@ -55,6 +57,7 @@ def test_public_surface() -> None:
         "default_backoff",
         "default_config",
         "parse_duration",
+        "parse_queue_sizes",
         "resolve_config",
         "validate",
     ]
@@ -198,6 +201,8 @@ def test_typing_only_init_signature_matches_the_fields() -> None:
         "shutdown_timeout": "timedelta | float",
         "max_backoff": "timedelta | float",
         "allowed_topics": "Iterable[str]",
+        "queues": "Mapping[str, int] | None",
+        "queue_limits": "Mapping[str, int]",
     }
     for param, field in zip(params, fields, strict=True):
         assert param.annotation is not None
@@ -685,3 +690,65 @@ def test_resolve_raises_value_error_for_register() -> None:
     # SPEC §4.1: bad values -> a clear ValueError
     with pytest.raises(ValueError, match="max_payload_size"):
         resolve_config(None, {"PB_JOBS_MAX_PAYLOAD_SIZE": "0"})
+
+
+# --------------------------------------------------------------------------- queues
+
+
+def test_queue_sizes_default_to_the_default_queue_with_workers() -> None:
+    assert Config(workers=4).queue_sizes() == {"default": 4}
+    assert Config(workers=4, queues={"mail": 2, "default": 3}).queue_sizes() == {
+        "mail": 2,
+        "default": 3,
+    }
+
+
+def test_queue_mappings_are_copied_and_the_config_stays_hashable() -> None:
+    sizes = {"default": 2}
+    config = Config(queues=sizes, queue_limits={"mail": 5})
+    sizes["other"] = 1
+    assert config.queues == {"default": 2}
+    assert hash(config) == hash(Config(queues={"default": 2}, queue_limits={"mail": 5}))
+
+
+def test_queues_from_the_environment() -> None:
+    env = {"PB_JOBS_QUEUES": " default:10, mail:2 ,", "PB_JOBS_QUEUE_LIMITS": "mail:5"}
+    config = resolve_config(None, env)
+    assert config.queues == {"default": 10, "mail": 2}
+    assert config.queue_limits == {"mail": 5}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("mail", "use name:number"),
+        ("mail:0", "at least 1"),
+        ("mail:two", "invalid number"),
+        ("bad name:2", "invalid queue name"),
+        ("mail:1,mail:2", "named twice"),
+    ],
+)
+def test_bad_queue_env_values_name_the_variable(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"PB_JOBS_QUEUES: .*{message}"):
+        resolve_config(None, {"PB_JOBS_QUEUES": text})
+
+
+def test_parse_queue_sizes_takes_bare_names_with_a_default() -> None:
+    from pocketjobs.plugins.jobs.config import parse_queue_sizes
+
+    assert parse_queue_sizes("mail,default:3", default=7) == {"mail": 7, "default": 3}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"queues": {}}, "queues must name at least one queue"),
+        ({"queues": {"default": 0}}, "must map to an int of at least 1"),
+        ({"queues": {"a b": 1}}, "queue must be 1 to 64"),
+        ({"queues": ["default"]}, "queues must be a mapping"),
+        ({"queue_limits": {"mail": True}}, "must map to an int of at least 1"),
+    ],
+)
+def test_bad_queue_settings_are_refused(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate(Config(**changes))  # type: ignore[arg-type]

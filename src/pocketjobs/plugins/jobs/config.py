@@ -19,6 +19,8 @@ field                 default                         env override
 ``shutdown_timeout``  30 s                            ``PB_JOBS_SHUTDOWN_TIMEOUT`` (duration)
 ``clock``             the system clock (aware UTC)    — (tests pass a controllable clock)
 ``max_backoff``       1 h                             ``PB_JOBS_MAX_BACKOFF`` (duration)
+``queues``            ``None`` (``default``: workers) ``PB_JOBS_QUEUES`` (``default:10,mail:2``)
+``queue_limits``      ``{}`` (no global limit)        ``PB_JOBS_QUEUE_LIMITS`` (``mail:5``)
 ====================  ==============================  ==========================================
 
 Env values:
@@ -29,6 +31,13 @@ Env values:
   plain seconds (``2``, ``2.5``); see :func:`parse_duration`.
 - ``PB_JOBS_ALLOWED_TOPICS``: comma separated; items are stripped and empty items dropped, so
   a blank value means all topics (it clears a list given in code).
+- ``PB_JOBS_QUEUES`` and ``PB_JOBS_QUEUE_LIMITS``: comma separated ``name:number`` items
+  (see :func:`parse_queue_sizes`).
+
+Queues: ``queues`` maps each queue this process works on to its number of worker slots
+(its concurrency here); without it, the process works on the ``default`` queue alone with
+``workers`` slots. ``queue_limits`` caps the jobs of a queue running at once across *all*
+processes (give every process the same limits: each enforces the ones it has).
 
 Surrounding whitespace is ignored. A variable that is unset or empty leaves its field alone
 (except ``PB_JOBS_ALLOWED_TOPICS``, as said). A value that does not parse raises
@@ -47,10 +56,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pocketjobs.core.times import now_utc
+from pocketjobs.plugins.jobs.errors import InvalidJobOptions
+from pocketjobs.plugins.jobs.job import DEFAULT_QUEUE
 from pocketjobs.plugins.jobs.limits import MAX_RETRIES_LIMIT, MAX_RETRY_WAIT, MAX_TOPIC_LENGTH
+from pocketjobs.plugins.jobs.validation import check_queue
 
 __all__ = [
     "Config",
@@ -59,6 +71,7 @@ __all__ = [
     "default_backoff",
     "default_config",
     "parse_duration",
+    "parse_queue_sizes",
     "resolve_config",
     "validate",
 ]
@@ -89,6 +102,7 @@ _DURATION_FIELDS = ("poll_interval", "lock_duration", "shutdown_timeout", "max_b
 _BOOL_FIELDS = ("disabled", "http_enabled", "auto_start")
 _INT_FIELDS = ("workers", "batch_size", "max_retries", "max_payload_size")
 _RULE_FIELDS = ("enqueue_rule", "manage_rule")
+_QUEUE_FIELDS = ("queues", "queue_limits")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +146,8 @@ class Config:
     shutdown_timeout: timedelta = timedelta(seconds=30)
     clock: Callable[[], datetime] = now_utc
     max_backoff: timedelta = timedelta(hours=1)
+    queues: dict[str, int] | None = None
+    queue_limits: dict[str, int] = dataclasses.field(default_factory=dict)
 
     if TYPE_CHECKING:
         # What the constructor accepts; the run-time __init__ is the generated one.
@@ -153,12 +169,28 @@ class Config:
             shutdown_timeout: timedelta | float = ...,
             clock: Callable[[], datetime] = ...,
             max_backoff: timedelta | float = ...,
+            queues: Mapping[str, int] | None = ...,
+            queue_limits: Mapping[str, int] = ...,
         ) -> None: ...
 
     def __post_init__(self) -> None:
         for name in _DURATION_FIELDS:
             object.__setattr__(self, name, _to_timedelta(getattr(self, name)))
         object.__setattr__(self, "allowed_topics", _to_topics(self.allowed_topics))
+        for name in _QUEUE_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, Mapping):  # a copy: the frozen config is not changed later
+                object.__setattr__(self, name, dict(value))
+
+    def queue_sizes(self) -> dict[str, int]:
+        """The queues this process works on and their worker slots: ``queues``, or the
+        ``default`` queue with ``workers`` slots."""
+        return dict(self.queues) if self.queues else {DEFAULT_QUEUE: self.workers}
+
+    def __hash__(self) -> int:  # the queue mappings are dicts: hash the rest
+        return hash(tuple(
+            getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _QUEUE_FIELDS
+        ))  # fmt: skip
 
 
 def _to_timedelta(value: object) -> object:
@@ -278,6 +310,34 @@ def _parse_topics(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
+def parse_queue_sizes(text: str, *, default: int | None = None) -> dict[str, int]:
+    """``"default:10,mail:2"`` as ``{"default": 10, "mail": 2}``.
+
+    Items are comma separated and stripped, empty ones dropped; each is ``name:number``,
+    or a bare ``name`` when ``default`` is given (it takes that number). Names must be
+    valid queue names. Raises ``ValueError`` for anything else (a name twice included)."""
+    sizes: dict[str, int] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, colon, number = (part.strip() for part in item.partition(":"))
+        if not colon and default is None:
+            raise ValueError(f"invalid queue item {item!r} (use name:number, e.g. mail:2)")
+        try:
+            check_queue(name)
+        except InvalidJobOptions as exc:
+            raise ValueError(f"invalid queue name {name!r}: {exc}") from None
+        if name in sizes:
+            raise ValueError(f"queue {name!r} is named twice")
+        if not colon:
+            sizes[name] = cast(int, default)
+        elif _INTEGER.fullmatch(number) is None or int(number) < 1:
+            raise ValueError(f"invalid number {number!r} for queue {name!r} (at least 1)")
+        else:
+            sizes[name] = int(number)
+    return sizes
+
+
 # (variable, field, parser); the order is the table's.
 _ENV_OVERRIDES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("PB_JOBS_DISABLED", "disabled", _parse_bool),
@@ -292,6 +352,8 @@ _ENV_OVERRIDES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("PB_JOBS_AUTO_START", "auto_start", _parse_bool),
     ("PB_JOBS_SHUTDOWN_TIMEOUT", "shutdown_timeout", _parse_env_duration),
     ("PB_JOBS_MAX_BACKOFF", "max_backoff", _parse_env_duration),
+    ("PB_JOBS_QUEUES", "queues", parse_queue_sizes),
+    ("PB_JOBS_QUEUE_LIMITS", "queue_limits", parse_queue_sizes),
 )
 _BLANK_MEANS_DEFAULT = frozenset({"PB_JOBS_ALLOWED_TOPICS"})
 
@@ -364,6 +426,8 @@ def _problems(config: Config) -> list[str]:
         if value is not None and not isinstance(value, str):
             problems.append(f"{name} must be a str or None, got {_describe(value)}")
     problems.extend(_topic_problems(config.allowed_topics))
+    for name in _QUEUE_FIELDS:
+        problems.extend(_queue_problems(name, getattr(config, name)))
     if not callable(config.backoff):
         problems.append(
             f"backoff must be a callable (attempt: int) -> timedelta, "
@@ -391,6 +455,26 @@ def _topic_problems(topics: object) -> list[str]:
     return problems
 
 
+def _queue_problems(field: str, sizes: object) -> list[str]:
+    if sizes is None and field == "queues":
+        return []
+    if not isinstance(sizes, dict):
+        return [f"{field} must be a mapping of queue names to numbers, got {_describe(sizes)}"]
+    if field == "queues" and not sizes:
+        return ["queues must name at least one queue (or be None: the default queue)"]
+    problems: list[str] = []
+    for name, number in sizes.items():
+        try:
+            check_queue(name)
+        except InvalidJobOptions as exc:
+            problems.append(f"{field}: {name!r}: {exc}")
+            continue
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            problems.append(f"{field}: {name!r} must map to an int of at least 1, got "
+                            f"{_describe(number)}")  # fmt: skip
+    return problems
+
+
 def validate(config: Config) -> Config:
     """Check every field of ``config`` and return it unchanged.
 
@@ -400,7 +484,9 @@ def validate(config: Config) -> Config:
     ``poll_interval <= 0``, ``lock_duration <= 0``, ``shutdown_timeout < 0`` or a duration
     that is not a timedelta; a rule that is neither ``str`` nor ``None``; an
     ``allowed_topics`` entry that is not a string, is empty or is longer than 255
-    characters; a ``backoff`` or ``clock`` that is not callable. Rule syntax is not checked here.
+    characters; a ``backoff`` or ``clock`` that is not callable; ``queues`` or
+    ``queue_limits`` that are not a mapping of valid queue names to ints of at least 1
+    (``queues`` may be ``None``, not empty). Rule syntax is not checked here.
     """
     problems = _problems(config)
     if problems:

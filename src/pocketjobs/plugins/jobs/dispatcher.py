@@ -14,11 +14,16 @@ It wires five parts, each in its own module, around one control loop (this modul
                                                           (completer.py; retry.py decides
                                                            retry or fail, error text)
 
-The control loop claims as many due jobs as there are free slots (at most ``batch_size``).
-While handlers take less than about two claim round trips, it also claims one batch ahead,
-so that the next jobs arrive as slots free up instead of one round trip later; with longer
-handlers it never does, so no claimed job waits for a slot while another process could run
-it. It sleeps until something happens: a finished job, an enqueue in this process
+Each queue the process works on has its own slots (``Config.queues``; by default the
+``default`` queue with ``workers`` slots). One claim (one round trip) serves every queue:
+from each, as many due jobs as it has free slots (at most ``batch_size``), and for a queue
+with a global limit (``Config.queue_limits``) no more than leaves its running jobs across
+all processes within it. While a queue's handlers take less than about two claim round
+trips, it also claims one batch ahead for that queue, so that the next jobs arrive as
+slots free up instead of one round trip later; with longer handlers it never does, so no
+claimed job waits for a slot while another process could run it.
+
+It sleeps until something happens: a finished job, an enqueue in this process
 (:meth:`Dispatcher.wake`), a notification, the next known due time, maintenance, or at the
 latest ``poll_interval``. Schedules read the config's ``clock``; only the measurement of
 round trips and the shutdown grace period use the monotonic clock.
@@ -41,11 +46,19 @@ from datetime import datetime, timedelta
 from pocketjobs.core import Database, DatabaseError
 from pocketjobs.plugins.jobs.completer import Completer, db_backoff, new_completer
 from pocketjobs.plugins.jobs.config import Config
-from pocketjobs.plugins.jobs.drivers import ClaimParams, Failure, JobsDriver, Outcomes, Snoozed
+from pocketjobs.plugins.jobs.drivers import (
+    ClaimParams,
+    Failure,
+    JobsDriver,
+    Outcomes,
+    QueueClaim,
+    Snoozed,
+)
 from pocketjobs.plugins.jobs.executor import Executor, JobHandler, is_async_handler
 from pocketjobs.plugins.jobs.handlers import HandlerOptions
 from pocketjobs.plugins.jobs.maintenance import Maintenance
 from pocketjobs.plugins.jobs.notifier import Listener
+from pocketjobs.plugins.jobs.presence import Presence
 from pocketjobs.plugins.jobs.retry import (
     BackoffError,
     Discard,
@@ -77,6 +90,7 @@ class Dispatcher:
         logger: logging.Logger,
         *,
         options: Mapping[str, HandlerOptions] | None = None,
+        queues: Mapping[str, int] | None = None,
     ) -> None:
         self._db = db
         self._driver = driver
@@ -86,16 +100,23 @@ class Dispatcher:
         self._logger = logger
         self._clock = config.clock
         self._wake_event = threading.Event()  # the control thread has something to do
-        self._running = RunningClaims(config.workers)
-        self._executor = Executor(config.workers, handlers, self._finish)
+        #: The queues worked on here and their slots.
+        self.queues: dict[str, int] = dict(queues) if queues else config.queue_sizes()
+        workers = sum(self.queues.values())
+        self._running = RunningClaims(self.queues)
+        self._executor = Executor(workers, handlers, self._finish)
         self._completer: Completer = new_completer(
             db,
             driver,
-            limit=_UNWRITTEN_PER_WORKER * config.workers,
+            limit=_UNWRITTEN_PER_WORKER * workers,
             clock=self._clock,
             on_written=self._written,
             logger=logger,
         )
+        self._presence = Presence(
+            db, driver, queues=self.queues, topics=lambda: list(handlers), now=self._clock(),
+            logger=logger,
+        )  # fmt: skip
         self._maintenance = Maintenance(
             db,
             driver,
@@ -104,9 +125,11 @@ class Dispatcher:
             rescue_interval=config.poll_interval,
             clock=self._clock,
             logger=logger,
+            presence=self._presence,
         )
         self._listener = Listener(db, self.wake, logger)
         self._claim_seconds = 0.0  # moving average of a claim's round trip
+        self._recheck = _RECHECK_DELAY  # grows while due jobs stay unclaimable
         self._throttled = False  # slots are free, but too many outcomes wait to be written
         self._next_due: datetime | None = None
         self._next_due_lock = threading.Lock()
@@ -201,7 +224,14 @@ class Dispatcher:
         finally:
             self._completer.finish(self._stop_deadline)
             self._executor.shutdown()
+            self._leave()
             self._stopped.set()
+
+    def _leave(self) -> None:
+        try:
+            self._presence.leave()
+        except DatabaseError as exc:  # its row expires on its own
+            self._logger.warning("jobs dispatcher: could not remove its worker row: %s", exc)
 
     def _gather_finished(self) -> None:
         """Give jobs that are still running a moment (``_SETTLE_WINDOW``) to finish too, so
@@ -209,7 +239,11 @@ class Dispatcher:
         has finished since the last claim, or nothing else is running, or when claiming
         ahead (the claim is for slots that free up while it is under way)."""
         running = self._running
-        if not running.finished_since_claim or self._stopping.is_set() or self._claims_ahead():
+        if (
+            not running.finished_since_claim
+            or self._stopping.is_set()
+            or any(self._claims_ahead(queue) for queue in self.queues)
+        ):
             return
         deadline = time.monotonic() + _SETTLE_WINDOW
         while running.active:
@@ -222,17 +256,19 @@ class Dispatcher:
             self._wake_event.wait(remaining)
 
     def _round(self) -> bool:
-        """One pass over the database work; ``True`` if another should follow at once (the
-        claim filled its batch and slots remain)."""
+        """One pass over the database work; ``True`` if another should follow at once (a
+        queue's claim filled its limit and the queue has slots left)."""
         now = self._clock()
         stopping = self._stopping.is_set()
         self._maintenance.run_due(now, rescue=not stopping)
         topics = list(self._handlers)
-        limit = 0 if stopping or not topics else min(self._capacity(), self._config.batch_size)
+        lanes = [] if stopping or not topics else self._lanes()
         params = None
-        if limit > 0:
+        if lanes:
             token = uuid.uuid4().hex
-            params = ClaimParams(topics, limit, now, now + self._config.lock_duration, token)
+            limit = sum(lane.limit for lane in lanes)
+            lock_until = now + self._config.lock_duration
+            params = ClaimParams(topics, limit, now, lock_until, token, lanes)
             with self._next_due_lock:
                 if self._next_due is not None and self._next_due <= now:
                     self._next_due = None
@@ -244,32 +280,48 @@ class Dispatcher:
         if params is None:
             return False
         self._claim_seconds = _average(self._claim_seconds, time.monotonic() - started)
+        claimed = dict.fromkeys(self.queues, 0)
+        for job in jobs:
+            claimed[job.queue] += 1
         if jobs:
+            self._recheck = _RECHECK_DELAY
             self._maintenance.claimed(now, self._running.add(jobs, params.token))
             self._start_waiting()
-        else:  # nothing due: learn when the next job is, to wake for it
-            due = self._driver.jobs_next_due(self._db, topics)
+        else:  # nothing due: learn when the next job is, to wake for it (while jobs are
+            # claimed, rounds follow anyway, and enqueues and retries tell their due times)
+            due = self._driver.jobs_next_due(self._db, [lane.name for lane in lanes], topics)
             if due is not None:
-                # Due already yet not claimable (just became due, or row-locked by another
-                # claimer): look again shortly rather than spin.
-                self._remember_due(max(due, self._clock() + _RECHECK_DELAY))
-        return len(jobs) == limit and self._capacity() > 0
+                # Due already yet not claimable (just became due, row-locked by another
+                # claimer, or its queue at its global limit): look again shortly, a little
+                # later each time, rather than spin.
+                self._remember_due(max(due, self._clock() + self._recheck))
+                self._recheck = min(2 * self._recheck, self._config.poll_interval)
+        return any(
+            claimed[lane.name] == lane.limit and self._running.free(lane.name) > 0 for lane in lanes
+        )
 
-    def _claims_ahead(self) -> bool:
-        """Whether to claim for slots that are busy now: while handlers take less than
-        about two claim round trips, a slot frees up before a claim made when it is free
-        would return; a job claimed ahead then waits for a slot no longer than that."""
-        return self._running.handler_seconds <= 2 * self._claim_seconds
+    def _claims_ahead(self, queue: str) -> bool:
+        """Whether to claim for slots of ``queue`` that are busy now: while its handlers
+        take less than about two claim round trips, a slot frees up before a claim made
+        when it is free would return; a job claimed ahead then waits for a slot no longer
+        than that."""
+        return self._running.handler_seconds[queue] <= 2 * self._claim_seconds
 
-    def _capacity(self) -> int:
-        """How many more jobs to claim now: the free slots (plus up to a batch claimed ahead,
-        see :meth:`_claims_ahead`); none while the completer's backlog throttles claims."""
+    def _lanes(self) -> list[QueueClaim]:
+        """What to claim now from each queue: its free slots (plus up to a batch claimed
+        ahead, see :meth:`_claims_ahead`), at most ``batch_size``; nothing while the
+        completer's backlog throttles claims."""
         self._throttled = self._completer.throttled()
         if self._throttled:
-            return 0
-        workers = self._config.workers
-        ahead = min(workers, self._config.batch_size) if self._claims_ahead() else 0
-        return workers + ahead - self._running.active - self._running.waiting
+            return []
+        batch, limits = self._config.batch_size, self._config.queue_limits
+        lanes = []
+        for queue, slots in self.queues.items():
+            ahead = min(slots, batch) if self._claims_ahead(queue) else 0
+            limit = min(batch, self._running.free(queue) + ahead)
+            if limit > 0:
+                lanes.append(QueueClaim(queue, limit, limits.get(queue)))
+        return lanes
 
     def _sleep_seconds(self) -> float:
         now = self._clock()

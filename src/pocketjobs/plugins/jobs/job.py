@@ -13,18 +13,22 @@ from typing import Any, Final, Literal, TypeVar, cast
 from pocketjobs.core.times import format_time
 
 __all__ = [
+    "DEFAULT_QUEUE",
     "JOB_STATUSES",
     "Job",
     "JobFilter",
     "JobList",
     "JobStats",
     "JobStatus",
+    "QueueInfo",
     "uuid7",
 ]
 
 JobStatus = Literal["pending", "processing", "completed", "failed"]
 JOB_STATUSES: Final[tuple[JobStatus, ...]] = ("pending", "processing", "completed", "failed")
 T = TypeVar("T")
+#: The queue of a job enqueued without one (and of every job from before queues existed).
+DEFAULT_QUEUE: Final = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,8 @@ class Job:
     priority: int = 0
     #: While a job with this key and topic is pending or processing, no other is enqueued.
     unique_key: str | None = None
+    #: The named queue the job waits in (each queue has its own worker slots).
+    queue: str = DEFAULT_QUEUE
     #: Set on what ``enqueue`` returns when the job already existed (its ``unique_key``
     #: was taken): this is that job, and nothing was inserted.
     duplicate: bool = False
@@ -82,6 +88,7 @@ class Job:
             "updated": format_time(self.updated),
             "priority": self.priority,
             "unique_key": self.unique_key,
+            "queue": self.queue,
             "duplicate": self.duplicate,
         }
 
@@ -95,6 +102,7 @@ class JobFilter:
     status: JobStatus | None = None
     limit: int = 20
     offset: int = 0
+    queue: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +134,13 @@ class JobStats:
     failed: int
     total: int
     success_rate: float
+    #: Pending jobs per topic that no running worker (in any process) handles.
+    orphaned_topics: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def from_counts(cls, counts: dict[str, int]) -> JobStats:
+    def from_counts(
+        cls, counts: dict[str, int], orphaned_topics: dict[str, int] | None = None
+    ) -> JobStats:
         """Statistics from a ``status -> count`` mapping (missing statuses count 0)."""
         pending, processing, completed, failed = (counts.get(s, 0) for s in JOB_STATUSES)
         finished = completed + failed
@@ -139,10 +151,29 @@ class JobStats:
             failed=failed,
             total=pending + processing + completed + failed,
             success_rate=completed / finished if finished else 0.0,
+            orphaned_topics=dict(orphaned_topics or {}),
         )
 
     def to_json(self) -> dict[str, Any]:
         """The statistics as the HTTP API returns them."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """A named queue: paused or not (in every process), its jobs now, the worker slots
+    this process gives it (0: it does not work on it) and its global limit (``None``:
+    none) as this process's config says."""
+
+    name: str
+    paused: bool
+    pending: int
+    processing: int
+    concurrency: int
+    global_limit: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The queue as the HTTP API returns it."""
         return dataclasses.asdict(self)
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "MAX_LIST_LIMIT",
     "MAX_OFFSET",
     "MAX_PRIORITY",
+    "MAX_QUEUE_LENGTH",
     "MAX_RETRIES_LIMIT",
     "MAX_RETRY_WAIT",
     "MAX_TOPIC_LENGTH",
@@ -24,6 +25,8 @@ __all__ = [
 
 #: The longest topic name, in characters.
 MAX_TOPIC_LENGTH: Final = 255
+#: The longest queue name, in characters (letters, digits and ``_ - .``).
+MAX_QUEUE_LENGTH: Final = 64
 #: The lowest priority (0 is the highest, and the default).
 MAX_PRIORITY: Final = 9
 #: The longest unique key, in characters.

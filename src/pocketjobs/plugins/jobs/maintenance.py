@@ -1,13 +1,16 @@
-"""The dispatcher's maintenance: heartbeating its locks and rescuing dead workers' jobs.
+"""The dispatcher's maintenance: heartbeating its locks, rescuing dead workers' jobs, and
+announcing itself.
 
-Both run on the dispatcher's control thread, scheduled on the injected clock (the
+All three run on the dispatcher's control thread, scheduled on the injected clock (the
 config's ``clock``), so tests drive them by moving that clock instead of sleeping:
 
 * **heartbeat**, every ``lock_duration / 3`` while claims are held: every held claim's
   lock moves to ``now + lock_duration`` (fenced on its token), so a long job is never
   taken over while its worker lives;
 * **rescue**, every ``poll_interval``: jobs whose lock expired (their worker died or
-  stopped responding) count a failed attempt and become due again, or fail for good.
+  stopped responding) count a failed attempt and become due again, or fail for good;
+* **announce**, every ``ANNOUNCE_INTERVAL`` (see ``presence.py``): the dispatcher's row in
+  the workers table, and warnings about topics no running worker handles.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from datetime import datetime, timedelta
 
 from pocketjobs.core import Database
 from pocketjobs.plugins.jobs.drivers import JobsDriver
+from pocketjobs.plugins.jobs.presence import ANNOUNCE_INTERVAL, Presence
 from pocketjobs.plugins.jobs.retry import LOCK_EXPIRED_ERROR
 from pocketjobs.plugins.jobs.running import RunningClaims
 
@@ -25,7 +29,7 @@ __all__ = ["Maintenance"]
 
 
 class Maintenance:
-    """Heartbeat and rescue for one dispatcher's claims."""
+    """Heartbeat and rescue for one dispatcher's claims, and its announcements."""
 
     def __init__(
         self,
@@ -37,6 +41,7 @@ class Maintenance:
         rescue_interval: timedelta,
         clock: Callable[[], datetime],
         logger: logging.Logger,
+        presence: Presence | None = None,
     ) -> None:
         self._db = db
         self._driver = driver
@@ -48,12 +53,15 @@ class Maintenance:
         start = clock()
         self._heartbeat_at = start + self._heartbeat_interval
         self._rescue_at = start  # rescue once at start: workers may have died meanwhile
+        self._presence = presence
+        self._announce_at = start
 
     def next_at(self) -> datetime:
         """When maintenance is next due (the heartbeat only counts while claims are held)."""
+        due = min(self._rescue_at, self._announce_at) if self._presence else self._rescue_at
         if self._running:
-            return min(self._heartbeat_at, self._rescue_at)
-        return self._rescue_at
+            return min(self._heartbeat_at, due)
+        return due
 
     def claimed(self, now: datetime, was_idle: bool) -> None:
         """Claims were just made at ``now``; ``was_idle``: none were held before, so the
@@ -68,6 +76,9 @@ class Maintenance:
             self._heartbeat(now)
         if rescue and now >= self._rescue_at:
             self._rescue(now)
+        if self._presence is not None and now >= self._announce_at:
+            self._announce_at = now + ANNOUNCE_INTERVAL
+            self._presence.announce(now)
 
     def _heartbeat(self, now: datetime) -> None:
         self._heartbeat_at = now + self._heartbeat_interval

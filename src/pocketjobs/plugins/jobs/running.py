@@ -1,4 +1,4 @@
-"""The claims a dispatcher holds, and its worker slots.
+"""The claims a dispatcher holds, and its worker slots (per queue).
 
 Everything is tracked per :class:`~pocketjobs.plugins.jobs.drivers.Claim` (job id *and*
 claim token), never per job id: a dispatcher that was paused past its lock can claim the
@@ -9,6 +9,9 @@ A claim passes through three states: *waiting* (claimed ahead, no slot yet), *ac
 (its handler runs in a slot), *finished* (the handler returned or raised; its outcome is
 not written yet, so its lock is still heartbeated). It is forgotten once its outcome is
 written, or when it is released at stop.
+
+Each queue has its own slots: a claim of one queue waits only for a slot of that queue,
+so a queue whose handlers are slow or stuck never holds up another.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pocketjobs.plugins.jobs.drivers import Claim
@@ -41,62 +44,81 @@ def _average(average: float, sample: float) -> float:
 
 
 class RunningClaims:
-    """The claims of one dispatcher and its ``workers`` slots; thread-safe."""
+    """The claims of one dispatcher and the worker slots of each of its queues
+    (``slots``: queue name -> number of slots); thread-safe."""
 
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
+    def __init__(self, slots: Mapping[str, int]) -> None:
+        self.slots = dict(slots)
         self._lock = threading.Lock()
         self._runs: dict[Claim, Run] = {}
-        self._waiting: deque[Run] = deque()
+        self._waiting: dict[str, deque[Run]] = {queue: deque() for queue in self.slots}
+        self._active_in: dict[str, int] = dict.fromkeys(self.slots, 0)
         self._active = 0
-        #: A moving average of a handler's run time (seconds; infinite before the first).
-        self.handler_seconds = math.inf
+        self._waiting_count = 0
+        #: Per queue, a moving average of a handler's run time (seconds; infinite before
+        #: the first).
+        self.handler_seconds: dict[str, float] = dict.fromkeys(self.slots, math.inf)
         #: Handlers finished since the last claim (reset by the claimer).
         self.finished_since_claim = 0
 
     @property
     def active(self) -> int:
-        """Slots in use: handlers running now."""
+        """Slots in use: handlers running now (in all queues)."""
         return self._active
 
     @property
     def waiting(self) -> int:
-        """Claims waiting for a slot (claimed ahead)."""
-        return len(self._waiting)
+        """Claims waiting for a slot (claimed ahead; in all queues)."""
+        return self._waiting_count
+
+    def free(self, queue: str) -> int:
+        """The slots of ``queue`` neither in use nor promised to a waiting claim (negative
+        while more claims wait than slots exist)."""
+        return self.slots[queue] - self._active_in[queue] - len(self._waiting[queue])
 
     def __bool__(self) -> bool:
         return bool(self._runs)
 
     def add(self, jobs: Sequence[Job], token: str) -> bool:
-        """Hold the claims on ``jobs`` (made under ``token``), waiting for a slot. Returns
-        whether no claim was held before (the heartbeat then starts afresh)."""
+        """Hold the claims on ``jobs`` (made under ``token``), waiting for a slot of their
+        queue. Returns whether no claim was held before (the heartbeat then starts afresh)."""
         with self._lock:
             was_idle = not self._runs
             for job in jobs:
                 run = Run(job, Claim(job.id, token))
                 self._runs[run.claim] = run
-                self._waiting.append(run)
+                self._waiting[job.queue].append(run)
+            self._waiting_count += len(jobs)
         return was_idle
 
     def start_waiting(self) -> list[Run]:
-        """Give slots to waiting claims while slots are free; return the runs to start."""
+        """Give slots to waiting claims while their queue has free slots; return the runs
+        to start."""
         starting: list[Run] = []
         with self._lock:
-            while self._waiting and self._active < self.workers:
-                starting.append(self._waiting.popleft())
-                self._active += 1
+            if not self._waiting_count:
+                return starting
+            for queue, waiting in self._waiting.items():
+                slots = self.slots[queue]
+                while waiting and self._active_in[queue] < slots:
+                    starting.append(waiting.popleft())
+                    self._active_in[queue] += 1
+            self._active += len(starting)
+            self._waiting_count -= len(starting)
         return starting
 
     def finish(self, run: Run, seconds: float) -> bool:
         """The handler of ``run`` ended after ``seconds``: free its slot. Returns whether
         its outcome is still ours to write (``False`` once it was released at stop)."""
+        queue = run.job.queue
         with self._lock:
             if run.released or run.finished or self._runs.get(run.claim) is not run:
                 return False
             run.finished = True
             self._active -= 1
+            self._active_in[queue] -= 1
             self.finished_since_claim += 1
-            self.handler_seconds = _average(self.handler_seconds, seconds)
+            self.handler_seconds[queue] = _average(self.handler_seconds[queue], seconds)
         return True
 
     def forget(self, claims: Iterable[Claim]) -> None:
@@ -113,8 +135,8 @@ class RunningClaims:
     def release_waiting(self) -> list[Run]:
         """At stop: stop holding the claims that never got a slot, and return them."""
         with self._lock:
-            released = list(self._waiting)
-            self._waiting.clear()
+            released = [run for waiting in self._waiting.values() for run in waiting]
+            self._clear_waiting()
             for run in released:
                 run.released = True
                 self._runs.pop(run.claim, None)
@@ -126,9 +148,15 @@ class RunningClaims:
         handlers' outcomes, should they still end, are ignored."""
         with self._lock:
             released = [run for run in self._runs.values() if not run.finished]
-            self._waiting.clear()
+            self._clear_waiting()
             for run in released:
                 run.released = True
                 del self._runs[run.claim]
             self._active = 0
+            self._active_in = dict.fromkeys(self.slots, 0)
         return released
+
+    def _clear_waiting(self) -> None:
+        for waiting in self._waiting.values():
+            waiting.clear()
+        self._waiting_count = 0

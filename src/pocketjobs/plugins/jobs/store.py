@@ -10,7 +10,7 @@ import asyncio
 import builtins
 import dataclasses
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,18 +19,21 @@ from pocketjobs.plugins.jobs.config import Config
 from pocketjobs.plugins.jobs.dispatcher import Dispatcher, JobHandler
 from pocketjobs.plugins.jobs.drivers import JobsDriver, NewJob
 from pocketjobs.plugins.jobs.errors import (
+    InvalidJobOptions,
     JobCannotDelete,
     JobCannotRequeue,
     JobNotFound,
     TopicAlreadyRegistered,
 )
 from pocketjobs.plugins.jobs.handlers import HandlerOptions, check_handler
-from pocketjobs.plugins.jobs.job import Job, JobFilter, JobList, JobStats, uuid7
+from pocketjobs.plugins.jobs.job import Job, JobFilter, JobList, JobStats, QueueInfo, uuid7
+from pocketjobs.plugins.jobs.presence import orphaned_topics
 from pocketjobs.plugins.jobs.task import Task
 from pocketjobs.plugins.jobs.validation import (
     check_enqueue,
     check_filter,
     check_job_id,
+    check_queue,
     check_topic,
     to_millis,
 )
@@ -56,6 +59,7 @@ class JobStore:
         self._handlers_lock = threading.Lock()
         self._dispatcher: Dispatcher | None = None
         self._dispatcher_lock = threading.Lock()
+        self._queue_sizes = config.queue_sizes()
 
     def attach(self, driver: JobsDriver) -> None:
         """Use ``driver`` for the app's (now open) database. Called by the plugin on bootstrap."""
@@ -84,12 +88,15 @@ class JobStore:
         max_retries: int | None = None,
         priority: int | None = None,
         unique_key: str | None = None,
+        queue: str | None = None,
         tx: Tx | None = None,
     ) -> Job:
         """Add a job; it runs at ``run_at`` (aware datetime), after ``delay``, or now.
 
-        ``max_retries=None`` takes the config default; ``0`` means no retry. ``priority``:
-        0 (the default) runs first, 9 last, among due jobs. ``unique_key``: while a job of
+        ``max_retries=None`` takes the handler's default, else the config's; ``0`` means no
+        retry. ``queue``: the named queue it waits in (the handler's default, else
+        ``"default"``). ``priority``: 0 (the default) runs first, 9 last, among the due
+        jobs of its queue. ``unique_key``: while a job of
         this topic with this key is pending or processing, no other is inserted: that job
         is returned instead, with ``duplicate=True`` (the database's unique index decides,
         so concurrent enqueues in any process create one job). With ``tx`` the job is
@@ -101,7 +108,7 @@ class JobStore:
         keys = None if unique_key is None else [unique_key]
         return self.enqueue_many(
             topic, [payload], run_at=run_at, delay=delay, max_retries=max_retries,
-            priority=priority, unique_keys=keys, tx=tx,
+            priority=priority, unique_keys=keys, queue=queue, tx=tx,
         )[0]  # fmt: skip
 
     def enqueue_at(self, topic: str, payload: Any, run_at: datetime) -> Job:
@@ -118,6 +125,7 @@ class JobStore:
         max_retries: int | None = None,
         priority: int | None = None,
         unique_keys: Sequence[str | None] | None = None,
+        queue: str | None = None,
         tx: Tx | None = None,
     ) -> list[Job]:
         """Add one job per payload: all of them or, on any error, none (one statement
@@ -132,16 +140,17 @@ class JobStore:
         if defaults is not None:
             priority = defaults.priority if priority is None else priority
             max_retries = defaults.max_retries if max_retries is None else max_retries
+            queue = defaults.queue if queue is None else queue
         spec = check_enqueue(
             topic, payloads, run_at, delay, max_retries, now=now, priority=priority,
-            unique_keys=unique_keys, default_max_retries=self.config.max_retries,
+            unique_keys=unique_keys, queue=queue, default_max_retries=self.config.max_retries,
             max_size=self.config.max_payload_size,
         )  # fmt: skip
         due, retries, texts = spec.due, spec.max_retries, spec.payload_texts
         if not texts:
             return []
         rows = [
-            NewJob(uuid7(), topic, text, due, retries, now, spec.priority, key)
+            NewJob(uuid7(), topic, text, due, retries, now, spec.priority, key, spec.queue)
             for text, key in zip(texts, spec.unique_keys, strict=True)
         ]
         if tx is None and any(spec.unique_keys):
@@ -158,7 +167,7 @@ class JobStore:
                 self._wake(due)
         return [
             Job(row.id, topic, payload, "pending", due, None, 0, retries, None, now, now,
-                spec.priority, row.unique_key)
+                spec.priority, row.unique_key, spec.queue)
             if holder is None
             else dataclasses.replace(holder, duplicate=True)
             for row, payload, holder in zip(rows, payloads, holders, strict=True)
@@ -185,8 +194,60 @@ class JobStore:
         return JobList(items, total, job_filter.limit, job_filter.offset)
 
     def stats(self) -> JobStats:
-        """Counts of jobs per status and the success rate."""
-        return JobStats.from_counts(self._driver.jobs_count_by_status(self._app.db))
+        """Counts of jobs per status, the success rate, and the pending jobs per topic
+        that no running worker (in any process) handles (``orphaned_topics``)."""
+        db = self._app.db
+        return JobStats.from_counts(
+            self._driver.jobs_count_by_status(db), orphaned_topics(db, self._driver, self.now())
+        )
+
+    # -- queues --------------------------------------------------------------------------
+
+    def queues(self) -> builtins.list[QueueInfo]:
+        """Every queue: the ones this process works on, the ones with pending or
+        processing jobs, and the ones ever paused; by name."""
+        states = {state.name: state for state in self._driver.queues_state(self._app.db)}
+        limits = self.config.queue_limits
+        return [
+            QueueInfo(
+                name,
+                state.paused if state else False,
+                state.pending if state else 0,
+                state.processing if state else 0,
+                self._queue_sizes.get(name, 0),
+                limits.get(name),
+            )
+            for name in sorted(states.keys() | self._queue_sizes.keys())
+            for state in [states.get(name)]
+        ]
+
+    def pause_queue(self, name: str) -> None:
+        """Stop claiming jobs of queue ``name`` in every process (running jobs finish;
+        enqueues go on). The state is in the database: it outlasts restarts. Raises
+        :class:`InvalidJobOptions` for a bad queue name."""
+        self._driver.queues_set_paused(self._app.db, check_queue(name), True, self.now())
+
+    def resume_queue(self, name: str) -> None:
+        """Claim jobs of queue ``name`` again, in every process (resuming a queue that is
+        not paused does nothing). Raises :class:`InvalidJobOptions` for a bad name."""
+        self._driver.queues_set_paused(self._app.db, check_queue(name), False, self.now())
+        self._wake(None)
+
+    def use_queues(self, sizes: Mapping[str, int]) -> None:
+        """Work on these queues (name -> worker slots) instead of the config's; for the
+        ``--queues`` flag of ``serve``/``worker``. Takes effect at the next :meth:`start`.
+        Raises :class:`InvalidJobOptions` for a bad name or size."""
+        checked: dict[str, int] = {}
+        for name, size in sizes.items():
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise InvalidJobOptions(
+                    f"queue {name!r} needs at least 1 worker slot", field="queues",
+                    code="validation_invalid_number",
+                )  # fmt: skip
+            checked[check_queue(name)] = size
+        if not checked:
+            raise InvalidJobOptions("name at least one queue", field="queues")
+        self._queue_sizes = checked
 
     def delete(self, job_id: str) -> None:
         """Delete a pending or failed job; raises :class:`JobNotFound` or
@@ -231,18 +292,19 @@ class JobStore:
         priority: int | None = None,
         max_retries: int | None = None,
         backoff: Callable[[int], timedelta] | None = None,
+        queue: str | None = None,
     ) -> None:
         """Run ``fn(job)`` for jobs of ``topic`` (a plain or ``async`` function).
 
-        ``priority`` and ``max_retries`` are the topic's defaults for jobs enqueued in this
-        process without their own; ``backoff`` replaces the config's for its failed
+        ``queue``, ``priority`` and ``max_retries`` are the topic's defaults for jobs
+        enqueued in this process without their own; ``backoff`` replaces the config's for its failed
         attempts (capped at ``max_backoff`` all the same). Raises :class:`InvalidHandler`
         when ``fn`` cannot be called with one argument (the job) or ``backoff`` is not
         callable, :class:`InvalidJobOptions` for a bad default, and
         :class:`TopicAlreadyRegistered` if the topic has a handler.
         """
         check_topic(topic)
-        options = HandlerOptions.checked(priority, max_retries, backoff)
+        options = HandlerOptions.checked(priority, max_retries, backoff, queue)
         check_handler(fn)
         with self._handlers_lock:
             if topic in self._handlers:
@@ -258,11 +320,15 @@ class JobStore:
         priority: int | None = None,
         max_retries: int | None = None,
         backoff: Callable[[int], timedelta] | None = None,
+        queue: str | None = None,
     ) -> Callable[[H], H]:
         """Decorator form of :meth:`register`; returns the function unchanged."""
 
         def decorate(fn: H) -> H:
-            self.register(topic, fn, priority=priority, max_retries=max_retries, backoff=backoff)
+            self.register(
+                topic, fn, priority=priority, max_retries=max_retries, backoff=backoff,
+                queue=queue,
+            )  # fmt: skip
             return fn
 
         return decorate
@@ -274,13 +340,17 @@ class JobStore:
         priority: int | None = None,
         max_retries: int | None = None,
         backoff: Callable[[int], timedelta] | None = None,
+        queue: str | None = None,
     ) -> Callable[[JobHandler], Task]:
         """Decorator like :meth:`handler` that returns a :class:`Task`: the handler, with
         ``.enqueue(payload, **options)`` / ``.aenqueue(...)`` for its topic (a payload may
         be a dataclass or a pydantic model)."""
 
         def decorate(fn: JobHandler) -> Task:
-            self.register(topic, fn, priority=priority, max_retries=max_retries, backoff=backoff)
+            self.register(
+                topic, fn, priority=priority, max_retries=max_retries, backoff=backoff,
+                queue=queue,
+            )  # fmt: skip
             return Task(self, topic, fn)
 
         return decorate
@@ -295,7 +365,7 @@ class JobStore:
             if self._dispatcher is None or not self._dispatcher.is_running():
                 self._dispatcher = Dispatcher(
                     self._app.db, self._driver, self.config, self._handlers, self._app.logger,
-                    options=self._options,
+                    options=self._options, queues=self._queue_sizes,
                 )  # fmt: skip
             self._dispatcher.start()
 
@@ -323,12 +393,13 @@ class JobStore:
         max_retries: int | None = None,
         priority: int | None = None,
         unique_key: str | None = None,
+        queue: str | None = None,
         tx: Tx | None = None,
     ) -> Job:
         """Awaitable :meth:`enqueue`."""
         return await asyncio.to_thread(
             self.enqueue, topic, payload, run_at=run_at, delay=delay, max_retries=max_retries,
-            priority=priority, unique_key=unique_key, tx=tx,
+            priority=priority, unique_key=unique_key, queue=queue, tx=tx,
         )  # fmt: skip
 
     async def aenqueue_at(self, topic: str, payload: Any, run_at: datetime) -> Job:
@@ -345,12 +416,14 @@ class JobStore:
         max_retries: int | None = None,
         priority: int | None = None,
         unique_keys: Sequence[str | None] | None = None,
+        queue: str | None = None,
         tx: Tx | None = None,
     ) -> builtins.list[Job]:
         """Awaitable :meth:`enqueue_many`."""
         return await asyncio.to_thread(
             self.enqueue_many, topic, payloads, run_at=run_at, delay=delay,
-            max_retries=max_retries, priority=priority, unique_keys=unique_keys, tx=tx,
+            max_retries=max_retries, priority=priority, unique_keys=unique_keys, queue=queue,
+            tx=tx,
         )  # fmt: skip
 
     async def aget(self, job_id: str) -> Job:
@@ -364,6 +437,18 @@ class JobStore:
     async def astats(self) -> JobStats:
         """Awaitable :meth:`stats`."""
         return await asyncio.to_thread(self.stats)
+
+    async def aqueues(self) -> builtins.list[QueueInfo]:
+        """Awaitable :meth:`queues`."""
+        return await asyncio.to_thread(self.queues)
+
+    async def apause_queue(self, name: str) -> None:
+        """Awaitable :meth:`pause_queue`."""
+        await asyncio.to_thread(self.pause_queue, name)
+
+    async def aresume_queue(self, name: str) -> None:
+        """Awaitable :meth:`resume_queue`."""
+        await asyncio.to_thread(self.resume_queue, name)
 
     async def adelete(self, job_id: str) -> None:
         """Awaitable :meth:`delete`."""

@@ -26,12 +26,13 @@ from pocketjobs.plugins.jobs.errors import (
     JobsError,
     PayloadTooLarge,
 )
-from pocketjobs.plugins.jobs.job import JOB_STATUSES, JobFilter
+from pocketjobs.plugins.jobs.job import DEFAULT_QUEUE, JOB_STATUSES, JobFilter
 from pocketjobs.plugins.jobs.limits import (
     MAX_DELAY,
     MAX_JSON_DEPTH,
     MAX_OFFSET,
     MAX_PRIORITY,
+    MAX_QUEUE_LENGTH,
     MAX_RETRIES_LIMIT,
     MAX_TOPIC_LENGTH,
     MAX_UNIQUE_KEY_LENGTH,
@@ -45,6 +46,7 @@ __all__ = [
     "check_max_retries",
     "check_payloads",
     "check_priority",
+    "check_queue",
     "check_schedule",
     "check_small_int",
     "check_topic",
@@ -227,6 +229,24 @@ def check_priority(priority: object) -> int:
     return 0 if checked is None else checked
 
 
+_QUEUE_NAME = re.compile(rf"[A-Za-z0-9_.-]{{1,{MAX_QUEUE_LENGTH}}}")
+
+
+def check_queue(queue: object) -> str:
+    """``queue`` (``"default"`` for ``None``) if it is a queue name: 1 to
+    ``MAX_QUEUE_LENGTH`` letters, digits, ``_``, ``-`` or ``.`` (safe in a URL path
+    and an env list); else :class:`InvalidJobOptions`."""
+    if queue is None:
+        return DEFAULT_QUEUE
+    if not isinstance(queue, str) or _QUEUE_NAME.fullmatch(queue) is None:
+        raise InvalidJobOptions(
+            f"queue must be 1 to {MAX_QUEUE_LENGTH} letters, digits, '_', '-' or '.'",
+            field="queue",
+            code="validation_invalid_queue",
+        )
+    return queue
+
+
 def check_unique_keys(keys: object, count: int) -> list[str | None]:
     """``keys`` (one per job, ``None`` for no key; all ``None`` when ``keys`` is) if each
     key is a non-empty string of storable text of at most ``MAX_UNIQUE_KEY_LENGTH``
@@ -296,6 +316,7 @@ class EnqueueSpec:
     payload_texts: list[str]
     priority: int
     unique_keys: list[str | None]
+    queue: str
 
 
 class _Collector:
@@ -333,6 +354,7 @@ def check_enqueue(
     known: Sequence[JobsError] = (),
     priority: object = None,
     unique_keys: object = None,
+    queue: object = None,
 ) -> EnqueueSpec:
     """Validate an enqueue of one job per payload at ``now`` (``allowed``: the topics
     allowed, all when empty). Raises the error of the first bad field, with the errors of
@@ -343,6 +365,7 @@ def check_enqueue(
     due = collector.check(lambda: check_schedule(now, run_at, delay))
     retries = collector.check(lambda: check_max_retries(max_retries, default_max_retries))
     checked_priority = collector.check(lambda: check_priority(priority))
+    checked_queue = collector.check(lambda: check_queue(queue))
     texts = collector.check(
         lambda: [serialize_payload(payload, max_size) for payload in check_payloads(payloads)]
     )
@@ -350,5 +373,5 @@ def check_enqueue(
     collector.raise_errors()  # so every check returned its value
     return EnqueueSpec(
         cast(str, checked_topic), cast(datetime, due), cast(int, retries), cast("list[str]", texts),
-        cast(int, checked_priority), cast("list[str | None]", keys),
+        cast(int, checked_priority), cast("list[str | None]", keys), cast(str, checked_queue),
     )  # fmt: skip

@@ -19,7 +19,10 @@ from pocketjobs.plugins.jobs.drivers.base import (
     JobsDriver,
     NewJob,
     Outcomes,
+    QueueClaim,
+    QueueState,
     Snoozed,
+    WorkerInfo,
 )
 
 __all__ = [
@@ -30,7 +33,10 @@ __all__ = [
     "JobsDriver",
     "NewJob",
     "Outcomes",
+    "QueueClaim",
+    "QueueState",
     "Snoozed",
+    "WorkerInfo",
     "driver_for",
 ]
 

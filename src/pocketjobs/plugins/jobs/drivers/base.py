@@ -13,13 +13,13 @@ never by a bare tuple.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 
 from pocketjobs.core import Database, Migration, Queryable
-from pocketjobs.plugins.jobs.job import Job, JobFilter
+from pocketjobs.plugins.jobs.job import DEFAULT_QUEUE, Job, JobFilter
 
 __all__ = [
     "NOTIFY_CHANNEL",
@@ -29,7 +29,10 @@ __all__ = [
     "JobsDriver",
     "NewJob",
     "Outcomes",
+    "QueueClaim",
+    "QueueState",
     "Snoozed",
+    "WorkerInfo",
 ]
 
 #: The PostgreSQL notification channel that wakes dispatchers.
@@ -48,6 +51,7 @@ class NewJob:
     created: datetime
     priority: int = 0
     unique_key: str | None = None
+    queue: str = DEFAULT_QUEUE
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,15 +66,55 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueClaim:
+    """What one claim takes from one queue: at most ``limit`` jobs and, with a
+    ``global_limit``, no more than bring the queue's processing jobs (in every process) to
+    that number."""
+
+    name: str
+    limit: int
+    global_limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimParams:
     """What to claim: up to ``limit`` due pending jobs of ``topics`` at ``now``, locked
-    until ``lock_until`` under ``token``."""
+    until ``lock_until`` under ``token``, from ``queues`` (each with its own limit; by
+    default the default queue alone, up to ``limit``). Paused queues give nothing."""
 
     topics: Sequence[str]
     limit: int
     now: datetime
     lock_until: datetime
     token: str
+    queues: Sequence[QueueClaim] = ()
+
+    def __post_init__(self) -> None:
+        if not self.queues:
+            object.__setattr__(self, "queues", (QueueClaim(DEFAULT_QUEUE, self.limit),))
+
+
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    """A queue as the database knows it: paused or not, and its jobs now."""
+
+    name: str
+    paused: bool
+    pending: int
+    processing: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A running dispatcher, as it announces itself in the database."""
+
+    id: str
+    host: str
+    pid: int
+    queues: dict[str, int]
+    topics: list[str]
+    started: datetime
+    seen: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,11 +198,14 @@ class JobsDriver(abc.ABC):
 
     @abc.abstractmethod
     def jobs_claim(self, q: Queryable, params: ClaimParams) -> list[Job]:
-        """Atomically take up to ``params.limit`` pending jobs of ``params.topics`` due at
-        ``params.now`` (oldest ``run_at`` first, then id), marking them processing, locked
-        until ``params.lock_until`` by ``params.token``. Concurrent claimers never receive
-        the same job. Returns them in ``(run_at, id)`` order; none for a limit of 0 or no
-        topics."""
+        """Atomically take pending jobs of ``params.topics`` due at ``params.now``, from
+        each of ``params.queues`` that is not paused up to its ``limit`` (in ``(priority,
+        run_at, id)`` order within the queue) and, for a queue with a ``global_limit``, no
+        more than keep its processing jobs in all processes at or under that limit (claims
+        of such a queue are serialized); marking them processing, locked until
+        ``params.lock_until`` by ``params.token``. Concurrent claimers never receive the
+        same job. Returns them in ``(priority, run_at, id)`` order; none for a limit of 0
+        or no topics."""
 
     @abc.abstractmethod
     def claim_plan(self, db: Database, params: ClaimParams) -> str:
@@ -166,8 +213,11 @@ class JobsDriver(abc.ABC):
         claims nothing."""
 
     @abc.abstractmethod
-    def jobs_next_due(self, q: Queryable, topics: Sequence[str]) -> datetime | None:
-        """The earliest ``run_at`` of a pending job of ``topics``, or ``None``."""
+    def jobs_next_due(
+        self, q: Queryable, queues: Sequence[str], topics: Sequence[str]
+    ) -> datetime | None:
+        """The earliest ``run_at`` of a pending job of ``topics`` in the ones of ``queues``
+        that are not paused, or ``None``."""
 
     @abc.abstractmethod
     def jobs_settle(self, q: Queryable, outcomes: Outcomes) -> int:
@@ -199,6 +249,39 @@ class JobsDriver(abc.ABC):
     def jobs_release(self, q: Queryable, claims: Sequence[Claim], now: datetime) -> int:
         """Give owned claims back: pending, due ``now``, the attempt not counted. Returns
         the number released."""
+
+    # -- queues and workers --------------------------------------------------------------
+
+    @abc.abstractmethod
+    def queues_set_paused(self, q: Queryable, name: str, paused: bool, now: datetime) -> None:
+        """Pause (no job of the queue is claimed, in any process) or resume queue ``name``;
+        on resume, wake every listening dispatcher where the database can."""
+
+    @abc.abstractmethod
+    def queues_state(self, q: Queryable) -> list[QueueState]:
+        """Every queue that has pending or processing jobs or was ever paused, by name."""
+
+    @abc.abstractmethod
+    def workers_announce(self, q: Queryable, worker: WorkerInfo) -> None:
+        """Record ``worker`` (insert, or update its ``seen``, queues and topics)."""
+
+    @abc.abstractmethod
+    def workers_remove(self, q: Queryable, worker_id: str) -> None:
+        """Forget the worker ``worker_id`` (it stopped)."""
+
+    @abc.abstractmethod
+    def workers_prune(self, q: Queryable, *, seen_before: datetime) -> int:
+        """Forget every worker not seen since ``seen_before`` (it died); return how many."""
+
+    @abc.abstractmethod
+    def workers_list(self, q: Queryable, *, seen_since: datetime) -> list[WorkerInfo]:
+        """The workers seen since ``seen_since``, oldest first."""
+
+    @abc.abstractmethod
+    def jobs_pending_outside(self, q: Queryable, topics: Collection[str]) -> dict[str, int]:
+        """``topic -> number of pending jobs`` for every topic with pending jobs that is
+        not one of ``topics``; cheap when those are few (each other topic of the table is
+        looked up in its index, not the pending backlog counted)."""
 
     @abc.abstractmethod
     def jobs_rescue_expired(self, q: Queryable, now: datetime, error: str) -> int:

@@ -1,8 +1,9 @@
 """The statements that are the same SQL on every database, written once.
 
-Getting, listing, counting, deleting and requeueing a job need nothing a database does
-differently, apart from how a time parameter is encoded (SQLite: fixed-width UTC text;
-PostgreSQL: a ``timestamptz``) and how a row is decoded into a :class:`Job`. A driver
+Getting, listing, counting, deleting and requeueing a job, and the queue and worker
+tables, need nothing a database does differently, apart from how a time parameter is
+encoded and decoded (SQLite: fixed-width UTC text; PostgreSQL: a ``timestamptz``) and how
+a row is decoded into a :class:`Job`. A driver
 derives from :class:`PortableSQLDriver` and provides those two hooks; the claim, the
 outcomes and the DDL stay in the driver's own module.
 """
@@ -10,12 +11,13 @@ outcomes and the DDL stay in the driver's own module.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import json
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, Final
 
 from pocketjobs.core import Queryable
-from pocketjobs.plugins.jobs.drivers.base import JobsDriver
+from pocketjobs.plugins.jobs.drivers.base import JobsDriver, QueueState, WorkerInfo
 from pocketjobs.plugins.jobs.job import Job, JobFilter
 
 __all__ = ["JOB_COLUMNS", "PortableSQLDriver"]
@@ -23,7 +25,7 @@ __all__ = ["JOB_COLUMNS", "PortableSQLDriver"]
 #: The columns of a :class:`Job`, in the order of its fields (what ``decode_job`` reads).
 JOB_COLUMNS: Final = (
     "id, topic, payload, status, run_at, locked_until, retries, max_retries, last_error,"
-    " created, updated, priority, unique_key"
+    " created, updated, priority, unique_key, queue"
 )
 
 _GET_SQL: Final = f"SELECT {JOB_COLUMNS} FROM _jobs WHERE id = ?"
@@ -32,6 +34,27 @@ _DELETE_SQL: Final = "DELETE FROM _jobs WHERE id = ? AND status IN ('pending', '
 _REQUEUE_SQL: Final = f"""UPDATE _jobs SET status = 'pending', retries = 0, run_at = ?,
         locked_until = NULL, locked_by = NULL, updated = ?
     WHERE id = ? AND status = 'failed' RETURNING {JOB_COLUMNS}"""
+_SET_PAUSED_SQL: Final = """INSERT INTO _jobs_queues (name, paused, updated) VALUES (?, ?, ?)
+    ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated = excluded.updated"""
+# The distinct topics, one index probe of idx_jobs_topic each (a loose index scan), not a
+# scan of every job.
+# (The statement starts with SELECT: SQLite runs it on a reader connection.)
+_DISTINCT_TOPICS_SQL: Final = """SELECT topic FROM (
+        WITH RECURSIVE t(topic) AS (
+            SELECT (SELECT topic FROM _jobs ORDER BY topic LIMIT 1)
+            UNION ALL
+            SELECT (SELECT j.topic FROM _jobs AS j WHERE j.topic > t.topic
+                    ORDER BY j.topic LIMIT 1)
+            FROM t WHERE t.topic IS NOT NULL
+        )
+        SELECT topic FROM t
+    ) AS topics"""
+_PENDING_OF_TOPIC_SQL: Final = "SELECT COUNT(*) FROM _jobs WHERE topic = ? AND status = 'pending'"
+_WORKER_COLUMNS: Final = "id, host, pid, queues, topics, started, seen"
+_ANNOUNCE_SQL: Final = f"""INSERT INTO _jobs_workers ({_WORKER_COLUMNS})
+    VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (id) DO UPDATE SET queues = excluded.queues, topics = excluded.topics,
+        seen = excluded.seen"""
 
 
 class PortableSQLDriver(JobsDriver, abc.ABC):
@@ -46,6 +69,10 @@ class PortableSQLDriver(JobsDriver, abc.ABC):
     @abc.abstractmethod
     def encode_time(self, moment: datetime) -> Any:
         """``moment`` (aware) as this database's statement parameter for a time column."""
+
+    @abc.abstractmethod
+    def decode_time(self, value: Any) -> datetime:
+        """A time column's value as an aware datetime."""
 
     @abc.abstractmethod
     def decode_job(self, row: Sequence[Any]) -> Job:
@@ -66,6 +93,9 @@ class PortableSQLDriver(JobsDriver, abc.ABC):
         if job_filter.status is not None:
             conditions.append("status = ?")
             params.append(job_filter.status)
+        if job_filter.queue is not None:
+            conditions.append("queue = ?")
+            params.append(job_filter.queue)
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         total = int(q.fetch_value(f"SELECT COUNT(*) FROM _jobs {where}", params))
         # Ids are time-ordered UUIDv7s: id order is creation order, served by the indexes.
@@ -85,3 +115,60 @@ class PortableSQLDriver(JobsDriver, abc.ABC):
         stamp = self.encode_time(now)
         rows = q.fetch_tuples(_REQUEUE_SQL, (stamp, stamp, job_id))
         return self.decode_job(rows[0]) if rows else None
+
+    # -- queues and workers --------------------------------------------------------------
+
+    def queues_set_paused(self, q: Queryable, name: str, paused: bool, now: datetime) -> None:
+        q.execute(_SET_PAUSED_SQL, (name, paused, self.encode_time(now)))
+
+    def queues_state(self, q: Queryable) -> list[QueueState]:
+        # Per status, one range of its partial index (which leads with the queue).
+        counts: dict[str, list[int]] = {}
+        for index, status in enumerate(("pending", "processing")):
+            for name, count in q.fetch_tuples(
+                "SELECT queue, COUNT(*) FROM _jobs WHERE status = ? GROUP BY queue", (status,)
+            ):
+                counts.setdefault(name, [0, 0])[index] = int(count)
+        paused = {name: bool(flag) for name, flag in q.fetch_tuples(
+            "SELECT name, paused FROM _jobs_queues")}  # fmt: skip
+        return [
+            QueueState(name, paused.get(name, False), *counts.get(name, (0, 0)))
+            for name in sorted(counts.keys() | paused.keys())
+        ]
+
+    def workers_announce(self, q: Queryable, worker: WorkerInfo) -> None:
+        w = worker
+        q.execute(
+            _ANNOUNCE_SQL,
+            (w.id, w.host, w.pid, json.dumps(w.queues), json.dumps(w.topics),
+             self.encode_time(w.started), self.encode_time(w.seen)),
+        )  # fmt: skip
+
+    def workers_remove(self, q: Queryable, worker_id: str) -> None:
+        q.execute("DELETE FROM _jobs_workers WHERE id = ?", (worker_id,))
+
+    def workers_prune(self, q: Queryable, *, seen_before: datetime) -> int:
+        return q.execute(
+            "DELETE FROM _jobs_workers WHERE seen < ?", (self.encode_time(seen_before),)
+        )
+
+    def workers_list(self, q: Queryable, *, seen_since: datetime) -> list[WorkerInfo]:
+        rows = q.fetch_tuples(
+            f"SELECT {_WORKER_COLUMNS} FROM _jobs_workers WHERE seen >= ? ORDER BY started, id",
+            (self.encode_time(seen_since),),
+        )
+        return [
+            WorkerInfo(worker_id, host, int(pid), json.loads(queues), json.loads(topics),
+                       self.decode_time(started), self.decode_time(seen))
+            for worker_id, host, pid, queues, topics, started, seen in rows
+        ]  # fmt: skip
+
+    def jobs_pending_outside(self, q: Queryable, topics: Collection[str]) -> dict[str, int]:
+        known = set(topics)
+        found: dict[str, int] = {}
+        for (topic,) in q.fetch_tuples(_DISTINCT_TOPICS_SQL):
+            if topic is not None and topic not in known:
+                count = int(q.fetch_value(_PENDING_OF_TOPIC_SQL, (topic,)))
+                if count:
+                    found[topic] = count
+        return found

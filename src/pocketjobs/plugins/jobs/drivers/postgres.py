@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from pocketjobs.core import Database, Migration, Queryable, Tx
 from pocketjobs.core.times import format_time
@@ -30,6 +30,7 @@ from pocketjobs.plugins.jobs.drivers.base import (
 )
 from pocketjobs.plugins.jobs.drivers.portable import JOB_COLUMNS, PortableSQLDriver
 from pocketjobs.plugins.jobs.job import Job
+from pocketjobs.plugins.jobs.limits import MAX_PRIORITY
 
 __all__ = ["PostgresJobsDriver"]
 
@@ -96,6 +97,7 @@ class _Function:
     returns: str
     body: str
     prelude: str = ""  # PL/pgSQL statements run before the body
+    declare: str = ""  # PL/pgSQL variable declarations of the prelude
     settings: tuple[tuple[str, str], ...] = _INDEX_PLAN  # planner settings of the body
 
     def _with_args(self, name: Callable[[int, str], str], text: str | None = None) -> str:
@@ -121,6 +123,7 @@ class _Function:
             {settings}
             AS $body$
             #variable_conflict use_column
+            {"DECLARE " + self.declare if self.declare else ""}
             BEGIN
                 {prelude}
                 RETURN QUERY {body};
@@ -173,7 +176,8 @@ _CLAIM_COLUMNS_0004 = (
     " locked_until timestamptz, retries integer, max_retries integer, last_error text,"
     " created timestamptz, updated timestamptz"
 )
-_CLAIM_COLUMNS = _CLAIM_COLUMNS_0004 + ", priority integer, unique_key text"
+_CLAIM_COLUMNS_0005 = _CLAIM_COLUMNS_0004 + ", priority integer, unique_key text"
+_CLAIM_COLUMNS = _CLAIM_COLUMNS_0005 + ", queue text"
 _RETURNING_0004 = (
     "j.id, j.topic, j.payload, j.status, j.run_at, j.locked_until, j.retries, j.max_retries,"
     " j.last_error, j.created, j.updated"
@@ -220,9 +224,9 @@ _CLAIM_0004 = _Function(
 
 # Step 5: the same claim in (priority, run_at, id) order, on idx_jobs_pending (topic,
 # priority, run_at, id): per topic an ordered range scan that skips jobs not yet due.
-_CLAIM = dataclasses.replace(
+_CLAIM_0005 = dataclasses.replace(
     _CLAIM_0004,
-    returns=_CLAIM_COLUMNS,
+    returns=_CLAIM_COLUMNS_0005,
     body=f"""WITH picked AS (
             SELECT p.id FROM unnest(:topics) AS t(topic)
             CROSS JOIN LATERAL (
@@ -234,6 +238,69 @@ _CLAIM = dataclasses.replace(
             ) AS p
             ORDER BY p.priority, p.run_at, p.id
             LIMIT :batch
+        )
+        UPDATE _jobs AS j SET status = 'processing', locked_until = :lock_until,
+            locked_by = :token, updated = :now
+        WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
+        RETURNING {_RETURNING_0004}, j.priority, j.unique_key""",
+)
+
+# The first key of the advisory locks that serialize the claims of a queue with a global
+# limit ("pjob"); the second is the hash of the queue's name.
+_QUEUE_LOCK_CLASS = 0x706A6F62
+
+# Step 6: per queue (named queues, each with its own limit; paused ones skipped), per
+# handled topic, an ordered range scan of idx_jobs_pending (queue, topic, priority, run_at,
+# id); the queue's limit applies to the merge of its topics. A queue with a global limit
+# is claimed under a transaction-level advisory lock (taken in name order, so two claimers
+# never deadlock), and the claim's statement, which starts after the lock is held, counts
+# the queue's processing jobs: every claimer sees the ones before it committed.
+_CLAIM = _Function(
+    name="_jobs_claim",
+    args=(
+        ("topics", "text[]"),
+        ("now", "timestamptz"),
+        ("queues", "text[]"),
+        ("limits", "integer[]"),
+        ("caps", "integer[]"),
+        ("lock_until", "timestamptz"),
+        ("token", "text"),
+        ("durable", "boolean"),
+    ),
+    declare="v_queue text;",
+    prelude=f"""{_CLAIM_0004.prelude}
+                FOR v_queue IN
+                    SELECT c.queue FROM unnest(:queues, :caps) AS c(queue, cap)
+                    WHERE c.cap IS NOT NULL ORDER BY c.queue
+                LOOP
+                    PERFORM pg_advisory_xact_lock({_QUEUE_LOCK_CLASS}, hashtext(v_queue));
+                END LOOP;""",
+    returns=_CLAIM_COLUMNS,
+    body=f"""WITH lanes AS (
+            SELECT c.queue, GREATEST(0, CASE WHEN c.cap IS NULL THEN c.lim
+                ELSE LEAST(c.lim, c.cap - (
+                    SELECT count(*) FROM _jobs AS r
+                    WHERE r.status = 'processing' AND r.queue = c.queue)::integer)
+                END) AS lim
+            FROM unnest(:queues, :limits, :caps) AS c(queue, lim, cap)
+            WHERE NOT EXISTS (
+                SELECT 1 FROM _jobs_queues AS s WHERE s.name = c.queue AND s.paused)
+        ),
+        picked AS (
+            SELECT p.id FROM lanes AS l
+            CROSS JOIN LATERAL (
+                SELECT x.id FROM unnest(:topics) AS t(topic)
+                CROSS JOIN LATERAL (
+                    SELECT id, priority, run_at FROM _jobs
+                    WHERE status = 'pending' AND queue = l.queue AND topic = t.topic
+                      AND run_at <= :now
+                    ORDER BY priority, run_at, id
+                    LIMIT l.lim
+                    FOR UPDATE SKIP LOCKED
+                ) AS x
+                ORDER BY x.priority, x.run_at, x.id
+                LIMIT l.lim
+            ) AS p
         )
         UPDATE _jobs AS j SET status = 'processing', locked_until = :lock_until,
             locked_by = :token, updated = :now
@@ -336,6 +403,43 @@ def _add_priority_and_unique_key(tx: Tx) -> None:
     )
     tx.execute(f"CREATE UNIQUE INDEX idx_jobs_unique ON _jobs (topic, unique_key) {_UNIQUE_WHERE}")
     _CLAIM_0004.drop(tx)  # its result type changes: CREATE OR REPLACE cannot do that
+    _CLAIM_0005.create(tx)
+
+
+def _add_queues(tx: Tx) -> None:
+    """Add named queues without rewriting the table (``queue`` has a constant default:
+    a catalogue change): the pending index leads with the queue, the processing index too
+    (a global limit counts a queue's processing jobs); the queue state table (pause) and
+    the workers table (who runs, handling which topics). The claim takes queues."""
+    tx.execute("ALTER TABLE _jobs ADD COLUMN queue text NOT NULL DEFAULT 'default'")
+    tx.execute("DROP INDEX idx_jobs_pending")
+    tx.execute(
+        "CREATE INDEX idx_jobs_pending ON _jobs (queue, topic, priority, run_at, id)"
+        " WHERE status = 'pending'"
+    )
+    tx.execute("DROP INDEX idx_jobs_locked")
+    tx.execute(
+        "CREATE INDEX idx_jobs_locked ON _jobs (queue, locked_until) WHERE status = 'processing'"
+    )
+    tx.execute(
+        """CREATE TABLE _jobs_queues (
+            name    text PRIMARY KEY,
+            paused  boolean NOT NULL DEFAULT false,
+            updated timestamptz NOT NULL
+        )"""
+    )
+    tx.execute(
+        """CREATE TABLE _jobs_workers (
+            id      text PRIMARY KEY,
+            host    text NOT NULL,
+            pid     integer NOT NULL,
+            queues  text NOT NULL,
+            topics  text NOT NULL,
+            started timestamptz NOT NULL,
+            seen    timestamptz NOT NULL
+        )"""
+    )
+    _CLAIM_0005.drop(tx)  # its arguments and result type change
     _CLAIM.create(tx)
 
 
@@ -345,8 +449,8 @@ _UNIQUE_WHERE = "WHERE unique_key IS NOT NULL AND status IN ('pending', 'process
 
 _INSERT_ONE_SQL = """WITH inserted AS (
         INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries, created,
-                           updated, priority)
-        VALUES (?, ?, ?::json, 'pending', ?, 0, ?, ?, ?, ?)
+                           updated, priority, queue)
+        VALUES (?, ?, ?::json, 'pending', ?, 0, ?, ?, ?, ?, ?)
     )
     SELECT pg_notify(?, ?)"""
 
@@ -354,8 +458,8 @@ _INSERT_ONE_SQL = """WITH inserted AS (
 # only if it was inserted); else the job that holds them.
 _INSERT_UNIQUE_SQL = f"""WITH inserted AS (
         INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries, created,
-                           updated, priority, unique_key)
-        VALUES (?, ?, ?::json, 'pending', ?, 0, ?, ?, ?, ?, ?)
+                           updated, priority, unique_key, queue)
+        VALUES (?, ?, ?::json, 'pending', ?, 0, ?, ?, ?, ?, ?, ?)
         ON CONFLICT (topic, unique_key) {_UNIQUE_WHERE} DO NOTHING
         RETURNING id
     )
@@ -369,12 +473,13 @@ _HOLDER_SQL = f"""SELECT {JOB_COLUMNS} FROM _jobs
 # and escaped again: the same string). JSON null becomes SQL NULL here: hence the COALESCE.
 _INSERT_MANY_SQL = """WITH inserted AS (
         INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries, created,
-                           updated, priority)
+                           updated, priority, queue)
         SELECT id, topic, COALESCE(payload, 'null'), 'pending', run_at, 0, max_retries,
-               created, created, priority
+               created, created, priority, queue
         FROM json_to_recordset(?::json) AS t(id text, topic text, payload json,
                                               run_at timestamptz, max_retries integer,
-                                              created timestamptz, priority integer)
+                                              created timestamptz, priority integer,
+                                              queue text)
     )
     SELECT pg_notify(?, ?)"""
 
@@ -395,7 +500,7 @@ def _rows_json(jobs: Sequence[NewJob]) -> str:
         ",".join(
             f'{{"id":{json.dumps(job.id)},"topic":{enc(job.topic)},"payload":{job.payload_json},'
             f'"run_at":{enc(job.run_at)},"max_retries":{job.max_retries},'
-            f'"created":{enc(job.created)},"priority":{job.priority}}}'
+            f'"created":{enc(job.created)},"priority":{job.priority},"queue":{enc(job.queue)}}}'
             for job in jobs
         )
     )
@@ -417,7 +522,11 @@ def _claim_arrays(claims: Sequence[Claim]) -> tuple[list[str], list[str]]:
 def _claim_args(params: ClaimParams, *, durable: bool) -> tuple[Any, ...]:
     """The claim function's arguments (see :data:`_CLAIM`)."""
     p = params
-    return (list(p.topics), p.now, p.limit, p.lock_until, p.token, durable)
+    queues = p.queues
+    return (
+        list(p.topics), p.now, [c.name for c in queues], [c.limit for c in queues],
+        [c.global_limit for c in queues], p.lock_until, p.token, durable,
+    )  # fmt: skip
 
 
 class PostgresJobsDriver(PortableSQLDriver):
@@ -432,10 +541,14 @@ class PostgresJobsDriver(PortableSQLDriver):
             Migration("jobs_0003_payload_json", _store_payload_text),
             Migration("jobs_0004_index_only_plans", _plan_without_seqscans),
             Migration("jobs_0005_priority_unique_key", _add_priority_and_unique_key),
+            Migration("jobs_0006_queues", _add_queues),
         ]
 
     def encode_time(self, moment: datetime) -> datetime:
         return moment  # psycopg sends an aware datetime as a timestamptz
+
+    def decode_time(self, value: Any) -> datetime:
+        return cast(datetime, value)
 
     def decode_job(self, row: Sequence[Any]) -> Job:
         return _job(row)
@@ -453,7 +566,7 @@ class PostgresJobsDriver(PortableSQLDriver):
             q.execute(
                 _INSERT_ONE_SQL,
                 (job.id, job.topic, job.payload_json, job.run_at, job.max_retries, job.created,
-                 job.created, job.priority, *notify),
+                 job.created, job.priority, job.queue, *notify),
             )  # fmt: skip
         elif plain:
             q.execute(_INSERT_MANY_SQL, (_rows_json(plain), *notify))
@@ -468,7 +581,7 @@ class PostgresJobsDriver(PortableSQLDriver):
             inserted = q.fetch_tuples(
                 _INSERT_UNIQUE_SQL,
                 (job.id, job.topic, job.payload_json, job.run_at, job.max_retries, job.created,
-                 job.created, job.priority, job.unique_key, *notify),
+                 job.created, job.priority, job.unique_key, job.queue, *notify),
             )  # fmt: skip
             if inserted:
                 return None
@@ -503,19 +616,30 @@ class PostgresJobsDriver(PortableSQLDriver):
             pass
         return "\n".join(plan)
 
-    def jobs_next_due(self, q: Queryable, topics: Sequence[str]) -> datetime | None:
+    def jobs_next_due(
+        self, q: Queryable, queues: Sequence[str], topics: Sequence[str]
+    ) -> datetime | None:
         value = q.fetch_value(
-            # One probe of idx_jobs_pending per topic and priority.
-            """SELECT min(p.run_at) FROM unnest(?::text[]) AS t(topic)
-            CROSS JOIN generate_series(0, 9) AS r(priority)
+            # One probe of idx_jobs_pending per queue (not paused), topic and priority.
+            f"""SELECT min(p.run_at) FROM unnest(?::text[]) AS c(queue)
+            CROSS JOIN unnest(?::text[]) AS t(topic)
+            CROSS JOIN generate_series(0, {MAX_PRIORITY}) AS r(priority)
             CROSS JOIN LATERAL (
                 SELECT run_at FROM _jobs
-                WHERE status = 'pending' AND topic = t.topic AND priority = r.priority
+                WHERE status = 'pending' AND queue = c.queue AND topic = t.topic
+                  AND priority = r.priority
                 ORDER BY run_at LIMIT 1
-            ) AS p""",
-            (list(topics),),
+            ) AS p
+            WHERE NOT EXISTS (
+                SELECT 1 FROM _jobs_queues AS s WHERE s.name = c.queue AND s.paused)""",
+            (list(queues), list(topics)),
         )
         return value if isinstance(value, datetime) else None
+
+    def queues_set_paused(self, q: Queryable, name: str, paused: bool, now: datetime) -> None:
+        super().queues_set_paused(q, name, paused, now)
+        if not paused:  # delivered at commit: listening dispatchers claim from it again
+            q.execute("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, format_time(now)))
 
     def jobs_settle(self, q: Queryable, outcomes: Outcomes) -> int:
         if outcomes.snoozed:  # rare: a second statement, in one transaction with the first

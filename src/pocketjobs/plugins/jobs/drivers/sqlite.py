@@ -20,11 +20,13 @@ from pocketjobs.core.times import format_time
 from pocketjobs.plugins.jobs.drivers.base import Claim, ClaimParams, NewJob, Outcomes
 from pocketjobs.plugins.jobs.drivers.portable import JOB_COLUMNS, PortableSQLDriver
 from pocketjobs.plugins.jobs.job import Job
+from pocketjobs.plugins.jobs.limits import MAX_PRIORITY
 
 __all__ = ["SQLiteJobsDriver"]
 
 # SQLite allows 32766 bound variables per statement; stay well below.
 _MAX_VARIABLES = 30_000
+_PRIORITIES = json.dumps(list(range(MAX_PRIORITY + 1)))
 
 
 def _create_table(tx: Tx) -> None:
@@ -89,11 +91,46 @@ def _add_priority_and_unique_key(tx: Tx) -> None:
     tx.execute(f"CREATE UNIQUE INDEX idx_jobs_unique ON _jobs (topic, unique_key) {_UNIQUE_WHERE}")
 
 
+def _add_queues(tx: Tx) -> None:
+    """Add named queues: the pending index leads with the queue, the processing index too
+    (a global limit counts a queue's processing jobs); the queue state table (pause) and
+    the workers table (who runs, handling which topics)."""
+    tx.execute("ALTER TABLE _jobs ADD COLUMN queue TEXT NOT NULL DEFAULT 'default'")
+    tx.execute("DROP INDEX idx_jobs_pending")
+    tx.execute(
+        "CREATE INDEX idx_jobs_pending ON _jobs (queue, priority, run_at, id)"
+        " WHERE status = 'pending'"
+    )
+    tx.execute("DROP INDEX idx_jobs_locked")
+    tx.execute(
+        "CREATE INDEX idx_jobs_locked ON _jobs (queue, locked_until) WHERE status = 'processing'"
+    )
+    tx.execute(
+        """CREATE TABLE _jobs_queues (
+            name    TEXT PRIMARY KEY NOT NULL,
+            paused  INTEGER NOT NULL DEFAULT 0,
+            updated TEXT NOT NULL
+        )"""
+    )
+    tx.execute(
+        """CREATE TABLE _jobs_workers (
+            id      TEXT PRIMARY KEY NOT NULL,
+            host    TEXT NOT NULL,
+            pid     INTEGER NOT NULL,
+            queues  TEXT NOT NULL,
+            topics  TEXT NOT NULL,
+            started TEXT NOT NULL,
+            seen    TEXT NOT NULL
+        )"""
+    )
+
+
 # The rows the unique index covers (the ON CONFLICT target repeats it).
 _UNIQUE_WHERE = "WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')"
 _INSERT_SQL = (
     "INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries,"
-    " created, updated, priority, unique_key) VALUES (?, ?, ?, 'pending', ?, 0, ?, ?, ?, ?, ?)"
+    " created, updated, priority, unique_key, queue)"
+    " VALUES (?, ?, ?, 'pending', ?, 0, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_UNIQUE_SQL = f"{_INSERT_SQL} ON CONFLICT (topic, unique_key) {_UNIQUE_WHERE} DO NOTHING"
 _HOLDER_SQL = f"""SELECT {JOB_COLUMNS} FROM _jobs
@@ -119,6 +156,7 @@ def _job(row: Sequence[Any]) -> Job:
         updated=_time(row[10]),
         priority=row[11],
         unique_key=row[12],
+        queue=row[13],
     )
 
 
@@ -126,26 +164,40 @@ def _placeholders(count: int) -> str:
     return ", ".join("?" * count)
 
 
-@functools.lru_cache(maxsize=64)
-def _claim_sql(topic_count: int) -> str:
-    return f"""UPDATE _jobs SET status = 'processing', locked_until = ?, locked_by = ?, updated = ?
-        WHERE id IN (
-            SELECT id FROM _jobs INDEXED BY idx_jobs_pending
-            WHERE status = 'pending' AND run_at <= ? AND topic IN ({_placeholders(topic_count)})
-            ORDER BY priority, run_at, id LIMIT ?
-        ) RETURNING {JOB_COLUMNS}"""
+# A queue's share of a claim: nothing while it is paused; else its limit and, with a
+# global limit, no more than the processing jobs of the queue leave (the claim runs in a
+# BEGIN IMMEDIATE transaction, which excludes every other writer: the count is exact).
+_PAUSED = "EXISTS (SELECT 1 FROM _jobs_queues WHERE name = ? AND paused)"
+_LANE_LIMIT = f"CASE WHEN {_PAUSED} THEN 0 ELSE ? END"
+_CAPPED_LANE_LIMIT = f"""CASE WHEN {_PAUSED} THEN 0 ELSE max(0, min(?, ? - (
+    SELECT COUNT(*) FROM _jobs INDEXED BY idx_jobs_locked
+    WHERE status = 'processing' AND queue = ?))) END"""
 
 
-def _claim_params(params: ClaimParams) -> tuple[Any, ...]:
-    stamp = format_time(params.now)
-    return (
-        format_time(params.lock_until),
-        params.token,
-        stamp,
-        stamp,
-        *params.topics,
-        params.limit,
+@functools.lru_cache(maxsize=256)
+def _claim_sql(topic_count: int, capped: tuple[bool, ...]) -> str:
+    """The claim over one queue per item of ``capped`` (whether it has a global limit):
+    per queue, an ordered range of idx_jobs_pending (queue, priority, run_at, id)."""
+    topics = _placeholders(topic_count)
+    lanes = " UNION ALL ".join(
+        f"""SELECT id FROM (SELECT id FROM _jobs INDEXED BY idx_jobs_pending
+            WHERE status = 'pending' AND queue = ? AND run_at <= ? AND topic IN ({topics})
+            ORDER BY priority, run_at, id LIMIT {_CAPPED_LANE_LIMIT if cap else _LANE_LIMIT})"""
+        for cap in capped
     )
+    return f"""UPDATE _jobs SET status = 'processing', locked_until = ?, locked_by = ?, updated = ?
+        WHERE id IN ({lanes}) RETURNING {JOB_COLUMNS}"""
+
+
+def _claim_query(params: ClaimParams) -> tuple[str, tuple[Any, ...]]:
+    stamp = format_time(params.now)
+    args: list[Any] = [format_time(params.lock_until), params.token, stamp]
+    for lane in params.queues:
+        args += (lane.name, stamp, *params.topics, lane.name, lane.limit)
+        if lane.global_limit is not None:
+            args += (lane.global_limit, lane.name)
+    capped = tuple(lane.global_limit is not None for lane in params.queues)
+    return _claim_sql(len(params.topics), capped), tuple(args)
 
 
 _COMPLETE_SQL = """UPDATE _jobs SET status = 'completed', locked_until = NULL, locked_by = NULL,
@@ -200,10 +252,14 @@ class SQLiteJobsDriver(PortableSQLDriver):
             Migration("jobs_0003_payload_json", _payload_already_text),
             Migration("jobs_0004_index_only_plans", _claim_names_its_index),
             Migration("jobs_0005_priority_unique_key", _add_priority_and_unique_key),
+            Migration("jobs_0006_queues", _add_queues),
         ]
 
     def encode_time(self, moment: datetime) -> str:
         return format_time(moment)
+
+    def decode_time(self, value: Any) -> datetime:
+        return _time(value)
 
     def decode_job(self, row: Sequence[Any]) -> Job:
         return _job(row)
@@ -232,6 +288,7 @@ class SQLiteJobsDriver(PortableSQLDriver):
                 stamp(job.created),
                 job.priority,
                 job.unique_key,
+                job.queue,
             )
             for job in jobs
         ]
@@ -257,29 +314,31 @@ class SQLiteJobsDriver(PortableSQLDriver):
     def jobs_claim(self, q: Queryable, params: ClaimParams) -> list[Job]:
         if params.limit <= 0 or not params.topics:
             return []
-        rows = q.fetch_tuples(_claim_sql(len(params.topics)), _claim_params(params))
+        rows = q.fetch_tuples(*_claim_query(params))
         jobs = [_job(row) for row in rows]
         # RETURNING order is unspecified
         jobs.sort(key=lambda job: (job.priority, job.run_at, job.id))
         return jobs
 
     def claim_plan(self, db: Database, params: ClaimParams) -> str:
-        rows = db.fetch_tuples(
-            "EXPLAIN QUERY PLAN " + _claim_sql(len(params.topics)), _claim_params(params)
-        )
+        sql, args = _claim_query(params)
+        rows = db.fetch_tuples("EXPLAIN QUERY PLAN " + sql, args)
         return "\n".join(str(row[-1]) for row in rows)
 
-    def jobs_next_due(self, q: Queryable, topics: Sequence[str]) -> datetime | None:
-        if not topics:
+    def jobs_next_due(
+        self, q: Queryable, queues: Sequence[str], topics: Sequence[str]
+    ) -> datetime | None:
+        if not topics or not queues:
             return None
-        # Per priority, the earliest of idx_jobs_pending's range for that priority.
+        # Per queue (not paused) and priority, the earliest of idx_jobs_pending's range.
         value = q.fetch_value(
             f"""SELECT min((SELECT run_at FROM _jobs INDEXED BY idx_jobs_pending
-                WHERE status = 'pending' AND priority = p.value
+                WHERE status = 'pending' AND queue = c.value AND priority = p.value
                   AND topic IN ({_placeholders(len(topics))})
                 ORDER BY run_at LIMIT 1))
-            FROM json_each('[0,1,2,3,4,5,6,7,8,9]') AS p""",
-            topics,
+            FROM json_each(?) AS c CROSS JOIN json_each(?) AS p
+            WHERE NOT EXISTS (SELECT 1 FROM _jobs_queues WHERE name = c.value AND paused)""",
+            (*topics, json.dumps(list(queues)), _PRIORITIES),
         )
         return _time(value) if value is not None else None
 

@@ -1,0 +1,84 @@
+"""Who works on the queue: each running dispatcher announces itself in the database.
+
+A dispatcher writes a row to ``_jobs_workers`` when it starts (its host, pid, queues and
+topics) and refreshes it every :data:`ANNOUNCE_INTERVAL`; it deletes the row when it stops,
+and a row not refreshed for :data:`WORKER_TIMEOUT` (its process died) counts as gone and is
+pruned. From these rows any process, even one that only enqueues, knows which topics some
+running worker handles, so jobs whose topic none handles are reported
+(:func:`orphaned_topics`: ``stats().orphaned_topics``, ``/api/jobs/stats``, the dashboard)
+and each worker logs a warning once per such topic.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+
+from pocketjobs.core import Queryable
+from pocketjobs.plugins.jobs.drivers import JobsDriver, WorkerInfo
+from pocketjobs.plugins.jobs.job import uuid7
+
+__all__ = ["ANNOUNCE_INTERVAL", "WORKER_TIMEOUT", "Presence", "orphaned_topics"]
+
+#: How often a running dispatcher refreshes its row.
+ANNOUNCE_INTERVAL = timedelta(seconds=10)
+#: A worker whose row was not refreshed for this long is gone.
+WORKER_TIMEOUT = timedelta(seconds=60)
+
+
+def orphaned_topics(q: Queryable, driver: JobsDriver, now: datetime) -> dict[str, int]:
+    """Pending jobs per topic that no worker running at ``now`` handles."""
+    handled: set[str] = set()
+    for worker in driver.workers_list(q, seen_since=now - WORKER_TIMEOUT):
+        handled.update(worker.topics)
+    return driver.jobs_pending_outside(q, handled)
+
+
+class Presence:
+    """One dispatcher's row in ``_jobs_workers``, and its warnings about orphaned topics."""
+
+    def __init__(
+        self,
+        q: Queryable,
+        driver: JobsDriver,
+        *,
+        queues: Mapping[str, int],
+        topics: Callable[[], list[str]],
+        now: datetime,
+        logger: logging.Logger,
+    ) -> None:
+        self._q = q
+        self._driver = driver
+        self._topics = topics
+        self._logger = logger
+        self._warned: set[str] = set()
+        self.info = WorkerInfo(
+            id=uuid7(), host=socket.gethostname(), pid=os.getpid(), queues=dict(queues),
+            topics=[], started=now, seen=now,
+        )  # fmt: skip
+
+    def announce(self, now: datetime) -> None:
+        """Write this worker's row (seen ``now``), prune dead workers' rows, and warn once
+        per topic that has pending jobs and no handler in any running worker. Raises
+        :class:`~pocketjobs.core.DatabaseError`."""
+        self.info = WorkerInfo(
+            self.info.id, self.info.host, self.info.pid, self.info.queues, self._topics(),
+            self.info.started, now,
+        )  # fmt: skip
+        self._driver.workers_announce(self._q, self.info)
+        self._driver.workers_prune(self._q, seen_before=now - WORKER_TIMEOUT)
+        orphaned = orphaned_topics(self._q, self._driver, now)
+        for topic in sorted(orphaned.keys() - self._warned):
+            self._logger.warning(
+                "jobs: %d pending job(s) of topic %r have no handler in any running worker; "
+                "register one (store.handler(%r)) or delete them",
+                orphaned[topic], topic, topic,
+            )  # fmt: skip
+        self._warned = set(orphaned)  # a topic handled again, then orphaned, warns again
+
+    def leave(self) -> None:
+        """Delete this worker's row (at stop). Raises :class:`~pocketjobs.core.DatabaseError`."""
+        self._driver.workers_remove(self._q, self.info.id)
