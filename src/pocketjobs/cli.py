@@ -79,7 +79,10 @@ def _build_parser(app: BaseApp) -> argparse.ArgumentParser:
     serve.add_argument(
         "--http", default=DEFAULT_HTTP, help=f"listen address (default {DEFAULT_HTTP})"
     )
-    commands.add_parser("worker", help="run background work (job workers) without HTTP")
+    worker = commands.add_parser("worker", help="run background work (job workers) without HTTP")
+    for option in app.background_options:
+        option.configure(serve)
+        option.configure(worker)
     superuser = commands.add_parser("superuser", help="manage superusers")
     actions = superuser.add_subparsers(dest="action", metavar="ACTION", required=True)
     upsert = actions.add_parser("upsert", help="create a superuser or set its password")
@@ -187,6 +190,9 @@ def run_cli(app: BaseApp, argv: Sequence[str]) -> int:
         app.database_url = flags["--db"]
     _configure_logging()
     try:
+        if args.command in ("serve", "worker"):
+            for option in app.background_options:
+                option.apply(app, args)
         if args.command == "serve":
             return _serve(app, args.http)
         if args.command == "worker":

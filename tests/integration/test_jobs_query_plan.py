@@ -176,8 +176,8 @@ def test_dispatcher_functions_are_planned_once_and_claims_commit_lazily(
         assert tx.fetch_value("SELECT current_setting('synchronous_commit')") == "on"
     with app.db.transaction() as tx:
         rows = tx.fetch_tuples(
-            "SELECT id FROM _jobs_claim(?::text[], ?, ARRAY['default'], ARRAY[1], ARRAY[NULL]::int[],"
-            " ?, 'alone', false)",
+            "SELECT id FROM _jobs_claim(?::text[], ?, ARRAY['default'], ARRAY[1],"
+            " ARRAY[NULL]::int[], ?, 'alone', false)",
             (["t"], now, lock_until),
         )
         assert len(rows) == 1

@@ -38,6 +38,7 @@ JOBS_COLUMNS = {
     "updated",
     "priority",
     "unique_key",
+    "queue",
 }
 SQLITE_TYPES = {
     "id": "TEXT",
@@ -54,6 +55,7 @@ SQLITE_TYPES = {
     "updated": "TEXT",
     "priority": "INTEGER",
     "unique_key": "TEXT",
+    "queue": "TEXT",
 }
 POSTGRES_TYPES = {
     "id": "text",
@@ -70,6 +72,7 @@ POSTGRES_TYPES = {
     "updated": "timestamp with time zone",
     "priority": "integer",
     "unique_key": "text",
+    "queue": "text",
 }
 JOBS_INDEXES = {
     "idx_jobs_pending",
@@ -467,7 +470,7 @@ def test_auto_start_starts_the_dispatcher_on_bootstrap(
     messages = [r.getMessage() for r in caplog.records if r.name.startswith("pocketjobs")]
     initialized = [m for m in messages if "Jobs plugin initialized" in m]
     assert len(initialized) == 1
-    assert "workers=3" in initialized[0]
+    assert "queues default:3" in initialized[0]
     assert "0.5" in initialized[0]
     app.terminate()
     assert not store.is_running()

@@ -4,7 +4,7 @@ The kernel never imports :mod:`pocketjobs.cli` or :mod:`pocketjobs.apis`; the co
 lives on :class:`pocketjobs.App`, a ``BaseApp`` subclass.
 """
 
-from pocketjobs.core.app import BaseApp, Command
+from pocketjobs.core.app import BackgroundOption, BaseApp, Command
 from pocketjobs.core.auth import AuthError, AuthRecord, AuthRecords, ValidationError
 from pocketjobs.core.db import (
     Database,
@@ -21,6 +21,7 @@ __all__ = [
     "AuthError",
     "AuthRecord",
     "AuthRecords",
+    "BackgroundOption",
     "BaseApp",
     "BootstrapEvent",
     "Command",

@@ -44,6 +44,20 @@ class Command:
     run: Callable[[BaseApp, argparse.Namespace], int]
 
 
+@dataclass(frozen=True, slots=True)
+class BackgroundOption:
+    """CLI flags a plugin adds to the commands that run background work (``serve`` and
+    ``worker``), e.g. the jobs plugin's ``--queues``.
+
+    ``configure(parser)`` declares them on each of the two commands; ``apply(app, args)``
+    runs before the app bootstraps (so before background work starts) and may raise
+    ``ValueError`` for a bad value (the CLI prints it and exits 1).
+    """
+
+    configure: Callable[[argparse.ArgumentParser], None]
+    apply: Callable[[BaseApp, argparse.Namespace], None]
+
+
 def open_database(url: str | None, data_dir: Path, *, pool_size: int = 20) -> Database:
     """Open the database ``url`` names: none → ``<data_dir>/data.db`` (SQLite),
     ``sqlite:///PATH``, or ``postgres://`` / ``postgresql://``."""
@@ -94,6 +108,7 @@ class BaseApp:
         #: The CLI turns it off for one-shot commands such as ``superuser upsert``.
         self.background_enabled = True
         self.commands: dict[str, Command] = {}
+        self.background_options: list[BackgroundOption] = []
         self._db: Database | None = None
         self._auth: AuthRecords | None = None
 
@@ -174,6 +189,10 @@ class BaseApp:
         if command.name in self.commands or command.name in ("serve", "worker", "superuser"):
             raise ValueError(f"command {command.name!r} already exists")
         self.commands[command.name] = command
+
+    def add_background_option(self, option: BackgroundOption) -> None:
+        """Add CLI flags to ``serve`` and ``worker`` (see :class:`BackgroundOption`)."""
+        self.background_options.append(option)
 
     def __repr__(self) -> str:
         state = "bootstrapped" if self.is_bootstrapped() else "not bootstrapped"

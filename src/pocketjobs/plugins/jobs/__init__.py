@@ -30,9 +30,10 @@ from pocketjobs.plugins.jobs.errors import (
     PluginAlreadyRegistered,
     TopicAlreadyRegistered,
 )
-from pocketjobs.plugins.jobs.job import Job, JobFilter, JobList, JobStats, JobStatus
+from pocketjobs.plugins.jobs.job import Job, JobFilter, JobList, JobStats, JobStatus, QueueInfo
 from pocketjobs.plugins.jobs.register import (
     PluginDisabled,
+    client,
     get_job_store,
     must_register,
     register,
@@ -62,9 +63,11 @@ __all__ = [
     "PayloadTooLarge",
     "PluginAlreadyRegistered",
     "PluginDisabled",
+    "QueueInfo",
     "Snooze",
     "Task",
     "TopicAlreadyRegistered",
+    "client",
     "default_config",
     "get_job_store",
     "must_register",

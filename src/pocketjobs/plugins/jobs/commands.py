@@ -1,9 +1,15 @@
-"""Terminal views of the queue: ``jobs stats`` and ``jobs list``, added to ``app.start()``.
+"""The plugin's CLI: ``jobs`` views and actions, and the ``--queues`` flag of ``serve`` and
+``worker``, added to ``app.start()``.
 
 ::
 
     python main.py jobs stats
-    python main.py jobs list [--status failed] [--topic T] [--limit 20] [--offset 0]
+    python main.py jobs list [--status failed] [--topic T] [--queue Q] [--limit 20] [--offset 0]
+    python main.py jobs queues
+    python main.py jobs pause mail        # every process stops claiming the queue's jobs
+    python main.py jobs resume mail
+    python main.py worker --queues mail,default   # work on these queues only
+    python main.py worker --queues mail:4         # ... with 4 slots for mail
 """
 
 from __future__ import annotations
@@ -13,14 +19,15 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pocketjobs.core import BaseApp, Command
+from pocketjobs.core import BackgroundOption, BaseApp, Command
 from pocketjobs.core.times import format_time
+from pocketjobs.plugins.jobs.config import parse_queue_sizes
 from pocketjobs.plugins.jobs.job import JOB_STATUSES, JobFilter
 
 if TYPE_CHECKING:
     from pocketjobs.plugins.jobs.store import JobStore
 
-__all__ = ["format_table", "jobs_command"]
+__all__ = ["format_table", "jobs_command", "queues_option"]
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -42,8 +49,13 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     listing = views.add_parser("list", help="jobs, newest first")
     listing.add_argument("--status", choices=JOB_STATUSES)
     listing.add_argument("--topic")
+    listing.add_argument("--queue")
     listing.add_argument("--limit", type=int, default=20)
     listing.add_argument("--offset", type=int, default=0)
+    views.add_parser("queues", help="queues: paused or not, their jobs, slots and limits")
+    for action, text in (("pause", "stop claiming a queue's jobs, in every process"),
+                         ("resume", "claim a paused queue's jobs again")):  # fmt: skip
+        views.add_parser(action, help=text).add_argument("name", help="the queue")
 
 
 def _one_line(text: str | None, width: int) -> str:
@@ -59,15 +71,36 @@ def _run(store: JobStore, args: argparse.Namespace) -> int:
         rows = [[status, str(getattr(stats, status))] for status in JOB_STATUSES]
         rows += [["total", str(stats.total)], ["success rate", f"{stats.success_rate:.1%}"]]
         print(format_table(["status", "jobs"], rows))
+        if stats.orphaned_topics:
+            print("\nTopics with pending jobs and no handler in any running worker:")
+            orphans = sorted(stats.orphaned_topics.items())
+            print(format_table(["topic", "pending"], [[t, str(n)] for t, n in orphans]))
+        return 0
+    if args.view == "queues":
+        rows = [
+            [q.name, "paused" if q.paused else "active", str(q.pending), str(q.processing),
+             str(q.concurrency), "-" if q.global_limit is None else str(q.global_limit)]
+            for q in store.queues()
+        ]  # fmt: skip
+        headers = ["queue", "state", "pending", "processing", "slots here", "global limit"]
+        print(format_table(headers, rows))
+        return 0
+    if args.view in ("pause", "resume"):
+        if args.view == "pause":
+            store.pause_queue(args.name)
+        else:
+            store.resume_queue(args.name)
+        print(f"queue {args.name} {'paused' if args.view == 'pause' else 'resumed'}")
         return 0
     if args.limit < 1 or args.offset < 0:
         print("error: --limit must be at least 1 and --offset at least 0", file=sys.stderr)
         return 2
-    page = store.list(JobFilter(args.topic, args.status, args.limit, args.offset))
+    page = store.list(JobFilter(args.topic, args.status, args.limit, args.offset, args.queue))
     rows = [
         [
             job.id,
             job.topic,
+            job.queue,
             job.status,
             f"{job.retries}/{job.max_retries}",
             format_time(job.run_at),
@@ -76,7 +109,7 @@ def _run(store: JobStore, args: argparse.Namespace) -> int:
         ]
         for job in page.items
     ]
-    headers = ["id", "topic", "status", "retries", "run_at", "updated", "last error"]
+    headers = ["id", "topic", "queue", "status", "retries", "run_at", "updated", "last error"]
     print(format_table(headers, rows))
     shown = f"{page.offset + 1}-{page.offset + len(page.items)}" if page.items else "none"
     print(f"\n{shown} of {page.total}")
@@ -90,3 +123,30 @@ def jobs_command(store: JobStore) -> Command:
         return _run(store, args)
 
     return Command(name="jobs", help="inspect the job queue", configure=_configure, run=run)
+
+
+def queues_option(store: JobStore) -> BackgroundOption:
+    """``--queues`` for ``serve`` and ``worker``: work on the named queues only.
+
+    ``--queues mail,default`` takes each queue's slots from the config (``queues``; a queue
+    not there gets ``workers`` slots); ``--queues mail:4`` gives the number. It replaces
+    the config's ``queues`` (and ``PB_JOBS_QUEUES``) for this process."""
+
+    def configure(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--queues",
+            metavar="NAME[:SLOTS],...",
+            help="work on these job queues only (default: the config's)",
+        )
+
+    def apply(app: BaseApp, args: argparse.Namespace) -> None:
+        if args.queues is None:
+            return
+        configured = store.config.queue_sizes()
+        sizes = parse_queue_sizes(args.queues, default=0)
+        store.use_queues(
+            {name: size or configured.get(name, store.config.workers)
+             for name, size in sizes.items()}
+        )  # fmt: skip
+
+    return BackgroundOption(configure=configure, apply=apply)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from pocketjobs.apis import Rule, compile_rule
 from pocketjobs.core import BaseApp, BootstrapEvent, ServeEvent, TerminateEvent
-from pocketjobs.plugins.jobs.commands import jobs_command
+from pocketjobs.plugins.jobs.commands import jobs_command, queues_option
 from pocketjobs.plugins.jobs.config import Config
 from pocketjobs.plugins.jobs.drivers import driver_for
 from pocketjobs.plugins.jobs.migrations import apply_jobs_migrations
@@ -47,6 +47,7 @@ class JobsPlugin:
     def bind(self) -> None:
         """Bind the lifecycle handlers on the app's hooks and add the ``jobs`` command."""
         self.app.add_command(jobs_command(self.store))
+        self.app.add_background_option(queues_option(self.store))
         self.app.on_bootstrap.bind(Handler(fn=self._on_bootstrap, id=BOOTSTRAP_HANDLER_ID))
         self.app.on_serve.bind(Handler(fn=self._on_serve, id=SERVE_HANDLER_ID))
         self.app.on_terminate.bind(
@@ -62,8 +63,8 @@ class JobsPlugin:
         if self.config.auto_start and self.app.background_enabled:
             self.store.start()
         self.app.logger.info(
-            "Jobs plugin initialized (workers=%d, poll_interval=%gs, dispatcher %s)",
-            self.config.workers,
+            "Jobs plugin initialized (queues %s, poll_interval=%gs, dispatcher %s)",
+            ", ".join(f"{name}:{size}" for name, size in self.store.queue_sizes().items()),
             self.config.poll_interval.total_seconds(),
             "running" if self.store.is_running() else "not started",
         )

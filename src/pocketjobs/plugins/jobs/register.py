@@ -6,6 +6,7 @@ app when it terminates.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import weakref
 
@@ -15,7 +16,7 @@ from pocketjobs.plugins.jobs.errors import JobsError, PluginAlreadyRegistered
 from pocketjobs.plugins.jobs.plugin import JobsPlugin
 from pocketjobs.plugins.jobs.store import JobStore
 
-__all__ = ["PluginDisabled", "get_job_store", "must_register", "register"]
+__all__ = ["PluginDisabled", "client", "get_job_store", "must_register", "register"]
 
 # Values are weak too: a store refers to its app, and a strong value would keep the key alive.
 # The app keeps its store alive through the plugin's hook handlers.
@@ -40,6 +41,10 @@ def register(app: BaseApp, config: Config | None = None) -> JobStore | None:
     resolved = resolve_config(config)
     if resolved.disabled:
         return None
+    return _register(app, resolved)
+
+
+def _register(app: BaseApp, resolved: Config) -> JobStore:
     with _registry_lock:
         if app in _registry:
             raise PluginAlreadyRegistered("the jobs plugin is already registered on this app")
@@ -56,6 +61,21 @@ def must_register(app: BaseApp, config: Config | None = None) -> JobStore:
     if store is None:
         raise PluginDisabled("the jobs plugin is disabled (PB_JOBS_DISABLED or Config.disabled)")
     return store
+
+
+def client(app: BaseApp, config: Config | None = None) -> JobStore:
+    """Register the plugin on ``app`` for a process that only enqueues and inspects jobs:
+    like :func:`must_register`, but its dispatcher never starts on its own, whatever
+    ``auto_start`` or ``PB_JOBS_AUTO_START`` say (``store.start()`` still starts it).
+
+    Such a process runs no handler: jobs are run by worker processes (``python main.py
+    worker``) on the same database. Its enqueues need no handler here; a handler's
+    defaults (queue, priority, max_retries) apply only where it is registered, so pass
+    the options explicitly or register the handlers here too (they do not run)."""
+    resolved = resolve_config(config)
+    if resolved.disabled:
+        raise PluginDisabled("the jobs plugin is disabled (PB_JOBS_DISABLED or Config.disabled)")
+    return _register(app, dataclasses.replace(resolved, auto_start=False))
 
 
 def get_job_store(app: BaseApp) -> JobStore | None:

@@ -233,6 +233,10 @@ class JobStore:
         self._driver.queues_set_paused(self._app.db, check_queue(name), False, self.now())
         self._wake(None)
 
+    def queue_sizes(self) -> dict[str, int]:
+        """The queues this process works on (or would, once started) and their slots."""
+        return dict(self._queue_sizes)
+
     def use_queues(self, sizes: Mapping[str, int]) -> None:
         """Work on these queues (name -> worker slots) instead of the config's; for the
         ``--queues`` flag of ``serve``/``worker``. Takes effect at the next :meth:`start`.
