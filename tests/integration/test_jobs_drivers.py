@@ -29,6 +29,9 @@ from pocketjobs.plugins.jobs.drivers import (
     JobsDriver,
     NewJob,
     Outcomes,
+    QueueClaim,
+    QueueState,
+    WorkerInfo,
     driver_for,
 )
 from pocketjobs.plugins.jobs.job import uuid7
@@ -58,8 +61,12 @@ class Queue:
         *,
         run_at: datetime = NOW,
         max_retries: int = 3,
+        priority: int = 0,
+        queue: str = "default",
     ) -> NewJob:
-        return NewJob(uuid7(), topic, payload, run_at, max_retries, NOW - SECOND)
+        return NewJob(
+            uuid7(), topic, payload, run_at, max_retries, NOW - SECOND, priority, None, queue
+        )
 
     def add(self, topic: str = "t", payload: str = "null", **options: Any) -> NewJob:
         """Insert one pending job (created a second before ``NOW``)."""
@@ -85,8 +92,9 @@ class Queue:
         now: datetime = NOW,
         token: str = "token",
         q: Queryable | None = None,
+        queues: Sequence[QueueClaim] = (),
     ) -> list[Job]:
-        params = ClaimParams(list(topics), limit, now, now + LOCK, token)
+        params = ClaimParams(list(topics), limit, now, now + LOCK, token, tuple(queues))
         return self.driver.jobs_claim(self.db if q is None else q, params)
 
     def claim_one(self, job_id: str, topic: str = "t", token: str = "token") -> Claim:
@@ -667,3 +675,151 @@ def test_rescue_expired_recovers_jobs_whose_lock_ran_out(queue: Queue) -> None:
     assert queue.get(boundary.id).status == "processing"
     assert queue.get(pending.id).status == "pending"
     assert queue.driver.jobs_rescue_expired(queue.db, rescue_at, "again") == 0
+
+
+# --------------------------------------------------------------------------- queues
+
+
+def test_a_job_is_in_the_default_queue_unless_given_one(queue: Queue) -> None:
+    plain = queue.add()
+    mail = queue.add(queue="mail")
+    assert queue.get(plain.id).queue == "default"
+    assert queue.get(mail.id).queue == "mail"
+    many = queue.add_many(3, queue="mail")
+    assert {queue.get(job.id).queue for job in many} == {"mail"}
+
+
+def test_claim_takes_only_the_given_queues_each_up_to_its_limit(queue: Queue) -> None:
+    queue.add_many(5, queue="a")
+    queue.add_many(5, queue="b")
+    others = queue.add_many(5, queue="c")
+    claimed = queue.claim(queues=[QueueClaim("a", 2), QueueClaim("b", 3)])
+    assert sorted(job.queue for job in claimed) == ["a", "a", "b", "b", "b"]
+    assert all(queue.get(job.id).status == "pending" for job in others)
+    # The default: the default queue alone.
+    assert queue.claim() == []
+
+
+def test_claim_orders_each_queue_by_priority_run_at_and_id(queue: Queue) -> None:
+    late = queue.add(queue="a", priority=0, run_at=NOW)
+    early_low = queue.add(queue="a", priority=5, run_at=NOW - timedelta(hours=1))
+    early = queue.add(queue="a", priority=0, run_at=NOW - SECOND)
+    other = queue.add("u", queue="a", priority=0, run_at=NOW - 2 * SECOND)
+    claimed = queue.claim(["t", "u"], queues=[QueueClaim("a", 3)])
+    assert queue.ids(claimed) == [other.id, early.id, late.id]
+    assert queue.get(early_low.id).status == "pending"
+
+
+def test_a_global_limit_counts_the_processing_jobs_of_every_claimer(queue: Queue) -> None:
+    queue.add_many(10, queue="mail")
+    first = queue.claim(queues=[QueueClaim("mail", 2, 3)], token="one")
+    assert len(first) == 2
+    second = queue.claim(queues=[QueueClaim("mail", 5, 3)], token="two")
+    assert len(second) == 1  # 2 processing + 1 = the limit
+    assert queue.claim(queues=[QueueClaim("mail", 5, 3)], token="three") == []
+    # A finished job makes room for one more.
+    assert queue.settle(completed=[Claim(first[0].id, "one")]) == 1
+    assert len(queue.claim(queues=[QueueClaim("mail", 5, 3)], token="four")) == 1
+    # Without the limit, the rest is there to claim.
+    assert len(queue.claim(queues=[QueueClaim("mail", 10)], token="five")) == 6
+
+
+def test_concurrent_claimers_never_exceed_a_global_limit(queue: Queue) -> None:
+    queue.add_many(40, queue="mail")
+    results: list[int] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def claim(index: int) -> None:
+        try:
+            barrier.wait(10)
+            jobs = queue.claim(queues=[QueueClaim("mail", 3, 5)], token=f"c{index}")
+            results.append(len(jobs))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+    assert sum(results) == 5, results
+    assert queue.db.fetch_value("SELECT COUNT(*) FROM _jobs WHERE status = 'processing'") == 5
+
+
+def test_a_paused_queue_gives_nothing_until_resumed(queue: Queue) -> None:
+    mail = queue.add(queue="mail")
+    plain = queue.add()
+    queue.driver.queues_set_paused(queue.db, "mail", True, NOW)
+    lanes = [QueueClaim("mail", 5), QueueClaim("default", 5)]
+    assert queue.ids(queue.claim(queues=lanes, token="a")) == [plain.id]
+    assert queue.driver.jobs_next_due(queue.db, ["mail"], ["t"]) is None
+    queue.driver.queues_set_paused(queue.db, "mail", False, NOW)
+    assert queue.driver.jobs_next_due(queue.db, ["mail"], ["t"]) == NOW
+    assert queue.ids(queue.claim(queues=lanes, token="b")) == [mail.id]
+
+
+def test_queue_state_counts_jobs_and_keeps_paused_queues(queue: Queue) -> None:
+    assert queue.driver.queues_state(queue.db) == []
+    queue.add_many(3, queue="mail")
+    queue.add()
+    queue.claim(queues=[QueueClaim("mail", 1)])
+    queue.driver.queues_set_paused(queue.db, "idle", True, NOW)
+    assert queue.driver.queues_state(queue.db) == [
+        QueueState("default", False, 1, 0),
+        QueueState("idle", True, 0, 0),
+        QueueState("mail", False, 2, 1),
+    ]
+    queue.driver.queues_set_paused(queue.db, "idle", False, NOW + SECOND)
+    assert QueueState("idle", False, 0, 0) in queue.driver.queues_state(queue.db)
+
+
+@pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)
+def test_resuming_a_queue_notifies_listeners_on_commit(queue: Queue) -> None:
+    listener = queue.db.listen(NOTIFY_CHANNEL)
+    assert listener is not None
+    try:
+        queue.driver.queues_set_paused(queue.db, "mail", True, NOW)
+        assert listener.wait(0.2) == []  # pausing wakes nobody
+        with queue.db.transaction() as tx:
+            queue.driver.queues_set_paused(tx, "mail", False, NOW)
+            assert listener.wait(0.2) == []  # not before the commit
+        assert listener.wait(10) == [format_time(NOW)]
+    finally:
+        listener.close()
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def worker(worker_id: str, seen: datetime, topics: list[str]) -> WorkerInfo:
+    return WorkerInfo(worker_id, "host", 42, {"default": 2}, topics, NOW - timedelta(hours=1), seen)
+
+
+def test_workers_announce_list_prune_and_remove(queue: Queue) -> None:
+    driver, db = queue.driver, queue.db
+    driver.workers_announce(db, worker("a", NOW - timedelta(minutes=5), ["t"]))
+    driver.workers_announce(db, worker("b", NOW, ["u"]))
+    assert [w.id for w in driver.workers_list(db, seen_since=NOW - timedelta(hours=1))] == [
+        "a",
+        "b",
+    ]
+    assert driver.workers_list(db, seen_since=NOW - SECOND) == [worker("b", NOW, ["u"])]
+    # Announcing again refreshes the row (seen, topics), not a second one.
+    driver.workers_announce(db, worker("a", NOW, ["t", "v"]))
+    assert driver.workers_list(db, seen_since=NOW - SECOND)[0] == worker("a", NOW, ["t", "v"])
+    assert driver.workers_prune(db, seen_before=NOW - SECOND) == 0
+    driver.workers_remove(db, "a")
+    assert driver.workers_prune(db, seen_before=NOW + SECOND) == 1
+    assert driver.workers_list(db, seen_since=NOW - timedelta(days=1)) == []
+
+
+def test_pending_outside_counts_the_pending_jobs_of_other_topics(queue: Queue) -> None:
+    queue.add_many(3, "orphan")
+    queue.add_many(2, "handled")
+    queue.in_status("completed", "finished")
+    queue.in_status("processing", "busy")
+    assert queue.driver.jobs_pending_outside(queue.db, ["handled"]) == {"orphan": 3}
+    assert queue.driver.jobs_pending_outside(queue.db, []) == {"orphan": 3, "handled": 2}
+    assert queue.driver.jobs_pending_outside(queue.db, ["handled", "orphan"]) == {}

@@ -1,5 +1,6 @@
 """The claim query uses its partial index and touches a bounded number of rows, however many
-finished jobs the table holds (50,000 here)."""
+finished jobs the table holds (50,000 here) and however large the due backlog is (20,000
+in five queues and three priorities)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from pocketjobs import App
 from pocketjobs.core.times import format_time, now_utc
 from pocketjobs.plugins import jobs
-from pocketjobs.plugins.jobs.drivers import ClaimParams, driver_for
+from pocketjobs.plugins.jobs.drivers import ClaimParams, QueueClaim, driver_for
 from pocketjobs.plugins.jobs.store import JobStore
 
 FINISHED = 50_000
@@ -21,8 +22,18 @@ PENDING = 30
 LOCK = timedelta(minutes=5)
 
 
-def claim_params(topics: list[str], limit: int, now: datetime, token: str = "tok") -> ClaimParams:
-    return ClaimParams(topics, limit, now, now + LOCK, token)
+QUEUES = [f"q{n}" for n in range(5)]
+BACKLOG_PER_LANE = 1_334  # per queue and priority: 20,010 due jobs in all
+
+
+def claim_params(
+    topics: list[str],
+    limit: int,
+    now: datetime,
+    token: str = "tok",
+    queues: tuple[QueueClaim, ...] = (),
+) -> ClaimParams:
+    return ClaimParams(topics, limit, now, now + LOCK, token, queues)
 
 
 @pytest.fixture
@@ -50,7 +61,7 @@ def loaded(
 def _job_scans(plan: str) -> list[str]:
     """The plan's scans that pick pending jobs (not the primary-key lookups of the update,
     nor scans of the CTE, the topic list or a subquery)."""
-    skip = ("_jobs_pkey", "CTE Scan", "Function Scan", "Subquery Scan")
+    skip = ("_jobs_pkey", "_jobs_queues_pkey", "CTE Scan", "Function Scan", "Subquery Scan")
     return [
         line.strip()
         for line in plan.splitlines()
@@ -59,6 +70,8 @@ def _job_scans(plan: str) -> list[str]:
 
 
 def _actual_rows(line: str) -> int:
+    if "(never executed)" in line:
+        return 0
     match = re.search(r"actual time=\S+ rows=(\d+)", line)
     assert match, line
     return int(match.group(1))
@@ -77,7 +90,9 @@ def test_claim_uses_the_pending_index(loaded: tuple[App, JobStore]) -> None:
     # to pending rows; both touch a handful of pages, never the 50,000 finished rows.
     scans = _job_scans(plan)
     assert scans, plan
-    assert all("idx_jobs_pending" in scan or "idx_jobs_status" in scan for scan in scans), plan
+    # (idx_jobs_locked serves the count of a queue's processing jobs, for a global limit.)
+    allowed = ("idx_jobs_pending", "idx_jobs_status", "idx_jobs_locked")
+    assert all(any(index in scan for index in allowed) for scan in scans), plan
     assert all(_actual_rows(scan) <= PENDING for scan in scans), plan
     picked = plan.split("CTE picked", 1)[1].split("->  CTE Scan on picked", 1)[0]
     buffers = [int(n) for n in re.findall(r"shared hit=(\d+)", picked)]
@@ -86,29 +101,49 @@ def test_claim_uses_the_pending_index(loaded: tuple[App, JobStore]) -> None:
 
 
 def test_claim_reads_only_the_batch_from_a_large_backlog(loaded: tuple[App, JobStore]) -> None:
-    """With a backlog of due jobs in three priorities, the ordered partial index serves the
-    claim and the scan stops after the batch (the LIMIT), whatever the backlog's size."""
+    """With a backlog of 20,000 due jobs in five queues and three priorities, the ordered
+    partial index serves the claim of every queue and each scan stops after its queue's
+    batch (the LIMIT), whatever the backlog's size; a queue with a global limit counts its
+    processing jobs through the processing index."""
     app, store = loaded
     old = now_utc() - timedelta(hours=1)
-    for priority in (9, 4, 0):
-        store.enqueue_many("t", [{"b": n} for n in range(6_667)], run_at=old, priority=priority)
+    for queue in QUEUES:
+        for priority in (9, 4, 0):
+            payloads = [{"b": n} for n in range(BACKLOG_PER_LANE)]
+            store.enqueue_many("t", payloads, run_at=old, priority=priority, queue=queue)
+    lanes = tuple(QueueClaim(queue, 10, 50 if queue == "q4" else None) for queue in QUEUES)
+    params = claim_params(["t", "other"], 50, now_utc(), queues=lanes)
     # No ANALYZE here: right after a bulk enqueue the planner's statistics lag behind, and
     # the claim must not depend on them.
-    plan = driver_for(app.db).claim_plan(app.db, claim_params(["t", "other"], 10, now_utc()))
+    plan = driver_for(app.db).claim_plan(app.db, params)
     assert "idx_jobs_pending" in plan, plan
     if app.is_postgres():
         assert "Seq Scan" not in plan, plan
         assert "Bitmap" not in plan, plan
         scans = _job_scans(plan)
         assert scans, plan
-        assert all("idx_jobs_pending" in scan for scan in scans), plan
-        assert all(_actual_rows(scan) <= 10 for scan in scans), plan
+        pending_scans = [scan for scan in scans if "idx_jobs_pending" in scan]
+        counts = [scan for scan in scans if "idx_jobs_locked" in scan]
+        assert pending_scans and counts and len(pending_scans) + len(counts) == len(scans), plan
+        # Each pending scan runs once per queue and topic (rows are per loop) and stops
+        # after its queue's batch.
+        for scan in pending_scans:
+            assert _actual_rows(scan) <= 10, plan
+            assert int(re.findall(r"loops=(\d+)", scan)[0]) <= len(QUEUES) * 2, plan
         # What is sorted is at most one batch per topic, never the backlog.
         sorts = [line for line in plan.splitlines() if "->  Sort" in line]
         assert all(_actual_rows(line) <= 10 * 2 for line in sorts), plan
-    claimed = driver_for(app.db).jobs_claim(app.db, claim_params(["t"], 10, now_utc()))
-    # The 30 older pending jobs of priority 0 come first, then the backlog's priority 0.
-    assert [job.priority for job in claimed] == [0] * 10
+    else:
+        assert plan.count("USING INDEX idx_jobs_pending") == len(QUEUES), plan
+        assert "idx_jobs_locked" in plan, plan
+        assert "SCAN _jobs\n" not in plan + "\n", plan  # no full scan of the table
+    claimed = driver_for(app.db).jobs_claim(
+        app.db, claim_params(["t"], 50, now_utc(), queues=lanes)
+    )
+    # From each queue its batch of 10, all of priority 0 (in q0... the 30 older pending
+    # jobs of the default queue are not in these queues).
+    assert sorted(job.queue for job in claimed) == sorted(QUEUES * 10)
+    assert [job.priority for job in claimed] == [0] * 50
 
 
 def test_claim_takes_only_due_pending_jobs_among_many_finished(
