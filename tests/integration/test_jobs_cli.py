@@ -1,4 +1,5 @@
-"""``jobs stats`` and ``jobs list``: the terminal views, through the real CLI."""
+"""``jobs stats``, ``list``, ``queues``, ``pause`` and ``resume``, and ``worker --queues``:
+the terminal views and actions, through the real CLI."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from jobs_support import wait_until
 from pocketjobs import App
 from pocketjobs.plugins import jobs
-from support import run_cli
+from support import run_cli, run_process
 
 
 @pytest.fixture
@@ -101,3 +103,71 @@ def test_jobs_command_never_runs_jobs(
         assert store.get(extra.id).status == "pending"
     finally:
         app.terminate()
+
+
+def test_jobs_queues_pause_and_resume(
+    queued: list[str], data_dir: Path, db_url: str | None
+) -> None:
+    paused = run_cli("jobs", "pause", "other", data_dir=data_dir, db_url=db_url)
+    assert paused.returncode == 0, paused.stderr
+    assert "queue other paused" in paused.stdout
+    listing = run_cli("jobs", "queues", data_dir=data_dir, db_url=db_url)
+    assert listing.returncode == 0, listing.stderr
+    rows = {line.split()[0]: line.split() for line in listing.stdout.splitlines()[2:]}
+    # queue, state, pending, processing, slots here, global limit
+    assert rows["default"] == ["default", "active", "1", "0", "10", "-"]
+    assert rows["other"] == ["other", "paused", "0", "0", "0", "-"]
+    resumed = run_cli("jobs", "resume", "other", data_dir=data_dir, db_url=db_url)
+    assert resumed.returncode == 0, resumed.stderr
+    listing = run_cli("jobs", "queues", data_dir=data_dir, db_url=db_url)
+    assert "paused" not in listing.stdout
+
+
+def test_jobs_pause_refuses_a_bad_queue_name(data_dir: Path, db_url: str | None) -> None:
+    result = run_cli("jobs", "pause", "no such queue", data_dir=data_dir, db_url=db_url)
+    assert result.returncode == 1
+    assert "queue must be 1 to 64" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_jobs_list_filters_by_queue(data_dir: Path, db_url: str | None) -> None:
+    app = App(data_dir=data_dir, database_url=db_url)
+    store = jobs.client(app)
+    app.bootstrap()
+    try:
+        mail = store.enqueue("send", queue="mail")
+        plain = store.enqueue("send")
+    finally:
+        app.terminate()
+    result = run_cli("jobs", "list", "--queue", "mail", data_dir=data_dir, db_url=db_url)
+    assert result.returncode == 0, result.stderr
+    assert mail.id in result.stdout
+    assert plain.id not in result.stdout
+    assert "1-1 of 1" in result.stdout
+
+
+def test_worker_with_queues_works_on_those_queues_only(data_dir: Path, db_url: str | None) -> None:
+    app = App(data_dir=data_dir, database_url=db_url)
+    store = jobs.client(app)
+    app.bootstrap()
+    try:
+        elsewhere = store.enqueue("demo:echo", {"n": 1})  # due first, in "default"
+        mail = store.enqueue("demo:echo", {"n": 2}, queue="mail")
+        with run_process(
+            "worker", "--queues", "mail:3", data_dir=data_dir, db_url=db_url,
+            ready_log="Worker started",
+        ) as worker:  # fmt: skip
+            assert "queues mail:3" in worker.log_text()
+            wait_until(lambda: store.get(mail.id).status == "completed", 15, "the mail job")
+            assert store.get(elsewhere.id).status == "pending"
+            assert {q.name: q.pending for q in store.queues()}["default"] == 1
+    finally:
+        app.terminate()
+
+
+@pytest.mark.parametrize("flag", ["bad name", "mail:0", "mail,mail"])
+def test_worker_refuses_bad_queues(flag: str, data_dir: Path) -> None:
+    result = run_cli("worker", "--queues", flag, data_dir=data_dir)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.startswith("error: ")
+    assert "Traceback" not in result.stderr

@@ -124,7 +124,9 @@ def test_claim_reads_only_the_batch_from_a_large_backlog(loaded: tuple[App, JobS
         assert scans, plan
         pending_scans = [scan for scan in scans if "idx_jobs_pending" in scan]
         counts = [scan for scan in scans if "idx_jobs_locked" in scan]
-        assert pending_scans and counts and len(pending_scans) + len(counts) == len(scans), plan
+        assert pending_scans, plan
+        assert counts, plan
+        assert len(pending_scans) + len(counts) == len(scans), plan
         # Each pending scan runs once per queue and topic (rows are per loop) and stops
         # after its queue's batch.
         for scan in pending_scans:
