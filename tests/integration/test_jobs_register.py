@@ -554,3 +554,28 @@ def test_bootstrapping_again_keeps_processing_jobs(new_app: Callable[[], App]) -
     assert store.is_running()
     store.enqueue("again", None)
     assert ran.wait(5), "the handler did not run after the second bootstrap"
+
+
+def test_client_never_starts_a_dispatcher_by_itself(
+    new_app: Callable[[], App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PB_JOBS_AUTO_START", "true")  # even when the environment says so
+    app = new_app()
+    store = jobs.client(app, jobs.Config(auto_start=True, workers=2))
+    assert jobs.get_job_store(app) is store
+    assert store.config.auto_start is False
+    assert store.config.workers == 2
+    app.bootstrap()
+    assert not store.is_running()
+    job = store.enqueue("anything", {"n": 1}, queue="mail")  # no handler needed here
+    assert store.get(job.id).queue == "mail"
+    store.start()  # an explicit start still works
+    assert store.is_running()
+
+
+def test_client_of_a_disabled_plugin_raises(
+    new_app: Callable[[], App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PB_JOBS_DISABLED", "1")
+    with pytest.raises(jobs.PluginDisabled):
+        jobs.client(new_app())
