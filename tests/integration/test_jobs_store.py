@@ -529,6 +529,7 @@ def test_stats(app: App, store: JobStore) -> None:
         "processing": 2,
         "completed": 3,
         "failed": 1,
+        "cancelled": 0,
         "total": 10,
         "success_rate": pytest.approx(0.75),
         "orphaned_topics": {"t": 4},  # no worker runs: no topic has a handler

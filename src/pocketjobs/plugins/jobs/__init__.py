@@ -22,6 +22,7 @@ from pocketjobs.plugins.jobs.errors import (
     InvalidJobOptions,
     InvalidPayload,
     InvalidTopic,
+    JobCannotCancel,
     JobCannotDelete,
     JobCannotRequeue,
     JobNotFound,
@@ -38,7 +39,7 @@ from pocketjobs.plugins.jobs.register import (
     must_register,
     register,
 )
-from pocketjobs.plugins.jobs.retry import Discard, Snooze
+from pocketjobs.plugins.jobs.retry import Discard, JobCancelled, Snooze
 from pocketjobs.plugins.jobs.store import JobStore
 from pocketjobs.plugins.jobs.task import Task
 
@@ -51,6 +52,8 @@ __all__ = [
     "InvalidPayload",
     "InvalidTopic",
     "Job",
+    "JobCancelled",
+    "JobCannotCancel",
     "JobCannotDelete",
     "JobCannotRequeue",
     "JobFilter",

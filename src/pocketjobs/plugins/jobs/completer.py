@@ -29,6 +29,7 @@ from typing import Any
 
 from pocketjobs.core import Database, DatabaseError
 from pocketjobs.plugins.jobs.drivers import (
+    Cancelled,
     Claim,
     ClaimParams,
     Failure,
@@ -74,10 +75,11 @@ class Completer(abc.ABC):
         self._on_written = on_written
         self._logger = logger
         # Appended by handler threads, written and popped by one writer thread.
-        self._queue: deque[Claim | Failure | Snoozed] = deque()
+        self._queue: deque[Claim | Failure | Snoozed | Cancelled] = deque()
 
-    def record(self, outcome: Claim | Failure | Snoozed) -> None:
-        """Queue an outcome to be written (a completed claim, a failure, a snooze)."""
+    def record(self, outcome: Claim | Failure | Snoozed | Cancelled) -> None:
+        """Queue an outcome to be written (a completed claim, a failure, a snooze, a
+        cancellation)."""
         self._queue.append(outcome)
         self._notify()
 
@@ -95,14 +97,17 @@ class Completer(abc.ABC):
         completed: list[Claim] = []
         failed: list[Failure] = []
         snoozed: list[Snoozed] = []
+        cancelled: list[Claim] = []
         for outcome in itertools.islice(self._queue, count):
             if isinstance(outcome, Claim):
                 completed.append(outcome)
             elif isinstance(outcome, Failure):
                 failed.append(outcome)
-            else:
+            elif isinstance(outcome, Snoozed):
                 snoozed.append(outcome)
-        return count, Outcomes(self._clock(), completed, failed, snoozed)
+            else:
+                cancelled.append(outcome.claim)
+        return count, Outcomes(self._clock(), completed, failed, snoozed, cancelled)
 
     def _written(self, count: int, outcomes: Outcomes, written: int) -> None:
         for _ in range(count):

@@ -21,6 +21,7 @@ field                 default                         env override
 ``max_backoff``       1 h                             ``PB_JOBS_MAX_BACKOFF`` (duration)
 ``queues``            ``None`` (``default``: workers) ``PB_JOBS_QUEUES`` (``default:10,mail:2``)
 ``queue_limits``      ``{}`` (no global limit)        ``PB_JOBS_QUEUE_LIMITS`` (``mail:5``)
+``default_timeout``   ``None`` (no timeout)           ``PB_JOBS_DEFAULT_TIMEOUT`` (duration)
 ====================  ==============================  ==========================================
 
 Env values:
@@ -62,7 +63,7 @@ from pocketjobs.core.times import now_utc
 from pocketjobs.plugins.jobs.errors import InvalidJobOptions
 from pocketjobs.plugins.jobs.job import DEFAULT_QUEUE
 from pocketjobs.plugins.jobs.limits import MAX_RETRIES_LIMIT, MAX_RETRY_WAIT, MAX_TOPIC_LENGTH
-from pocketjobs.plugins.jobs.validation import check_queue
+from pocketjobs.plugins.jobs.validation import check_queue, check_timeout
 
 __all__ = [
     "Config",
@@ -148,6 +149,7 @@ class Config:
     max_backoff: timedelta = timedelta(hours=1)
     queues: dict[str, int] | None = None
     queue_limits: dict[str, int] = dataclasses.field(default_factory=dict)
+    default_timeout: timedelta | None = None
 
     if TYPE_CHECKING:
         # What the constructor accepts; the run-time __init__ is the generated one.
@@ -171,10 +173,11 @@ class Config:
             max_backoff: timedelta | float = ...,
             queues: Mapping[str, int] | None = ...,
             queue_limits: Mapping[str, int] = ...,
+            default_timeout: timedelta | float | None = ...,
         ) -> None: ...
 
     def __post_init__(self) -> None:
-        for name in _DURATION_FIELDS:
+        for name in (*_DURATION_FIELDS, "default_timeout"):
             object.__setattr__(self, name, _to_timedelta(getattr(self, name)))
         object.__setattr__(self, "allowed_topics", _to_topics(self.allowed_topics))
         for name in _QUEUE_FIELDS:
@@ -354,6 +357,7 @@ _ENV_OVERRIDES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("PB_JOBS_MAX_BACKOFF", "max_backoff", _parse_env_duration),
     ("PB_JOBS_QUEUES", "queues", parse_queue_sizes),
     ("PB_JOBS_QUEUE_LIMITS", "queue_limits", parse_queue_sizes),
+    ("PB_JOBS_DEFAULT_TIMEOUT", "default_timeout", _parse_env_duration),
 )
 _BLANK_MEANS_DEFAULT = frozenset({"PB_JOBS_ALLOWED_TOPICS"})
 
@@ -428,6 +432,13 @@ def _problems(config: Config) -> list[str]:
     problems.extend(_topic_problems(config.allowed_topics))
     for name in _QUEUE_FIELDS:
         problems.extend(_queue_problems(name, getattr(config, name)))
+    if config.default_timeout is not None:
+        try:
+            check_timeout(config.default_timeout)
+        except InvalidJobOptions as exc:
+            problems.append(
+                f"default_timeout: {exc} or None, got {_describe(config.default_timeout)}"
+            )
     if not callable(config.backoff):
         problems.append(
             f"backoff must be a callable (attempt: int) -> timedelta, "

@@ -28,6 +28,14 @@ It sleeps until something happens: a finished job, an enqueue in this process
 latest ``poll_interval``. Schedules read the config's ``clock``; only the measurement of
 round trips and the shutdown grace period use the monotonic clock.
 
+A running job can be stopped before its handler ends: cancelled (:meth:`Dispatcher.cancel`,
+a notification from another process, or found asked for when the held claims are looked
+at), or past its timeout (the job's, else its handler's, else the config's
+``default_timeout``). Its outcome is recorded at once (cancelled; or a failed attempt,
+"timed out after Ns", retried per policy) and the handler is asked to stop: an async
+handler's task is cancelled, a plain one sees ``job.cancel_requested``. A plain handler
+that ignores it keeps its slot until it returns (logged); its late result is discarded.
+
 Every write is fenced on the claim token: a dispatcher whose claim was lost (its lock
 expired and another dispatcher took the job) cannot overwrite the new owner's state.
 Database errors are logged and retried with backoff; nothing is lost or repeated.
@@ -42,11 +50,13 @@ import time
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Literal
 
 from pocketjobs.core import Database, DatabaseError
 from pocketjobs.plugins.jobs.completer import Completer, db_backoff, new_completer
 from pocketjobs.plugins.jobs.config import Config
 from pocketjobs.plugins.jobs.drivers import (
+    Cancelled,
     ClaimParams,
     Failure,
     JobsDriver,
@@ -56,6 +66,7 @@ from pocketjobs.plugins.jobs.drivers import (
 )
 from pocketjobs.plugins.jobs.executor import Executor, JobHandler, is_async_handler
 from pocketjobs.plugins.jobs.handlers import HandlerOptions
+from pocketjobs.plugins.jobs.job import Job
 from pocketjobs.plugins.jobs.maintenance import Maintenance
 from pocketjobs.plugins.jobs.notifier import Listener
 from pocketjobs.plugins.jobs.presence import Presence
@@ -74,6 +85,7 @@ from pocketjobs.plugins.jobs.running import Run, RunningClaims
 __all__ = ["Dispatcher", "JobHandler", "is_async_handler"]
 
 _RECHECK_DELAY = timedelta(milliseconds=20)
+_CANCEL_CHECK_DELAY = 0.1  # seconds: the soonest look at held claims' cancels after another
 _SETTLE_WINDOW = 0.001  # seconds a claim waits for more running jobs to finish
 _UNWRITTEN_PER_WORKER = 4  # outcomes waiting to be written, per slot, before claims pause
 
@@ -127,7 +139,14 @@ class Dispatcher:
             logger=logger,
             presence=self._presence,
         )
-        self._listener = Listener(db, self.wake, logger)
+        self._listener = Listener(db, self.wake, logger, cancel=self._cancel_notified)
+        info = self._presence.info
+        self.node = f"{info.host}:{info.pid}:{info.id}"  # attempted_by of its claims
+        self._cancels: set[str] = set()  # job ids to stop (their cancel was requested)
+        self._cancels_lock = threading.Lock()
+        self._look_for_cancels = False  # a notification may hide a cancel: look
+        self._cancels_seen_at = 0.0  # monotonic: the last look at held claims' cancels
+        self._next_deadline: float | None = None  # monotonic: the first running timeout
         self._claim_seconds = 0.0  # moving average of a claim's round trip
         self._recheck = _RECHECK_DELAY  # grows while due jobs stay unclaimable
         self._throttled = False  # slots are free, but too many outcomes wait to be written
@@ -174,6 +193,20 @@ class Dispatcher:
         if due is not None and due > self._clock():
             self._remember_due(due)
         self._wake_event.set()
+
+    def cancel(self, job_id: str) -> None:
+        """Stop the job ``job_id`` if this dispatcher runs it (its cancel was requested in
+        the database): its outcome becomes ``cancelled``. Any thread may call this."""
+        with self._cancels_lock:
+            self._cancels.add(job_id)
+        self._wake_event.set()
+
+    def _cancel_notified(self, job_id: str | None) -> None:
+        if job_id is not None:
+            self.cancel(job_id)
+        elif self._running:  # a commit elsewhere may have been a cancel: look, soon
+            self._look_for_cancels = True
+            self._wake_event.set()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop claiming, let running jobs finish for up to ``timeout`` seconds (default
@@ -261,6 +294,7 @@ class Dispatcher:
         now = self._clock()
         stopping = self._stopping.is_set()
         self._maintenance.run_due(now, rescue=not stopping)
+        self._stop_runs()
         topics = list(self._handlers)
         lanes = [] if stopping or not topics else self._lanes()
         params = None
@@ -268,7 +302,7 @@ class Dispatcher:
             token = uuid.uuid4().hex
             limit = sum(lane.limit for lane in lanes)
             lock_until = now + self._config.lock_duration
-            params = ClaimParams(topics, limit, now, lock_until, token, lanes)
+            params = ClaimParams(topics, limit, now, lock_until, token, lanes, self.node)
             with self._next_due_lock:
                 if self._next_due is not None and self._next_due <= now:
                     self._next_due = None
@@ -330,9 +364,87 @@ class Dispatcher:
             if self._next_due is not None:
                 until = min(until, self._next_due)
         timeout = (until - now).total_seconds()
+        soonest = self._next_deadline
+        if self._look_for_cancels:
+            look_at = self._cancels_seen_at + _CANCEL_CHECK_DELAY
+            soonest = look_at if soonest is None else min(soonest, look_at)
+        if soonest is not None:
+            timeout = min(timeout, soonest - time.monotonic())
         if self._stopping.is_set():
             timeout = min(timeout, self._stop_deadline - time.monotonic())
         return max(0.0, timeout)
+
+    # -- stopping runs: cancels and timeouts ---------------------------------------------
+
+    def _stop_runs(self) -> None:
+        """Stop the runs whose job was cancelled or whose timeout passed. Held claims'
+        cancels are looked up in the database soon after a notification that may hide
+        one, and every ``poll_interval`` anyway (a missed notification, a process without
+        notifications)."""
+        with self._cancels_lock:
+            cancels, self._cancels = self._cancels, set()
+        for job_id in cancels:
+            for run in self._running.find(job_id):
+                self._stop(run, "cancelled")
+        started = time.monotonic()
+        due = self._cancels_seen_at + (
+            _CANCEL_CHECK_DELAY
+            if self._look_for_cancels
+            else self._config.poll_interval.total_seconds()
+        )
+        if self._running and started >= due:
+            self._look_for_cancels = False
+            self._cancels_seen_at = started
+            held = self._running.held()
+            for claim in self._driver.jobs_cancel_requested(self._db, held):
+                for run in self._running.find(claim.job_id):
+                    if run.claim == claim:
+                        self._stop(run, "cancelled")
+        if self._next_deadline is not None and started >= self._next_deadline:
+            deadlines = []
+            for run in self._running.running():
+                if run.deadline is None:
+                    continue
+                if run.deadline <= started:
+                    self._stop(run, "timed out")
+                else:
+                    deadlines.append(run.deadline)
+            self._next_deadline = min(deadlines, default=None)
+
+    def _stop(self, run: Run, why: Literal["cancelled", "timed out"]) -> None:
+        """Stop ``run`` (see the module's docstring) and record its outcome."""
+        if not self._running.stop(run, why):
+            return
+        job = run.job
+        job.cancel_requested.set()
+        future = run.future
+        if future is not None:
+            # Cancels the handler's task; should it be cancelled before it ever ran (its
+            # coroutine then never reports), the future's end frees the slot.
+            future.add_done_callback(lambda _: self._finish(run, None, 0.0, False))
+            future.cancel()
+        if why == "cancelled":
+            self._logger.warning(
+                "jobs: job %s (topic %r) cancelled while running", job.id, job.topic
+            )
+            self._completer.record(Cancelled(run.claim))
+        else:
+            limit = self._timeout_of(job)
+            seconds = limit.total_seconds() if limit is not None else 0.0
+            self._completer.record(
+                self._failure(run, TimeoutError(f"timed out after {seconds:g}s"), seconds)
+            )
+        self._wake_event.set()
+
+    def _timeout_of(self, job: Job) -> timedelta | None:
+        """How long an attempt of ``job`` may run: its own timeout, else its handler's,
+        else the config's ``default_timeout`` (``None``: no limit)."""
+        if job.timeout is not None:
+            return job.timeout
+        options = self._options.get(job.topic)
+        if options is not None and options.timeout is not None:
+            return options.timeout
+        return self._config.default_timeout
 
     def _remember_due(self, due: datetime) -> None:
         with self._next_due_lock:
@@ -345,6 +457,13 @@ class Dispatcher:
         thread at once rather than handed to another through the queue."""
         taken: Run | None = None
         for run in self._running.start_waiting():
+            limit = self._timeout_of(run.job)
+            if limit is not None:
+                run.deadline = time.monotonic() + limit.total_seconds()
+                with self._cancels_lock:
+                    if self._next_deadline is None or run.deadline < self._next_deadline:
+                        self._next_deadline = run.deadline
+                self._wake_event.set()
             if take and taken is None and self._executor.runs_on_thread(run):
                 taken = run
             else:
@@ -379,8 +498,18 @@ class Dispatcher:
     ) -> Run | None:
         """A handler ended: free its slot, queue its outcome and start waiting jobs
         (``on_thread``: return the next plain one to the calling handler thread)."""
-        if not self._running.finish(run, seconds):
+        state = self._running.finish(run, seconds)
+        if state == "stale":
             return None  # released at stop: the job is pending again, not ours
+        if state == "stopped":
+            self._logger.info(
+                "jobs: the handler of job %s (topic %r) ended %.3fs after it started; it had"
+                " been stopped (%s), so its result was discarded",
+                run.job.id, run.job.topic, seconds, run.stopped,
+            )  # fmt: skip
+            following = self._start_waiting(take=on_thread)  # its slot is free now
+            self._wake_event.set()
+            return following
         if error is None:
             self._completer.record(run.claim)
         elif isinstance(error, Snooze):
@@ -440,6 +569,7 @@ class Dispatcher:
                 outcomes.completed,
                 (failure.claim for failure in outcomes.failed),
                 (snoozed.claim for snoozed in outcomes.snoozed),
+                outcomes.cancelled,
             )
         )
         lost = len(outcomes) - written

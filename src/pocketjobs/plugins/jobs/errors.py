@@ -4,8 +4,9 @@ converts every one of them the same way::
 
     JobsError                                                              status
      ├── JobNotFound              no job with that id                         404
-     ├── JobCannotDelete          only pending or failed jobs can be deleted  400
-     ├── JobCannotRequeue         only failed jobs can be requeued            400
+     ├── JobCannotDelete          only pending, failed or cancelled jobs      400
+     ├── JobCannotRequeue         only failed or cancelled jobs               400
+     ├── JobCannotCancel          a completed or failed job                   400
      ├── InvalidTopic             empty, too long, not valid text, not allowed 400  field topic
      ├── InvalidPayload           not JSON-serializable, too deep, bad text   400  field payload
      │    └── PayloadTooLarge     JSON longer than max_payload_size            400  field payload
@@ -24,6 +25,7 @@ __all__ = [
     "InvalidJobOptions",
     "InvalidPayload",
     "InvalidTopic",
+    "JobCannotCancel",
     "JobCannotDelete",
     "JobCannotRequeue",
     "JobNotFound",
@@ -63,11 +65,16 @@ class JobNotFound(JobsError):
 
 
 class JobCannotDelete(JobsError):
-    """The job is processing or completed; only pending and failed jobs can be deleted."""
+    """The job is processing or completed; only pending, failed and cancelled jobs can be
+    deleted."""
 
 
 class JobCannotRequeue(JobsError):
-    """The job has not failed; only failed jobs can be requeued."""
+    """The job is not failed or cancelled (or its unique key is taken again)."""
+
+
+class JobCannotCancel(JobsError):
+    """The job finished (completed or failed): there is nothing to cancel."""
 
 
 class InvalidTopic(JobsError, ValueError):

@@ -62,11 +62,12 @@ class Executor:
         return handler is None or not is_async_handler(handler)
 
     def submit(self, run: Run) -> None:
-        """Run ``run``'s handler (its slot is already taken)."""
+        """Run ``run``'s handler (its slot is already taken). An async handler's future
+        is kept on the run (``run.future``): cancelling it cancels the handler."""
         handler = self._handlers.get(run.job.topic)
         if handler is not None and is_async_handler(handler):
             coroutine = self._run_async(handler, run)
-            asyncio.run_coroutine_threadsafe(coroutine, self._event_loop())
+            run.future = asyncio.run_coroutine_threadsafe(coroutine, self._event_loop())
         else:
             self._work.put(run)
 

@@ -1,9 +1,10 @@
 """Job handlers as registered: the function and its per-topic options.
 
-``@store.handler("email:send", queue="mail", priority=0, max_retries=5, backoff=...)``
-registers a function with defaults for that topic: ``queue``, ``priority`` and
-``max_retries`` apply to jobs enqueued (in a process where the handler is registered)
-without their own, ``backoff`` to its failed attempts. A function that cannot take one
+``@store.handler("email:send", queue="mail", priority=0, max_retries=5, backoff=...,
+timeout=30)`` registers a function with defaults for that topic: ``queue``, ``priority``
+and ``max_retries`` apply to jobs enqueued (in a process where the handler is registered)
+without their own, ``backoff`` to its failed attempts and ``timeout`` to its attempts of
+jobs enqueued without one. A function that cannot take one
 ``Job`` argument is refused when it is registered, not when its first job runs.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 from pocketjobs.plugins.jobs.errors import InvalidHandler
 from pocketjobs.plugins.jobs.executor import JobHandler
 from pocketjobs.plugins.jobs.limits import MAX_PRIORITY, MAX_RETRIES_LIMIT
-from pocketjobs.plugins.jobs.validation import check_queue, check_small_int
+from pocketjobs.plugins.jobs.validation import check_queue, check_small_int, check_timeout
 
 __all__ = ["HandlerOptions", "check_handler"]
 
@@ -31,6 +32,7 @@ class HandlerOptions:
     max_retries: int | None = None
     backoff: Callable[[int], timedelta] | None = None
     queue: str | None = None
+    timeout: timedelta | None = None
 
     @classmethod
     def checked(
@@ -39,10 +41,11 @@ class HandlerOptions:
         max_retries: Any = None,
         backoff: Any = None,
         queue: Any = None,
+        timeout: Any = None,
     ) -> HandlerOptions:
         """Options from a registration's arguments; raises
         :class:`~pocketjobs.plugins.jobs.errors.InvalidJobOptions` for a bad priority,
-        ``max_retries`` (0 to ``MAX_RETRIES_LIMIT``) or queue name and
+        ``max_retries`` (0 to ``MAX_RETRIES_LIMIT``), queue name or timeout and
         :class:`InvalidHandler` for a backoff that is not callable."""
         if backoff is not None and not callable(backoff):
             raise InvalidHandler("backoff must be a callable (attempt: int) -> timedelta")
@@ -51,6 +54,7 @@ class HandlerOptions:
             max_retries=check_small_int(max_retries, "max_retries", MAX_RETRIES_LIMIT),
             backoff=backoff,
             queue=None if queue is None else check_queue(queue),
+            timeout=check_timeout(timeout),
         )
 
 

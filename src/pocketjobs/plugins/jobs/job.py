@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, Literal, TypeVar, cast
 
 from pocketjobs.core.times import format_time
@@ -15,6 +15,7 @@ from pocketjobs.core.times import format_time
 __all__ = [
     "DEFAULT_QUEUE",
     "JOB_STATUSES",
+    "MAX_ERRORS_KEPT",
     "Job",
     "JobFilter",
     "JobList",
@@ -24,8 +25,16 @@ __all__ = [
     "uuid7",
 ]
 
-JobStatus = Literal["pending", "processing", "completed", "failed"]
-JOB_STATUSES: Final[tuple[JobStatus, ...]] = ("pending", "processing", "completed", "failed")
+JobStatus = Literal["pending", "processing", "completed", "failed", "cancelled"]
+JOB_STATUSES: Final[tuple[JobStatus, ...]] = (
+    "pending",
+    "processing",
+    "completed",
+    "failed",
+    "cancelled",
+)
+#: The most recent attempt errors a job keeps (older ones are dropped).
+MAX_ERRORS_KEPT: Final = 25
 T = TypeVar("T")
 #: The queue of a job enqueued without one (and of every job from before queues existed).
 DEFAULT_QUEUE: Final = "default"
@@ -52,9 +61,51 @@ class Job:
     unique_key: str | None = None
     #: The named queue the job waits in (each queue has its own worker slots).
     queue: str = DEFAULT_QUEUE
+    #: When its latest attempt started (``None``: never attempted).
+    attempted_at: datetime | None = None
+    #: When its first attempt started.
+    first_attempted_at: datetime | None = None
+    #: The node of its latest attempt: ``host:pid:node-id`` (the node id is the worker's
+    #: id in ``_jobs_workers``).
+    attempted_by: str | None = None
+    #: When it finished (completed, failed for good or cancelled).
+    finished_at: datetime | None = None
+    #: Its failed attempts, oldest first: ``{"at": RFC 3339, "attempt": n, "error": text}``
+    #: (the latest :data:`MAX_ERRORS_KEPT`).
+    errors: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: How long one attempt may run (``None``: the handler's default, else the config's).
+    timeout: timedelta | None = None
+    #: When a cancel of the running job was asked for (it stops, becomes ``cancelled``).
+    cancel_requested_at: datetime | None = None
     #: Set on what ``enqueue`` returns when the job already existed (its ``unique_key``
     #: was taken): this is that job, and nothing was inserted.
     duplicate: bool = False
+    _stop: threading.Event | None = dataclasses.field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    @property
+    def cancel_requested(self) -> threading.Event:
+        """Set when the running attempt should stop: the job was cancelled or its attempt
+        timed out. A plain handler that runs long checks it (``is_set()``, or waits on
+        it) or calls :meth:`raise_if_cancelled`; an async handler is cancelled instead."""
+        stop = self._stop
+        if stop is None:
+            with _stop_lock:
+                stop = self._stop
+                if stop is None:
+                    stop = threading.Event()
+                    object.__setattr__(self, "_stop", stop)
+        return stop
+
+    def raise_if_cancelled(self) -> None:
+        """Raise :class:`~pocketjobs.plugins.jobs.JobCancelled` if the running attempt
+        should stop (see :attr:`cancel_requested`)."""
+        stop = self._stop
+        if stop is not None and stop.is_set():
+            from pocketjobs.plugins.jobs.retry import JobCancelled
+
+            raise JobCancelled(f"job {self.id} was asked to stop")
 
     def unmarshal_payload(self, cls: type[T]) -> T:
         """Build ``cls`` (a dataclass, a pydantic model, or any class taking keyword
@@ -80,7 +131,7 @@ class Job:
             "payload": self.payload,
             "status": self.status,
             "run_at": format_time(self.run_at),
-            "locked_until": format_time(self.locked_until) if self.locked_until else None,
+            "locked_until": _time_or_none(self.locked_until),
             "retries": self.retries,
             "max_retries": self.max_retries,
             "last_error": self.last_error,
@@ -89,8 +140,22 @@ class Job:
             "priority": self.priority,
             "unique_key": self.unique_key,
             "queue": self.queue,
+            "attempted_at": _time_or_none(self.attempted_at),
+            "first_attempted_at": _time_or_none(self.first_attempted_at),
+            "attempted_by": self.attempted_by,
+            "finished_at": _time_or_none(self.finished_at),
+            "errors": self.errors,
+            "timeout": self.timeout.total_seconds() if self.timeout is not None else None,
+            "cancel_requested_at": _time_or_none(self.cancel_requested_at),
             "duplicate": self.duplicate,
         }
+
+
+_stop_lock = threading.Lock()
+
+
+def _time_or_none(moment: datetime | None) -> str | None:
+    return format_time(moment) if moment is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +191,14 @@ class JobList:
 
 @dataclass(frozen=True, slots=True)
 class JobStats:
-    """Counts per status; ``success_rate`` = completed / (completed + failed), 0 if none."""
+    """Counts per status; ``success_rate`` = completed / (completed + failed), 0 if none
+    (cancelled jobs count neither way)."""
 
     pending: int
     processing: int
     completed: int
     failed: int
+    cancelled: int
     total: int
     success_rate: float
     #: Pending jobs per topic that no running worker (in any process) handles.
@@ -142,14 +209,15 @@ class JobStats:
         cls, counts: dict[str, int], orphaned_topics: dict[str, int] | None = None
     ) -> JobStats:
         """Statistics from a ``status -> count`` mapping (missing statuses count 0)."""
-        pending, processing, completed, failed = (counts.get(s, 0) for s in JOB_STATUSES)
+        pending, processing, completed, failed, cancelled = (counts.get(s, 0) for s in JOB_STATUSES)
         finished = completed + failed
         return cls(
             pending=pending,
             processing=processing,
             completed=completed,
             failed=failed,
-            total=pending + processing + completed + failed,
+            cancelled=cancelled,
+            total=pending + processing + completed + failed + cancelled,
             success_rate=completed / finished if finished else 0.0,
             orphaned_topics=dict(orphaned_topics or {}),
         )

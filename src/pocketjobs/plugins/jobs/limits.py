@@ -19,6 +19,7 @@ __all__ = [
     "MAX_QUEUE_LENGTH",
     "MAX_RETRIES_LIMIT",
     "MAX_RETRY_WAIT",
+    "MAX_TIMEOUT",
     "MAX_TOPIC_LENGTH",
     "MAX_UNIQUE_KEY_LENGTH",
 ]
@@ -45,3 +46,5 @@ MAX_OFFSET: Final = 1_000_000_000
 MAX_ERROR_LENGTH: Final = 16_384
 #: The longest wait before a retry, whatever the backoff function says.
 MAX_RETRY_WAIT: Final = timedelta(days=365)
+#: The longest timeout of an attempt.
+MAX_TIMEOUT: Final = timedelta(days=7)

@@ -1,10 +1,12 @@
-"""The listener: wakes the dispatcher when another process enqueues (PostgreSQL NOTIFY).
+"""The listener: wakes the dispatcher when another process enqueues (PostgreSQL NOTIFY),
+and passes cancel requests on.
 
 An enqueue notifies :data:`~pocketjobs.plugins.jobs.drivers.NOTIFY_CHANNEL` in its own
 transaction, with the new jobs' due time as the payload; the notification is delivered
-when (and only if) that transaction commits. SQLite reports every commit of another
-process (by watching its data version), with an empty payload: due now. Where a database
-offers neither, the listener ends at once and the dispatcher polls.
+when (and only if) that transaction commits. A cancel of a running job notifies
+``cancel:<job id>``. SQLite reports every commit of another connection (by watching its
+data version), with an empty payload: due now, and maybe a cancel to look for. Where a
+database offers neither, the listener ends at once and the dispatcher polls.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from datetime import datetime
 from pocketjobs.core import Database, DatabaseError
 from pocketjobs.core.times import parse_time
 from pocketjobs.plugins.jobs.completer import db_backoff
-from pocketjobs.plugins.jobs.drivers import NOTIFY_CHANNEL
+from pocketjobs.plugins.jobs.drivers import CANCEL_PREFIX, NOTIFY_CHANNEL
 
 __all__ = ["Listener"]
 
@@ -26,15 +28,21 @@ _THREAD_NAME = "pocketjobs-listener"
 
 
 class Listener:
-    """Listens on ``db`` and calls ``wake(due)`` for each notification (``due`` is the
-    notified due time, ``None`` if the payload is not one), and ``wake(None)`` after each
-    (re)connection, since notifications may have been missed while disconnected."""
+    """Listens on ``db`` and calls ``wake(due)`` for each notification of due jobs (``due``
+    is the notified due time, ``None`` if the payload is not one) and ``cancel(job_id)``
+    for each cancel request (``cancel(None)`` for a payload that may hide one: look), and
+    both after each (re)connection, since notifications may have been missed meanwhile."""
 
     def __init__(
-        self, db: Database, wake: Callable[[datetime | None], None], logger: logging.Logger
+        self,
+        db: Database,
+        wake: Callable[[datetime | None], None],
+        logger: logging.Logger,
+        cancel: Callable[[str | None], None] | None = None,
     ) -> None:
         self._db = db
         self._wake = wake
+        self._cancel = cancel or (lambda job_id: None)
         self._logger = logger
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._listen_loop, name=_THREAD_NAME, daemon=True)
@@ -65,10 +73,16 @@ class Listener:
                 return
             delay = 0.0
             self._wake(None)
+            self._cancel(None)
             try:
                 while not self._stopping.is_set():
                     for payload in listener.wait(_TICK):
+                        if payload.startswith(CANCEL_PREFIX):
+                            self._cancel(payload.removeprefix(CANCEL_PREFIX))
+                            continue
                         self._wake(_due(payload))
+                        if not payload:
+                            self._cancel(None)
             except DatabaseError as exc:
                 self._logger.warning("jobs listener: connection lost, reconnecting: %s", exc)
             finally:

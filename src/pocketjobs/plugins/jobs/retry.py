@@ -14,6 +14,7 @@ __all__ = [
     "LOCK_EXPIRED_ERROR",
     "BackoffError",
     "Discard",
+    "JobCancelled",
     "Snooze",
     "error_summary",
     "error_text",
@@ -56,6 +57,13 @@ class Discard(Exception):
     def __init__(self, reason: str = "discarded by its handler") -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class JobCancelled(Exception):
+    """Raised by :meth:`Job.raise_if_cancelled` in a handler whose running attempt was
+    asked to stop (the job was cancelled, or the attempt timed out). The attempt's outcome
+    is already decided (cancelled, or failed by its timeout): letting this propagate just
+    ends the handler sooner."""
 
 
 def will_retry(job: Job) -> bool:

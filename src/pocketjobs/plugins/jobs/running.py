@@ -12,6 +12,12 @@ written, or when it is released at stop.
 
 Each queue has its own slots: a claim of one queue waits only for a slot of that queue,
 so a queue whose handlers are slow or stuck never holds up another.
+
+A claim can also be *stopped* before its handler ends: its job was cancelled, or its
+attempt ran past its timeout. Its outcome is then decided at once (cancelled, or failed by
+the timeout) and whatever the handler does later is discarded; a stopped handler that is
+still running keeps its slot until it returns (a thread cannot be killed), so the slots
+never count more handlers than really run.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import math
 import threading
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from pocketjobs.plugins.jobs.drivers import Claim
 from pocketjobs.plugins.jobs.job import Job
@@ -36,6 +44,12 @@ class Run:
     claim: Claim
     finished: bool = False  # the handler returned or raised
     released: bool = False  # given back at stop: its outcome is no longer ours to write
+    #: Why the run was stopped before its handler ended; its outcome is decided.
+    stopped: Literal["cancelled", "timed out"] | None = None
+    #: When the handler must end (monotonic seconds), if it has a timeout.
+    deadline: float | None = None
+    #: The async handler's future (cancelling it cancels the handler's task).
+    future: Future[Any] | None = None
 
 
 def _average(average: float, sample: float) -> float:
@@ -55,6 +69,7 @@ class RunningClaims:
         self._active_in: dict[str, int] = dict.fromkeys(self.slots, 0)
         self._active = 0
         self._waiting_count = 0
+        self._stopped_running: set[Run] = set()  # stopped, their handlers still running
         #: Per queue, a moving average of a handler's run time (seconds; infinite before
         #: the first).
         self.handler_seconds: dict[str, float] = dict.fromkeys(self.slots, math.inf)
@@ -107,19 +122,27 @@ class RunningClaims:
             self._waiting_count -= len(starting)
         return starting
 
-    def finish(self, run: Run, seconds: float) -> bool:
-        """The handler of ``run`` ended after ``seconds``: free its slot. Returns whether
-        its outcome is still ours to write (``False`` once it was released at stop)."""
+    def finish(self, run: Run, seconds: float) -> Literal["ours", "stopped", "stale"]:
+        """The handler of ``run`` ended after ``seconds``: free its slot. Returns
+        ``"ours"`` when its outcome is still ours to write; ``"stopped"`` when it had been
+        stopped (its outcome was decided then; its slot is free now); ``"stale"`` when
+        nothing is ours any more (released at stop, or reported twice)."""
         queue = run.job.queue
         with self._lock:
+            if run in self._stopped_running:
+                self._stopped_running.discard(run)
+                run.finished = True  # its slot was kept until now
+                self._active -= 1
+                self._active_in[queue] -= 1
+                return "stopped"
             if run.released or run.finished or self._runs.get(run.claim) is not run:
-                return False
+                return "stale"
             run.finished = True
             self._active -= 1
             self._active_in[queue] -= 1
             self.finished_since_claim += 1
             self.handler_seconds[queue] = _average(self.handler_seconds[queue], seconds)
-        return True
+        return "ours"
 
     def forget(self, claims: Iterable[Claim]) -> None:
         """Stop holding ``claims``: their outcomes are written (or were fenced out)."""
@@ -127,13 +150,45 @@ class RunningClaims:
             for claim in claims:
                 self._runs.pop(claim, None)
 
+    def stop(self, run: Run, why: Literal["cancelled", "timed out"]) -> bool:
+        """Stop ``run`` before its handler ends (see the module's docstring). Returns
+        whether it was stopped now: ``False`` if its handler had ended, it was stopped
+        before, or it is no longer held. A claim still waiting for a slot is dropped from
+        the wait (its handler never starts)."""
+        with self._lock:
+            if run.stopped or run.finished or run.released or self._runs.get(run.claim) is not run:
+                return False
+            run.stopped = why
+            waiting = self._waiting[run.job.queue]
+            if run in waiting:
+                waiting.remove(run)
+                self._waiting_count -= 1
+                run.finished = True  # no handler, no slot
+            else:
+                self._stopped_running.add(run)
+        return True
+
+    def find(self, job_id: str) -> list[Run]:
+        """The held runs of the job ``job_id`` (normally one)."""
+        with self._lock:
+            return [run for claim, run in self._runs.items() if claim.job_id == job_id]
+
+    def running(self) -> list[Run]:
+        """The held runs whose handler runs now and has not been stopped."""
+        with self._lock:
+            return [
+                run for run in self._runs.values()
+                if not run.finished and not run.stopped and run not in self._waiting[run.job.queue]
+            ]  # fmt: skip
+
     def held(self) -> list[Claim]:
         """Every claim held now (their locks are to be heartbeated)."""
         with self._lock:
             return list(self._runs)
 
     def release_waiting(self) -> list[Run]:
-        """At stop: stop holding the claims that never got a slot, and return them."""
+        """At stop: stop holding the claims that never got a slot, and return them (a
+        stopped claim's outcome is decided: it is not one of them)."""
         with self._lock:
             released = [run for waiting in self._waiting.values() for run in waiting]
             self._clear_waiting()
@@ -147,11 +202,14 @@ class RunningClaims:
         has not finished (and any still waiting), free all slots, and return them. Their
         handlers' outcomes, should they still end, are ignored."""
         with self._lock:
-            released = [run for run in self._runs.values() if not run.finished]
+            released = [run for run in self._runs.values() if not run.finished and not run.stopped]
             self._clear_waiting()
             for run in released:
                 run.released = True
                 del self._runs[run.claim]
+            for run in self._stopped_running:  # their slots are reset too
+                run.released = True
+            self._stopped_running.clear()
             self._active = 0
             self._active_in = dict.fromkeys(self.slots, 0)
         return released

@@ -20,6 +20,7 @@ from pocketjobs.plugins.jobs.dispatcher import Dispatcher, JobHandler
 from pocketjobs.plugins.jobs.drivers import JobsDriver, NewJob
 from pocketjobs.plugins.jobs.errors import (
     InvalidJobOptions,
+    JobCannotCancel,
     JobCannotDelete,
     JobCannotRequeue,
     JobNotFound,
@@ -89,26 +90,27 @@ class JobStore:
         priority: int | None = None,
         unique_key: str | None = None,
         queue: str | None = None,
+        timeout: timedelta | float | None = None,
         tx: Tx | None = None,
     ) -> Job:
         """Add a job; it runs at ``run_at`` (aware datetime), after ``delay``, or now.
 
-        ``max_retries=None`` takes the handler's default, else the config's; ``0`` means no
-        retry. ``queue``: the named queue it waits in (the handler's default, else
-        ``"default"``). ``priority``: 0 (the default) runs first, 9 last, among the due
-        jobs of its queue. ``unique_key``: while a job of
-        this topic with this key is pending or processing, no other is inserted: that job
-        is returned instead, with ``duplicate=True`` (the database's unique index decides,
-        so concurrent enqueues in any process create one job). With ``tx`` the job is
-        written in that transaction: it exists only if the transaction commits (and a
-        rolled-back transaction leaves its key free). Raises :class:`InvalidTopic`,
-        :class:`InvalidPayload`, :class:`PayloadTooLarge` or :class:`InvalidJobOptions`
-        and writes nothing on bad input.
+        ``max_retries=None`` takes the handler's default, else the config's; ``0`` means no retry.
+        ``queue``: the named queue it waits in (the handler's default, else ``"default"``).
+        ``priority``: 0 (the default) runs first, 9 last, among the due jobs of its queue.
+        ``timeout``: how long an attempt may run (seconds or a ``timedelta``; default: the
+        handler's, else the config's ``default_timeout``). ``unique_key``: while a job of this topic
+        with this key is pending or processing, no other is inserted: that job is returned instead,
+        with ``duplicate=True`` (the database's unique index decides, so concurrent enqueues in any
+        process create one job). With ``tx`` the job is written in that transaction: it exists only
+        if the transaction commits (and a rolled-back transaction leaves its key free). Raises
+        :class:`InvalidTopic`, :class:`InvalidPayload`, :class:`PayloadTooLarge` or
+        :class:`InvalidJobOptions` and writes nothing on bad input.
         """
         keys = None if unique_key is None else [unique_key]
         return self.enqueue_many(
             topic, [payload], run_at=run_at, delay=delay, max_retries=max_retries,
-            priority=priority, unique_keys=keys, queue=queue, tx=tx,
+            priority=priority, unique_keys=keys, queue=queue, timeout=timeout, tx=tx,
         )[0]  # fmt: skip
 
     def enqueue_at(self, topic: str, payload: Any, run_at: datetime) -> Job:
@@ -126,6 +128,7 @@ class JobStore:
         priority: int | None = None,
         unique_keys: Sequence[str | None] | None = None,
         queue: str | None = None,
+        timeout: timedelta | float | None = None,
         tx: Tx | None = None,
     ) -> list[Job]:
         """Add one job per payload: all of them or, on any error, none (one statement
@@ -143,14 +146,25 @@ class JobStore:
             queue = defaults.queue if queue is None else queue
         spec = check_enqueue(
             topic, payloads, run_at, delay, max_retries, now=now, priority=priority,
-            unique_keys=unique_keys, queue=queue, default_max_retries=self.config.max_retries,
-            max_size=self.config.max_payload_size,
+            unique_keys=unique_keys, queue=queue, timeout=timeout,
+            default_max_retries=self.config.max_retries, max_size=self.config.max_payload_size,
         )  # fmt: skip
         due, retries, texts = spec.due, spec.max_retries, spec.payload_texts
         if not texts:
             return []
         rows = [
-            NewJob(uuid7(), topic, text, due, retries, now, spec.priority, key, spec.queue)
+            NewJob(
+                uuid7(),
+                topic,
+                text,
+                due,
+                retries,
+                now,
+                spec.priority,
+                key,
+                spec.queue,
+                spec.timeout,
+            )
             for text, key in zip(texts, spec.unique_keys, strict=True)
         ]
         if tx is None and any(spec.unique_keys):
@@ -167,7 +181,7 @@ class JobStore:
                 self._wake(due)
         return [
             Job(row.id, topic, payload, "pending", due, None, 0, retries, None, now, now,
-                spec.priority, row.unique_key, spec.queue)
+                spec.priority, row.unique_key, spec.queue, timeout=spec.timeout)
             if holder is None
             else dataclasses.replace(holder, duplicate=True)
             for row, payload, holder in zip(rows, payloads, holders, strict=True)
@@ -254,19 +268,42 @@ class JobStore:
         self._queue_sizes = checked
 
     def delete(self, job_id: str) -> None:
-        """Delete a pending or failed job; raises :class:`JobNotFound` or
+        """Delete a pending, failed or cancelled job; raises :class:`JobNotFound` or
         :class:`JobCannotDelete` (processing or completed)."""
         if check_job_id(job_id) and self._driver.jobs_delete(self._app.db, job_id):
             return
         job = self.get(job_id)
         raise JobCannotDelete(
-            f"job {job_id} is {job.status}; only pending or failed jobs can be deleted"
+            f"job {job_id} is {job.status}; only pending, failed or cancelled jobs can be deleted"
         )
 
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a job, from any process. A pending job becomes ``cancelled`` at once. A
+        processing one is asked to stop wherever it runs (an async handler is cancelled; a
+        plain one sees ``job.cancel_requested``); its attempt becomes ``cancelled``, never
+        retried, and whatever that run does later is discarded. The job is returned as it
+        is then (``cancel_requested_at`` set while it still runs); cancelling a cancelled
+        job changes nothing. Raises :class:`JobNotFound`, or :class:`JobCannotCancel` for a
+        completed or failed job."""
+        job = (
+            self._driver.jobs_cancel(self._app.db, job_id, to_millis(self._clock()))
+            if check_job_id(job_id)
+            else None
+        )
+        if job is None:
+            raise JobNotFound(f"job {job_id!r} not found")
+        if job.status in ("completed", "failed"):
+            raise JobCannotCancel(f"job {job_id} is {job.status}: there is nothing to cancel")
+        dispatcher = self._dispatcher
+        if job.status == "processing" and dispatcher is not None:
+            dispatcher.cancel(job.id)  # this process may be running it: stop it at once
+        return job
+
     def requeue(self, job_id: str) -> Job:
-        """Give a failed job a fresh start (retries 0, due now); raises :class:`JobNotFound`
-        or :class:`JobCannotRequeue` (not failed, or its unique key is held by another
-        pending or processing job)."""
+        """Give a failed or cancelled job a fresh start (retries 0, due now; its attempt
+        history kept); raises :class:`JobNotFound` or :class:`JobCannotRequeue` (neither
+        failed nor cancelled, or its unique key is held by another pending or processing
+        job)."""
         try:
             job = (
                 self._driver.jobs_requeue(self._app.db, job_id, to_millis(self._clock()))
@@ -281,7 +318,7 @@ class JobStore:
         if job is None:
             current = self.get(job_id)
             raise JobCannotRequeue(
-                f"job {job_id} is {current.status}; only failed jobs can be requeued"
+                f"job {job_id} is {current.status}; only failed or cancelled jobs can be requeued"
             )
         self._wake(job.run_at)
         return job
@@ -297,18 +334,20 @@ class JobStore:
         max_retries: int | None = None,
         backoff: Callable[[int], timedelta] | None = None,
         queue: str | None = None,
+        timeout: timedelta | float | None = None,
     ) -> None:
         """Run ``fn(job)`` for jobs of ``topic`` (a plain or ``async`` function).
 
-        ``queue``, ``priority`` and ``max_retries`` are the topic's defaults for jobs
-        enqueued in this process without their own; ``backoff`` replaces the config's for its failed
-        attempts (capped at ``max_backoff`` all the same). Raises :class:`InvalidHandler`
-        when ``fn`` cannot be called with one argument (the job) or ``backoff`` is not
-        callable, :class:`InvalidJobOptions` for a bad default, and
-        :class:`TopicAlreadyRegistered` if the topic has a handler.
+        ``queue``, ``priority`` and ``max_retries`` are the topic's defaults for jobs enqueued in
+        this process without their own; ``timeout`` (seconds or a ``timedelta``) bounds each attempt
+        of its jobs that have none of their own; ``backoff`` replaces the config's for its failed
+        attempts (capped at ``max_backoff`` all the same). Raises :class:`InvalidHandler` when
+        ``fn`` cannot be called with one argument (the job) or ``backoff`` is not callable,
+        :class:`InvalidJobOptions` for a bad default, and :class:`TopicAlreadyRegistered` if the
+        topic has a handler.
         """
         check_topic(topic)
-        options = HandlerOptions.checked(priority, max_retries, backoff, queue)
+        options = HandlerOptions.checked(priority, max_retries, backoff, queue, timeout)
         check_handler(fn)
         with self._handlers_lock:
             if topic in self._handlers:
@@ -325,13 +364,14 @@ class JobStore:
         max_retries: int | None = None,
         backoff: Callable[[int], timedelta] | None = None,
         queue: str | None = None,
+        timeout: timedelta | float | None = None,
     ) -> Callable[[H], H]:
         """Decorator form of :meth:`register`; returns the function unchanged."""
 
         def decorate(fn: H) -> H:
             self.register(
                 topic, fn, priority=priority, max_retries=max_retries, backoff=backoff,
-                queue=queue,
+                queue=queue, timeout=timeout,
             )  # fmt: skip
             return fn
 
@@ -345,6 +385,7 @@ class JobStore:
         max_retries: int | None = None,
         backoff: Callable[[int], timedelta] | None = None,
         queue: str | None = None,
+        timeout: timedelta | float | None = None,
     ) -> Callable[[JobHandler], Task]:
         """Decorator like :meth:`handler` that returns a :class:`Task`: the handler, with
         ``.enqueue(payload, **options)`` / ``.aenqueue(...)`` for its topic (a payload may
@@ -353,7 +394,7 @@ class JobStore:
         def decorate(fn: JobHandler) -> Task:
             self.register(
                 topic, fn, priority=priority, max_retries=max_retries, backoff=backoff,
-                queue=queue,
+                queue=queue, timeout=timeout,
             )  # fmt: skip
             return Task(self, topic, fn)
 
@@ -398,12 +439,13 @@ class JobStore:
         priority: int | None = None,
         unique_key: str | None = None,
         queue: str | None = None,
+        timeout: timedelta | float | None = None,  # noqa: ASYNC109 - the job's, not ours
         tx: Tx | None = None,
     ) -> Job:
         """Awaitable :meth:`enqueue`."""
         return await asyncio.to_thread(
             self.enqueue, topic, payload, run_at=run_at, delay=delay, max_retries=max_retries,
-            priority=priority, unique_key=unique_key, queue=queue, tx=tx,
+            priority=priority, unique_key=unique_key, queue=queue, timeout=timeout, tx=tx,
         )  # fmt: skip
 
     async def aenqueue_at(self, topic: str, payload: Any, run_at: datetime) -> Job:
@@ -421,13 +463,14 @@ class JobStore:
         priority: int | None = None,
         unique_keys: Sequence[str | None] | None = None,
         queue: str | None = None,
+        timeout: timedelta | float | None = None,  # noqa: ASYNC109 - the job's, not ours
         tx: Tx | None = None,
     ) -> builtins.list[Job]:
         """Awaitable :meth:`enqueue_many`."""
         return await asyncio.to_thread(
             self.enqueue_many, topic, payloads, run_at=run_at, delay=delay,
             max_retries=max_retries, priority=priority, unique_keys=unique_keys, queue=queue,
-            tx=tx,
+            timeout=timeout, tx=tx,
         )  # fmt: skip
 
     async def aget(self, job_id: str) -> Job:
@@ -457,6 +500,10 @@ class JobStore:
     async def adelete(self, job_id: str) -> None:
         """Awaitable :meth:`delete`."""
         await asyncio.to_thread(self.delete, job_id)
+
+    async def acancel(self, job_id: str) -> Job:
+        """Awaitable :meth:`cancel`."""
+        return await asyncio.to_thread(self.cancel, job_id)
 
     async def arequeue(self, job_id: str) -> Job:
         """Awaitable :meth:`requeue`."""

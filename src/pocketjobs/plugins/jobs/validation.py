@@ -34,6 +34,7 @@ from pocketjobs.plugins.jobs.limits import (
     MAX_PRIORITY,
     MAX_QUEUE_LENGTH,
     MAX_RETRIES_LIMIT,
+    MAX_TIMEOUT,
     MAX_TOPIC_LENGTH,
     MAX_UNIQUE_KEY_LENGTH,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "check_queue",
     "check_schedule",
     "check_small_int",
+    "check_timeout",
     "check_topic",
     "check_unique_keys",
     "is_storable_text",
@@ -229,6 +231,29 @@ def check_priority(priority: object) -> int:
     return 0 if checked is None else checked
 
 
+def check_timeout(timeout: object) -> timedelta | None:
+    """``timeout`` (a ``timedelta`` or a number of seconds; ``None`` stays ``None``) as a
+    ``timedelta`` if it is more than 0 and at most ``MAX_TIMEOUT``; else
+    :class:`InvalidJobOptions`."""
+    if timeout is None:
+        return None
+    wait: timedelta | None = None
+    if isinstance(timeout, timedelta):
+        wait = timeout
+    elif isinstance(timeout, int | float) and not isinstance(timeout, bool):
+        seconds = float(timeout)
+        if 0 < seconds <= MAX_TIMEOUT.total_seconds():  # also refuses NaN
+            wait = timedelta(seconds=seconds)
+    if wait is None or not timedelta(0) < wait <= MAX_TIMEOUT:
+        raise InvalidJobOptions(
+            f"timeout must be more than 0 and at most {MAX_TIMEOUT.days} days (seconds or a"
+            " timedelta)",
+            field="timeout",
+            code="validation_invalid_number",
+        )
+    return wait
+
+
 _QUEUE_NAME = re.compile(rf"[A-Za-z0-9_.-]{{1,{MAX_QUEUE_LENGTH}}}")
 
 
@@ -317,6 +342,7 @@ class EnqueueSpec:
     priority: int
     unique_keys: list[str | None]
     queue: str
+    timeout: timedelta | None
 
 
 class _Collector:
@@ -355,6 +381,7 @@ def check_enqueue(
     priority: object = None,
     unique_keys: object = None,
     queue: object = None,
+    timeout: object = None,
 ) -> EnqueueSpec:
     """Validate an enqueue of one job per payload at ``now`` (``allowed``: the topics
     allowed, all when empty). Raises the error of the first bad field, with the errors of
@@ -366,6 +393,7 @@ def check_enqueue(
     retries = collector.check(lambda: check_max_retries(max_retries, default_max_retries))
     checked_priority = collector.check(lambda: check_priority(priority))
     checked_queue = collector.check(lambda: check_queue(queue))
+    checked_timeout = collector.check(lambda: check_timeout(timeout))
     texts = collector.check(
         lambda: [serialize_payload(payload, max_size) for payload in check_payloads(payloads)]
     )
@@ -374,4 +402,5 @@ def check_enqueue(
     return EnqueueSpec(
         cast(str, checked_topic), cast(datetime, due), cast(int, retries), cast("list[str]", texts),
         cast(int, checked_priority), cast("list[str | None]", keys), cast(str, checked_queue),
+        checked_timeout,
     )  # fmt: skip

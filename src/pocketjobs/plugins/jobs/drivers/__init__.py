@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from pocketjobs.core import Database
 from pocketjobs.plugins.jobs.drivers.base import (
+    CANCEL_PREFIX,
     NOTIFY_CHANNEL,
+    Cancelled,
     Claim,
     ClaimParams,
     Failure,
@@ -26,7 +28,9 @@ from pocketjobs.plugins.jobs.drivers.base import (
 )
 
 __all__ = [
+    "CANCEL_PREFIX",
     "NOTIFY_CHANNEL",
+    "Cancelled",
     "Claim",
     "ClaimParams",
     "Failure",

@@ -15,14 +15,16 @@ from __future__ import annotations
 import abc
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import ClassVar
 
 from pocketjobs.core import Database, Migration, Queryable
 from pocketjobs.plugins.jobs.job import DEFAULT_QUEUE, Job, JobFilter
 
 __all__ = [
+    "CANCEL_PREFIX",
     "NOTIFY_CHANNEL",
+    "Cancelled",
     "Claim",
     "ClaimParams",
     "Failure",
@@ -35,8 +37,10 @@ __all__ = [
     "WorkerInfo",
 ]
 
-#: The PostgreSQL notification channel that wakes dispatchers.
+#: The PostgreSQL notification channel that wakes dispatchers. A payload is a due time
+#: (jobs to claim), or :data:`CANCEL_PREFIX` and a job id (a cancel to carry out).
 NOTIFY_CHANNEL = "pocketjobs_jobs"
+CANCEL_PREFIX = "cancel:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,7 @@ class NewJob:
     priority: int = 0
     unique_key: str | None = None
     queue: str = DEFAULT_QUEUE
+    timeout: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +93,8 @@ class ClaimParams:
     lock_until: datetime
     token: str
     queues: Sequence[QueueClaim] = ()
+    #: Who claims: written to ``attempted_by`` (``host:pid:node-id``).
+    node: str = ""
 
     def __post_init__(self) -> None:
         if not self.queues:
@@ -137,17 +144,26 @@ class Snoozed:
 
 
 @dataclass(frozen=True, slots=True)
+class Cancelled:
+    """A claimed job cancelled while it ran (or waited for a slot): it becomes
+    ``cancelled``, never retried."""
+
+    claim: Claim
+
+
+@dataclass(frozen=True, slots=True)
 class Outcomes:
-    """Finished attempts to record at ``now``: the completed claims, the failures and the
-    snoozed ones."""
+    """Finished attempts to record at ``now``: the completed claims, the failures, the
+    snoozed ones and the cancelled ones."""
 
     now: datetime
     completed: Sequence[Claim] = ()
     failed: Sequence[Failure] = ()
     snoozed: Sequence[Snoozed] = ()
+    cancelled: Sequence[Claim] = ()
 
     def __len__(self) -> int:
-        return len(self.completed) + len(self.failed) + len(self.snoozed)
+        return len(self.completed) + len(self.failed) + len(self.snoozed) + len(self.cancelled)
 
 
 class JobsDriver(abc.ABC):
@@ -188,17 +204,33 @@ class JobsDriver(abc.ABC):
 
     @abc.abstractmethod
     def jobs_delete(self, q: Queryable, job_id: str) -> bool:
-        """Delete the job if it is pending or failed; return whether it was deleted."""
+        """Delete the job if it is pending, failed or cancelled; return whether it was
+        deleted."""
 
     @abc.abstractmethod
     def jobs_requeue(self, q: Queryable, job_id: str, now: datetime) -> Job | None:
-        """Reset a failed job to pending (retries 0, due ``now``); ``None`` if not failed."""
+        """Reset a failed or cancelled job to pending (retries 0, due ``now``; its
+        attempt history kept); ``None`` if it is neither."""
+
+    @abc.abstractmethod
+    def jobs_cancel(self, q: Queryable, job_id: str, now: datetime) -> Job | None:
+        """Cancel the job: a pending one becomes ``cancelled`` at once; for a processing
+        one the cancel is requested (``cancel_requested_at``), and, where the database
+        can, the dispatchers are notified on commit so that the one running it stops it.
+        Returns the job as it is then (unchanged when it had finished); ``None`` if there
+        is no such job."""
+
+    @abc.abstractmethod
+    def jobs_cancel_requested(self, q: Queryable, claims: Sequence[Claim]) -> set[Claim]:
+        """The ones of ``claims`` (still owned) whose job's cancel was requested."""
 
     # -- dispatcher verbs ----------------------------------------------------------------
 
     @abc.abstractmethod
     def jobs_claim(self, q: Queryable, params: ClaimParams) -> list[Job]:
-        """Atomically take pending jobs of ``params.topics`` due at ``params.now``, from
+        """Atomically take pending jobs of ``params.topics`` due at ``params.now`` (their
+        ``attempted_at`` becomes ``now``, ``first_attempted_at`` too on a first attempt,
+        ``attempted_by`` ``params.node``), from
         each of ``params.queues`` that is not paused up to its ``limit`` (in ``(priority,
         run_at, id)`` order within the queue) and, for a queue with a ``global_limit``, no
         more than keep its processing jobs in all processes at or under that limit (claims
@@ -225,8 +257,10 @@ class JobsDriver(abc.ABC):
         claims become ``completed``; a failure goes back to pending with ``retries + 1`` at
         its ``retry_at``, or becomes ``failed`` with its retries unchanged (its
         ``last_error`` set either way); a snoozed job goes back to pending at its
-        ``run_at``, retries and ``last_error`` unchanged. A job whose claim was lost is left
-        alone. Returns the number of jobs written."""
+        ``run_at``, retries and ``last_error`` unchanged; a cancelled claim becomes
+        ``cancelled``. A failure appends ``{at, attempt, error}`` to the job's ``errors``
+        (keeping the latest ``MAX_ERRORS_KEPT``); a job that finishes gets ``finished_at``.
+        A job whose claim was lost is left alone. Returns the number of jobs written."""
 
     def jobs_settle_and_claim(
         self, db: Database, outcomes: Outcomes, params: ClaimParams | None
@@ -286,6 +320,7 @@ class JobsDriver(abc.ABC):
     @abc.abstractmethod
     def jobs_rescue_expired(self, q: Queryable, now: datetime, error: str) -> int:
         """Recover processing jobs whose lock expired before ``now`` (their worker died):
-        each counts a failed attempt, so it becomes pending (due now) with ``retries + 1``,
-        or failed once its retries are used up; ``last_error`` is ``error``. Return the
-        number recovered."""
+        each counts a failed attempt (``error`` in ``last_error`` and ``errors``), so it
+        becomes pending (due now) with ``retries + 1``, or failed once its retries are used
+        up; one whose cancel was requested becomes ``cancelled``. Return the number
+        recovered."""

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from pocketjobs.core import Queryable
-from pocketjobs.plugins.jobs.drivers.base import JobsDriver, QueueState, WorkerInfo
+from pocketjobs.plugins.jobs.drivers.base import Claim, JobsDriver, QueueState, WorkerInfo
 from pocketjobs.plugins.jobs.job import Job, JobFilter
 
 __all__ = ["JOB_COLUMNS", "PortableSQLDriver"]
@@ -25,15 +25,25 @@ __all__ = ["JOB_COLUMNS", "PortableSQLDriver"]
 #: The columns of a :class:`Job`, in the order of its fields (what ``decode_job`` reads).
 JOB_COLUMNS: Final = (
     "id, topic, payload, status, run_at, locked_until, retries, max_retries, last_error,"
-    " created, updated, priority, unique_key, queue"
+    " created, updated, priority, unique_key, queue, attempted_at, first_attempted_at,"
+    " attempted_by, finished_at, errors, timeout, cancel_requested_at"
 )
 
 _GET_SQL: Final = f"SELECT {JOB_COLUMNS} FROM _jobs WHERE id = ?"
 _COUNT_BY_STATUS_SQL: Final = "SELECT status, COUNT(*) FROM _jobs GROUP BY status"
-_DELETE_SQL: Final = "DELETE FROM _jobs WHERE id = ? AND status IN ('pending', 'failed')"
+_DELETE_SQL: Final = (
+    "DELETE FROM _jobs WHERE id = ? AND status IN ('pending', 'failed', 'cancelled')"
+)
 _REQUEUE_SQL: Final = f"""UPDATE _jobs SET status = 'pending', retries = 0, run_at = ?,
-        locked_until = NULL, locked_by = NULL, updated = ?
-    WHERE id = ? AND status = 'failed' RETURNING {JOB_COLUMNS}"""
+        locked_until = NULL, locked_by = NULL, updated = ?, finished_at = NULL,
+        cancel_requested_at = NULL
+    WHERE id = ? AND status IN ('failed', 'cancelled') RETURNING {JOB_COLUMNS}"""
+_CANCEL_PENDING_SQL: Final = f"""UPDATE _jobs SET status = 'cancelled', updated = ?,
+        finished_at = ?
+    WHERE id = ? AND status = 'pending' RETURNING {JOB_COLUMNS}"""
+_CANCEL_RUNNING_SQL: Final = f"""UPDATE _jobs SET cancel_requested_at = ?, updated = ?
+    WHERE id = ? AND status = 'processing' AND cancel_requested_at IS NULL
+    RETURNING {JOB_COLUMNS}"""
 _SET_PAUSED_SQL: Final = """INSERT INTO _jobs_queues (name, paused, updated) VALUES (?, ?, ?)
     ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated = excluded.updated"""
 # The distinct topics, one index probe of idx_jobs_topic each (a loose index scan), not a
@@ -115,6 +125,37 @@ class PortableSQLDriver(JobsDriver, abc.ABC):
         stamp = self.encode_time(now)
         rows = q.fetch_tuples(_REQUEUE_SQL, (stamp, stamp, job_id))
         return self.decode_job(rows[0]) if rows else None
+
+    def jobs_cancel(self, q: Queryable, job_id: str, now: datetime) -> Job | None:
+        stamp = self.encode_time(now)
+        rows = q.fetch_tuples(_CANCEL_PENDING_SQL, (stamp, stamp, job_id))
+        if rows:
+            return self.decode_job(rows[0])
+        rows = q.fetch_tuples(_CANCEL_RUNNING_SQL, (stamp, stamp, job_id))
+        if rows:
+            self._notify_cancel(q, job_id)
+            return self.decode_job(rows[0])
+        return self.jobs_get(q, job_id)
+
+    def _notify_cancel(self, q: Queryable, job_id: str) -> None:
+        """Tell the dispatchers, where the database can, that ``job_id``'s cancel was
+        requested (on commit)."""
+
+    def jobs_cancel_requested(self, q: Queryable, claims: Sequence[Claim]) -> set[Claim]:
+        if not claims:
+            return set()
+        by_id = {claim.job_id: claim for claim in claims}
+        found: set[Claim] = set()
+        ids = list(by_id)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = q.fetch_tuples(
+                f"""SELECT id, locked_by FROM _jobs WHERE id IN ({", ".join("?" * len(chunk))})
+                AND status = 'processing' AND cancel_requested_at IS NOT NULL""",
+                chunk,
+            )
+            found.update(by_id[job_id] for job_id, token in rows if by_id[job_id].token == token)
+        return found
 
     # -- queues and workers --------------------------------------------------------------
 

@@ -16,12 +16,13 @@ import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from pocketjobs.core import Database, Migration, Queryable, Tx
 from pocketjobs.core.times import format_time
 from pocketjobs.plugins.jobs.drivers.base import (
+    CANCEL_PREFIX,
     NOTIFY_CHANNEL,
     Claim,
     ClaimParams,
@@ -29,7 +30,7 @@ from pocketjobs.plugins.jobs.drivers.base import (
     Outcomes,
 )
 from pocketjobs.plugins.jobs.drivers.portable import JOB_COLUMNS, PortableSQLDriver
-from pocketjobs.plugins.jobs.job import Job
+from pocketjobs.plugins.jobs.job import MAX_ERRORS_KEPT, Job
 from pocketjobs.plugins.jobs.limits import MAX_PRIORITY
 
 __all__ = ["PostgresJobsDriver"]
@@ -249,34 +250,17 @@ _CLAIM_0005 = dataclasses.replace(
 # limit ("pjob"); the second is the hash of the queue's name.
 _QUEUE_LOCK_CLASS = 0x706A6F62
 
-# Step 6: per queue (named queues, each with its own limit; paused ones skipped), per
-# handled topic, an ordered range scan of idx_jobs_pending (queue, topic, priority, run_at,
-# id); the queue's limit applies to the merge of its topics. A queue with a global limit
-# is claimed under a transaction-level advisory lock (taken in name order, so two claimers
-# never deadlock), and the claim's statement, which starts after the lock is held, counts
-# the queue's processing jobs: every claimer sees the ones before it committed.
-_CLAIM = _Function(
-    name="_jobs_claim",
-    args=(
-        ("topics", "text[]"),
-        ("now", "timestamptz"),
-        ("queues", "text[]"),
-        ("limits", "integer[]"),
-        ("caps", "integer[]"),
-        ("lock_until", "timestamptz"),
-        ("token", "text"),
-        ("durable", "boolean"),
-    ),
-    declare="v_queue text;",
-    prelude=f"""{_CLAIM_0004.prelude}
-                FOR v_queue IN
-                    SELECT c.queue FROM unnest(:queues, :caps) AS c(queue, cap)
-                    WHERE c.cap IS NOT NULL ORDER BY c.queue
-                LOOP
-                    PERFORM pg_advisory_xact_lock({_QUEUE_LOCK_CLASS}, hashtext(v_queue));
-                END LOOP;""",
-    returns=_CLAIM_COLUMNS,
-    body=f"""WITH lanes AS (
+_CLAIM_COLUMNS_0006 = _CLAIM_COLUMNS_0005 + ", queue text"
+_CLAIM_COLUMNS = (
+    _CLAIM_COLUMNS_0006 + ", attempted_at timestamptz, first_attempted_at timestamptz,"
+    " attempted_by text, finished_at timestamptz, errors jsonb, timeout interval,"
+    " cancel_requested_at timestamptz"
+)
+
+
+def _claim_by_queue(set_columns: str, returning: str) -> str:
+    """The claim by queue (steps 6 and 7): the update sets ``set_columns`` too."""
+    return f"""WITH lanes AS (
             SELECT c.queue, GREATEST(0, CASE WHEN c.cap IS NULL THEN c.lim
                 ELSE LEAST(c.lim, c.cap - (
                     SELECT count(*) FROM _jobs AS r
@@ -303,15 +287,57 @@ _CLAIM = _Function(
             ) AS p
         )
         UPDATE _jobs AS j SET status = 'processing', locked_until = :lock_until,
-            locked_by = :token, updated = :now
+            locked_by = :token, updated = :now{set_columns}
         WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
-        RETURNING {", ".join(f"j.{column.strip()}" for column in JOB_COLUMNS.split(","))}""",
+        RETURNING {returning}"""
+
+
+# Step 6: per queue (named queues, each with its own limit; paused ones skipped), per
+# handled topic, an ordered range scan of idx_jobs_pending (queue, topic, priority, run_at,
+# id); the queue's limit applies to the merge of its topics. A queue with a global limit
+# is claimed under a transaction-level advisory lock (taken in name order, so two claimers
+# never deadlock), and the claim's statement, which starts after the lock is held, counts
+# the queue's processing jobs: every claimer sees the ones before it committed.
+_CLAIM_0006 = _Function(
+    name="_jobs_claim",
+    args=(
+        ("topics", "text[]"),
+        ("now", "timestamptz"),
+        ("queues", "text[]"),
+        ("limits", "integer[]"),
+        ("caps", "integer[]"),
+        ("lock_until", "timestamptz"),
+        ("token", "text"),
+        ("durable", "boolean"),
+    ),
+    declare="v_queue text;",
+    prelude=f"""{_CLAIM_0004.prelude}
+                FOR v_queue IN
+                    SELECT c.queue FROM unnest(:queues, :caps) AS c(queue, cap)
+                    WHERE c.cap IS NOT NULL ORDER BY c.queue
+                LOOP
+                    PERFORM pg_advisory_xact_lock({_QUEUE_LOCK_CLASS}, hashtext(v_queue));
+                END LOOP;""",
+    returns=_CLAIM_COLUMNS_0006,
+    body=_claim_by_queue("", f"{_RETURNING_0004}, j.priority, j.unique_key, j.queue"),
+)
+
+# Step 7: the claim also records the attempt (when, first when, by which node).
+_CLAIM = dataclasses.replace(
+    _CLAIM_0006,
+    args=(*_CLAIM_0006.args, ("node", "text")),
+    returns=_CLAIM_COLUMNS,
+    body=_claim_by_queue(
+        """, attempted_at = :now,
+            first_attempted_at = COALESCE(j.first_attempted_at, :now), attempted_by = :node""",
+        ", ".join(f"j.{column.strip()}" for column in JOB_COLUMNS.split(",")),
+    ),
 )
 
 # Completions and failures of finished jobs in one statement, fenced on their claim tokens.
 # Completions come as one JSON object {job id: claim token} (far cheaper to send than two
 # arrays); failures, which are rare, as arrays.
-_SETTLE = _Function(
+_SETTLE_0006 = _Function(
     name="_jobs_settle",
     args=(
         ("done", "jsonb"),
@@ -345,14 +371,76 @@ _SETTLE = _Function(
 )
 
 
+def _errors_appended(error: str, attempt: str, now: str) -> str:
+    """SQL: ``j.errors`` with ``{at: now, attempt, error}`` appended, the latest
+    ``MAX_ERRORS_KEPT`` kept."""
+    entry = (
+        f"jsonb_build_object('at', to_char({now} AT TIME ZONE 'UTC',"
+        f" 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), 'attempt', {attempt}, 'error', {error})"
+    )
+    return f"""(SELECT COALESCE(jsonb_agg(e.value ORDER BY e.n), '[]'::jsonb)
+                FROM jsonb_array_elements(j.errors || jsonb_build_array({entry}))
+                     WITH ORDINALITY AS e(value, n)
+                WHERE e.n > jsonb_array_length(j.errors) + 1 - {MAX_ERRORS_KEPT})"""
+
+
+# Step 7: finished jobs get finished_at, failures append to errors, and cancelled claims
+# (as two arrays) become cancelled; so does a failure whose cancel was requested (never
+# retried).
+_SETTLE = dataclasses.replace(
+    _SETTLE_0006,
+    args=(
+        *_SETTLE_0006.args[:5],
+        ("cancel_ids", "text[]"),
+        ("cancel_tokens", "text[]"),
+        ("now", "timestamptz"),
+    ),
+    body=f"""WITH done AS (
+            UPDATE _jobs AS j SET status = 'completed', locked_until = NULL,
+                locked_by = NULL, updated = :now, finished_at = :now
+            WHERE j.id = ANY(ARRAY(SELECT jsonb_object_keys(:done)))
+              AND j.status = 'processing' AND j.locked_by = :done ->> j.id
+            RETURNING 1
+        ),
+        failed AS (
+            UPDATE _jobs AS j SET
+                status = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                    WHEN f.retry_at IS NULL THEN 'failed' ELSE 'pending' END,
+                retries = CASE WHEN f.retry_at IS NULL OR j.cancel_requested_at IS NOT NULL
+                    THEN j.retries ELSE j.retries + 1 END,
+                run_at = CASE WHEN j.cancel_requested_at IS NULL
+                    THEN COALESCE(f.retry_at, j.run_at) ELSE j.run_at END,
+                finished_at = CASE WHEN f.retry_at IS NULL OR j.cancel_requested_at IS NOT NULL
+                    THEN :now END,
+                errors = {_errors_appended("f.error", "j.retries + 1", ":now")},
+                last_error = f.error, locked_until = NULL, locked_by = NULL, updated = :now
+            FROM unnest(:fail_ids, :fail_tokens, :fail_errors, :fail_retry_at)
+                 AS f(id, token, error, retry_at)
+            WHERE j.id = ANY(:fail_ids) AND j.id = f.id AND j.locked_by = f.token
+              AND j.status = 'processing'
+            RETURNING 1
+        ),
+        cancelled AS (
+            UPDATE _jobs AS j SET status = 'cancelled', locked_until = NULL, locked_by = NULL,
+                updated = :now, finished_at = :now
+            FROM unnest(:cancel_ids, :cancel_tokens) AS c(id, token)
+            WHERE j.id = ANY(:cancel_ids) AND j.id = c.id AND j.locked_by = c.token
+              AND j.status = 'processing'
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM done) + (SELECT count(*) FROM failed)
+            + (SELECT count(*) FROM cancelled)""",
+)
+
+
 # The functions as earlier steps created them (an applied step keeps doing what it did;
 # should a body change, its old steps get a copy of the body they had). Step 2: payloads
 # as jsonb, the column's type until step 3, and sequential scans allowed until step 4.
 _CLAIM_0003 = dataclasses.replace(_CLAIM_0004, settings=_GENERIC_PLAN)
 _CLAIM_0002 = dataclasses.replace(
-    _CLAIM_0003, returns=_CLAIM_COLUMNS.replace("payload json,", "payload jsonb,")
+    _CLAIM_0003, returns=_CLAIM_COLUMNS_0004.replace("payload json,", "payload jsonb,")
 )
-_SETTLE_0002 = dataclasses.replace(_SETTLE, settings=_GENERIC_PLAN)
+_SETTLE_0002 = dataclasses.replace(_SETTLE_0006, settings=_GENERIC_PLAN)
 
 
 def _create_functions(tx: Tx) -> None:
@@ -379,7 +467,7 @@ def _store_payload_text(tx: Tx) -> None:
 def _plan_without_seqscans(tx: Tx) -> None:
     """Plan the dispatcher's functions with index scans only (see :data:`_INDEX_PLAN`)."""
     _CLAIM_0004.alter_settings(tx)
-    _SETTLE.alter_settings(tx)
+    _SETTLE_0006.alter_settings(tx)
 
 
 def _add_priority_and_unique_key(tx: Tx) -> None:
@@ -440,7 +528,33 @@ def _add_queues(tx: Tx) -> None:
         )"""
     )
     _CLAIM_0005.drop(tx)  # its arguments and result type change
+    _CLAIM_0006.create(tx)
+
+
+def _add_attempts_and_cancel(tx: Tx) -> None:
+    """Add the ``cancelled`` status (the check is replaced and validated by a scan under
+    a weaker lock) and the attempt history, the timeout and the cancel request (nullable
+    columns and one with a constant default: catalogue changes, no table rewrite). The
+    claim records attempts; the settle writes errors, finish times and cancellations."""
+    tx.execute("ALTER TABLE _jobs DROP CONSTRAINT _jobs_status_check")
+    tx.execute(
+        "ALTER TABLE _jobs ADD CONSTRAINT _jobs_status_check CHECK (status IN"
+        " ('pending', 'processing', 'completed', 'failed', 'cancelled')) NOT VALID"
+    )
+    tx.execute("ALTER TABLE _jobs VALIDATE CONSTRAINT _jobs_status_check")
+    tx.execute(
+        """ALTER TABLE _jobs ADD COLUMN attempted_at timestamptz,
+            ADD COLUMN first_attempted_at timestamptz,
+            ADD COLUMN attempted_by text,
+            ADD COLUMN finished_at timestamptz,
+            ADD COLUMN errors jsonb NOT NULL DEFAULT '[]',
+            ADD COLUMN timeout interval,
+            ADD COLUMN cancel_requested_at timestamptz"""
+    )
+    _CLAIM_0006.drop(tx)  # its arguments and result type change
     _CLAIM.create(tx)
+    _SETTLE_0006.drop(tx)  # its arguments change
+    _SETTLE.create(tx)
 
 
 # The rows the unique index covers (the ON CONFLICT target repeats it).
@@ -449,8 +563,8 @@ _UNIQUE_WHERE = "WHERE unique_key IS NOT NULL AND status IN ('pending', 'process
 
 _INSERT_ONE_SQL = """WITH inserted AS (
         INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries, created,
-                           updated, priority, queue)
-        VALUES (?, ?, ?::json, 'pending', ?, 0, ?, ?, ?, ?, ?)
+                           updated, priority, queue, timeout)
+        VALUES (?, ?, ?::json, 'pending', ?, 0, ?, ?, ?, ?, ?, ?::interval)
     )
     SELECT pg_notify(?, ?)"""
 
@@ -458,8 +572,8 @@ _INSERT_ONE_SQL = """WITH inserted AS (
 # only if it was inserted); else the job that holds them.
 _INSERT_UNIQUE_SQL = f"""WITH inserted AS (
         INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries, created,
-                           updated, priority, unique_key, queue)
-        VALUES (?, ?, ?::json, 'pending', ?, 0, ?, ?, ?, ?, ?, ?)
+                           updated, priority, unique_key, queue, timeout)
+        VALUES (?, ?, ?::json, 'pending', ?, 0, ?, ?, ?, ?, ?, ?, ?::interval)
         ON CONFLICT (topic, unique_key) {_UNIQUE_WHERE} DO NOTHING
         RETURNING id
     )
@@ -473,13 +587,13 @@ _HOLDER_SQL = f"""SELECT {JOB_COLUMNS} FROM _jobs
 # and escaped again: the same string). JSON null becomes SQL NULL here: hence the COALESCE.
 _INSERT_MANY_SQL = """WITH inserted AS (
         INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries, created,
-                           updated, priority, queue)
+                           updated, priority, queue, timeout)
         SELECT id, topic, COALESCE(payload, 'null'), 'pending', run_at, 0, max_retries,
-               created, created, priority, queue
+               created, created, priority, queue, make_interval(secs => timeout)
         FROM json_to_recordset(?::json) AS t(id text, topic text, payload json,
                                               run_at timestamptz, max_retries integer,
                                               created timestamptz, priority integer,
-                                              queue text)
+                                              queue text, timeout double precision)
     )
     SELECT pg_notify(?, ?)"""
 
@@ -500,10 +614,15 @@ def _rows_json(jobs: Sequence[NewJob]) -> str:
         ",".join(
             f'{{"id":{json.dumps(job.id)},"topic":{enc(job.topic)},"payload":{job.payload_json},'
             f'"run_at":{enc(job.run_at)},"max_retries":{job.max_retries},'
-            f'"created":{enc(job.created)},"priority":{job.priority},"queue":{enc(job.queue)}}}'
+            f'"created":{enc(job.created)},"priority":{job.priority},"queue":{enc(job.queue)},'
+            f'"timeout":{_seconds_json(job.timeout)}}}'
             for job in jobs
         )
     )
+
+
+def _seconds_json(duration: timedelta | None) -> str:
+    return "null" if duration is None else repr(duration.total_seconds())
 
 
 def _job(row: Sequence[Any]) -> Job:
@@ -525,7 +644,7 @@ def _claim_args(params: ClaimParams, *, durable: bool) -> tuple[Any, ...]:
     queues = p.queues
     return (
         list(p.topics), p.now, [c.name for c in queues], [c.limit for c in queues],
-        [c.global_limit for c in queues], p.lock_until, p.token, durable,
+        [c.global_limit for c in queues], p.lock_until, p.token, durable, p.node,
     )  # fmt: skip
 
 
@@ -542,6 +661,7 @@ class PostgresJobsDriver(PortableSQLDriver):
             Migration("jobs_0004_index_only_plans", _plan_without_seqscans),
             Migration("jobs_0005_priority_unique_key", _add_priority_and_unique_key),
             Migration("jobs_0006_queues", _add_queues),
+            Migration("jobs_0007_attempts_and_cancel", _add_attempts_and_cancel),
         ]
 
     def encode_time(self, moment: datetime) -> datetime:
@@ -566,7 +686,7 @@ class PostgresJobsDriver(PortableSQLDriver):
             q.execute(
                 _INSERT_ONE_SQL,
                 (job.id, job.topic, job.payload_json, job.run_at, job.max_retries, job.created,
-                 job.created, job.priority, job.queue, *notify),
+                 job.created, job.priority, job.queue, job.timeout, *notify),
             )  # fmt: skip
         elif plain:
             q.execute(_INSERT_MANY_SQL, (_rows_json(plain), *notify))
@@ -581,7 +701,7 @@ class PostgresJobsDriver(PortableSQLDriver):
             inserted = q.fetch_tuples(
                 _INSERT_UNIQUE_SQL,
                 (job.id, job.topic, job.payload_json, job.run_at, job.max_retries, job.created,
-                 job.created, job.priority, job.unique_key, job.queue, *notify),
+                 job.created, job.priority, job.unique_key, job.queue, job.timeout, *notify),
             )  # fmt: skip
             if inserted:
                 return None
@@ -662,9 +782,10 @@ class PostgresJobsDriver(PortableSQLDriver):
         return written + self._settle(q, outcomes)
 
     def _settle(self, q: Queryable, outcomes: Outcomes) -> int:
-        """The completions and failures: one statement, so all or nothing wherever it runs."""
-        completed, failed = outcomes.completed, outcomes.failed
-        if not completed and not failed:
+        """The completions, failures and cancellations: one statement, so all or nothing
+        wherever it runs."""
+        completed, failed, cancelled = outcomes.completed, outcomes.failed, outcomes.cancelled
+        if not completed and not failed and not cancelled:
             return 0
         params: tuple[Any, ...] = (
             json.dumps({claim.job_id: claim.token for claim in completed}) if completed else None,
@@ -678,6 +799,7 @@ class PostgresJobsDriver(PortableSQLDriver):
             )
         else:
             params += (None, None, None, None)
+        params += _claim_arrays(cancelled) if cancelled else (None, None)
         return int(q.fetch_value(_SETTLE.call(), (*params, outcomes.now)))
 
     def jobs_extend_locks(
@@ -709,10 +831,21 @@ class PostgresJobsDriver(PortableSQLDriver):
 
     def jobs_rescue_expired(self, q: Queryable, now: datetime, error: str) -> int:
         return q.execute(
-            """UPDATE _jobs SET
-                status = CASE WHEN retries < max_retries THEN 'pending' ELSE 'failed' END,
-                retries = CASE WHEN retries < max_retries THEN retries + 1 ELSE retries END,
-                run_at = ?, last_error = ?, locked_until = NULL, locked_by = NULL, updated = ?
-            WHERE status = 'processing' AND locked_until < ?""",
-            (now, error, now, now),
+            f"""WITH v(now, error) AS (SELECT ?::timestamptz, ?::text)
+            UPDATE _jobs AS j SET
+                status = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                    WHEN j.retries < j.max_retries THEN 'pending' ELSE 'failed' END,
+                retries = CASE WHEN j.cancel_requested_at IS NULL AND j.retries < j.max_retries
+                    THEN j.retries + 1 ELSE j.retries END,
+                finished_at = CASE WHEN j.cancel_requested_at IS NULL
+                    AND j.retries < j.max_retries THEN NULL ELSE v.now END,
+                errors = {_errors_appended("v.error", "j.retries + 1", "v.now")},
+                run_at = v.now, last_error = v.error, locked_until = NULL, locked_by = NULL,
+                updated = v.now
+            FROM v
+            WHERE j.status = 'processing' AND j.locked_until < v.now""",
+            (now, error),
         )
+
+    def _notify_cancel(self, q: Queryable, job_id: str) -> None:
+        q.execute("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, f"{CANCEL_PREFIX}{job_id}"))

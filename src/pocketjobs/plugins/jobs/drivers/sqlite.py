@@ -12,14 +12,14 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pocketjobs.core import Database, Migration, Queryable, Tx
 from pocketjobs.core.times import format_time
 from pocketjobs.plugins.jobs.drivers.base import Claim, ClaimParams, NewJob, Outcomes
 from pocketjobs.plugins.jobs.drivers.portable import JOB_COLUMNS, PortableSQLDriver
-from pocketjobs.plugins.jobs.job import Job
+from pocketjobs.plugins.jobs.job import MAX_ERRORS_KEPT, Job
 from pocketjobs.plugins.jobs.limits import MAX_PRIORITY
 
 __all__ = ["SQLiteJobsDriver"]
@@ -125,12 +125,62 @@ def _add_queues(tx: Tx) -> None:
     )
 
 
+def _add_attempts_and_cancel(tx: Tx) -> None:
+    """Add the ``cancelled`` status, the attempt history, the timeout (milliseconds) and
+    the cancel request. SQLite cannot change a CHECK constraint in place: the table is
+    rebuilt (a copy of every row, in this step's transaction) and its indexes re-created."""
+    columns = (
+        "id, topic, payload, status, run_at, locked_until, locked_by, retries, max_retries,"
+        " last_error, created, updated, priority, unique_key, queue"
+    )
+    tx.execute(
+        """CREATE TABLE _jobs_rebuilt (
+            id                 TEXT PRIMARY KEY NOT NULL,
+            topic              TEXT NOT NULL,
+            payload            TEXT NOT NULL DEFAULT 'null',
+            status             TEXT NOT NULL DEFAULT 'pending' CHECK (status IN
+                               ('pending', 'processing', 'completed', 'failed', 'cancelled')),
+            run_at             TEXT NOT NULL,
+            locked_until       TEXT,
+            locked_by          TEXT,
+            retries            INTEGER NOT NULL DEFAULT 0,
+            max_retries        INTEGER NOT NULL DEFAULT 3,
+            last_error         TEXT,
+            created            TEXT NOT NULL,
+            updated            TEXT NOT NULL,
+            priority           INTEGER NOT NULL DEFAULT 0 CHECK (priority BETWEEN 0 AND 9),
+            unique_key         TEXT,
+            queue              TEXT NOT NULL DEFAULT 'default',
+            attempted_at       TEXT,
+            first_attempted_at TEXT,
+            attempted_by       TEXT,
+            finished_at        TEXT,
+            errors             TEXT NOT NULL DEFAULT '[]',
+            timeout            INTEGER,
+            cancel_requested_at TEXT
+        )"""
+    )
+    tx.execute(f"INSERT INTO _jobs_rebuilt ({columns}) SELECT {columns} FROM _jobs")
+    tx.execute("DROP TABLE _jobs")
+    tx.execute("ALTER TABLE _jobs_rebuilt RENAME TO _jobs")
+    tx.execute(
+        "CREATE INDEX idx_jobs_pending ON _jobs (queue, priority, run_at, id)"
+        " WHERE status = 'pending'"
+    )
+    tx.execute(
+        "CREATE INDEX idx_jobs_locked ON _jobs (queue, locked_until) WHERE status = 'processing'"
+    )
+    tx.execute("CREATE INDEX idx_jobs_status ON _jobs (status, id)")
+    tx.execute("CREATE INDEX idx_jobs_topic ON _jobs (topic, id)")
+    tx.execute(f"CREATE UNIQUE INDEX idx_jobs_unique ON _jobs (topic, unique_key) {_UNIQUE_WHERE}")
+
+
 # The rows the unique index covers (the ON CONFLICT target repeats it).
 _UNIQUE_WHERE = "WHERE unique_key IS NOT NULL AND status IN ('pending', 'processing')"
 _INSERT_SQL = (
     "INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries,"
-    " created, updated, priority, unique_key, queue)"
-    " VALUES (?, ?, ?, 'pending', ?, 0, ?, ?, ?, ?, ?, ?)"
+    " created, updated, priority, unique_key, queue, timeout)"
+    " VALUES (?, ?, ?, 'pending', ?, 0, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_UNIQUE_SQL = f"{_INSERT_SQL} ON CONFLICT (topic, unique_key) {_UNIQUE_WHERE} DO NOTHING"
 _HOLDER_SQL = f"""SELECT {JOB_COLUMNS} FROM _jobs
@@ -141,6 +191,10 @@ def _time(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+def _time_or_none(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text is not None else None
+
+
 def _job(row: Sequence[Any]) -> Job:
     return Job(
         id=row[0],
@@ -148,7 +202,7 @@ def _job(row: Sequence[Any]) -> Job:
         payload=json.loads(row[2]),
         status=row[3],
         run_at=_time(row[4]),
-        locked_until=_time(row[5]) if row[5] is not None else None,
+        locked_until=_time_or_none(row[5]),
         retries=row[6],
         max_retries=row[7],
         last_error=row[8],
@@ -157,7 +211,18 @@ def _job(row: Sequence[Any]) -> Job:
         priority=row[11],
         unique_key=row[12],
         queue=row[13],
+        attempted_at=_time_or_none(row[14]),
+        first_attempted_at=_time_or_none(row[15]),
+        attempted_by=row[16],
+        finished_at=_time_or_none(row[17]),
+        errors=json.loads(row[18]),
+        timeout=timedelta(milliseconds=row[19]) if row[19] is not None else None,
+        cancel_requested_at=_time_or_none(row[20]),
     )
+
+
+def _millis(duration: timedelta | None) -> int | None:
+    return None if duration is None else round(duration.total_seconds() * 1000)
 
 
 def _placeholders(count: int) -> str:
@@ -185,13 +250,16 @@ def _claim_sql(topic_count: int, capped: tuple[bool, ...]) -> str:
             ORDER BY priority, run_at, id LIMIT {_CAPPED_LANE_LIMIT if cap else _LANE_LIMIT})"""
         for cap in capped
     )
-    return f"""UPDATE _jobs SET status = 'processing', locked_until = ?, locked_by = ?, updated = ?
+    return f"""UPDATE _jobs SET status = 'processing', locked_until = ?, locked_by = ?, updated = ?,
+            attempted_at = ?, first_attempted_at = COALESCE(first_attempted_at, ?),
+            attempted_by = ?
         WHERE id IN ({lanes}) RETURNING {JOB_COLUMNS}"""
 
 
 def _claim_query(params: ClaimParams) -> tuple[str, tuple[Any, ...]]:
     stamp = format_time(params.now)
-    args: list[Any] = [format_time(params.lock_until), params.token, stamp]
+    args: list[Any] = [format_time(params.lock_until), params.token, stamp, stamp, stamp,
+                       params.node]  # fmt: skip
     for lane in params.queues:
         args += (lane.name, stamp, *params.topics, lane.name, lane.limit)
         if lane.global_limit is not None:
@@ -201,15 +269,32 @@ def _claim_query(params: ClaimParams) -> tuple[str, tuple[Any, ...]]:
 
 
 _COMPLETE_SQL = """UPDATE _jobs SET status = 'completed', locked_until = NULL, locked_by = NULL,
-        updated = ?
-    WHERE id = ? AND locked_by = ? AND status = 'processing'"""
+        updated = ?1, finished_at = ?1
+    WHERE id = ?2 AND locked_by = ?3 AND status = 'processing'"""
 
-_FAIL_SQL = """UPDATE _jobs SET
-        status = CASE WHEN ? IS NULL THEN 'failed' ELSE 'pending' END,
-        retries = CASE WHEN ? IS NULL THEN retries ELSE retries + 1 END,
-        run_at = COALESCE(?, run_at),
-        last_error = ?, locked_until = NULL, locked_by = NULL, updated = ?
-    WHERE id = ? AND locked_by = ? AND status = 'processing'"""
+_CANCEL_SQL = """UPDATE _jobs SET status = 'cancelled', locked_until = NULL, locked_by = NULL,
+        updated = ?1, finished_at = ?1
+    WHERE id = ?2 AND locked_by = ?3 AND status = 'processing'"""
+
+# ``errors`` with {at, attempt, error} appended (?1: the time, ?2: the error), the latest
+# MAX_ERRORS_KEPT kept (one entry is added at a time: dropping the first is enough).
+_ERRORS_APPENDED = f"""json_insert(
+        CASE WHEN json_array_length(errors) >= {MAX_ERRORS_KEPT}
+             THEN json_remove(errors, '$[0]') ELSE errors END,
+        '$[#]', json_object('at', ?1, 'attempt', retries + 1, 'error', ?2))"""
+
+# ?1 now, ?2 error, ?3 retry at (NULL: failed for good), ?4 id, ?5 token
+# (A failure whose cancel was requested becomes cancelled: never retried.)
+_FAIL_SQL = f"""UPDATE _jobs SET
+        status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
+            WHEN ?3 IS NULL THEN 'failed' ELSE 'pending' END,
+        retries = CASE WHEN ?3 IS NULL OR cancel_requested_at IS NOT NULL
+            THEN retries ELSE retries + 1 END,
+        run_at = CASE WHEN cancel_requested_at IS NULL THEN COALESCE(?3, run_at) ELSE run_at END,
+        finished_at = CASE WHEN ?3 IS NULL OR cancel_requested_at IS NOT NULL THEN ?1 END,
+        errors = {_ERRORS_APPENDED},
+        last_error = ?2, locked_until = NULL, locked_by = NULL, updated = ?1
+    WHERE id = ?4 AND locked_by = ?5 AND status = 'processing'"""
 
 _RELEASE_SQL = """UPDATE _jobs SET status = 'pending', run_at = ?, locked_until = NULL,
         locked_by = NULL, updated = ?
@@ -228,10 +313,14 @@ def _settle(tx: Queryable, outcomes: Outcomes) -> int:
         written += tx.execute_many(
             _FAIL_SQL,
             [
-                (retry, retry, retry, f.error, stamp, f.claim.job_id, f.claim.token)
+                (stamp, f.error, format_time(f.retry_at) if f.retry_at else None,
+                 f.claim.job_id, f.claim.token)
                 for f in outcomes.failed
-                for retry in [format_time(f.retry_at) if f.retry_at else None]
             ],
+        )  # fmt: skip
+    if outcomes.cancelled:
+        written += tx.execute_many(
+            _CANCEL_SQL, [(stamp, claim.job_id, claim.token) for claim in outcomes.cancelled]
         )
     if outcomes.snoozed:
         written += tx.execute_many(
@@ -253,6 +342,7 @@ class SQLiteJobsDriver(PortableSQLDriver):
             Migration("jobs_0004_index_only_plans", _claim_names_its_index),
             Migration("jobs_0005_priority_unique_key", _add_priority_and_unique_key),
             Migration("jobs_0006_queues", _add_queues),
+            Migration("jobs_0007_attempts_and_cancel", _add_attempts_and_cancel),
         ]
 
     def encode_time(self, moment: datetime) -> str:
@@ -289,6 +379,7 @@ class SQLiteJobsDriver(PortableSQLDriver):
                 job.priority,
                 job.unique_key,
                 job.queue,
+                _millis(job.timeout),
             )
             for job in jobs
         ]
@@ -384,12 +475,17 @@ class SQLiteJobsDriver(PortableSQLDriver):
         )
 
     def jobs_rescue_expired(self, q: Queryable, now: datetime, error: str) -> int:
-        stamp = format_time(now)
         return q.execute(
-            """UPDATE _jobs SET
-                status = CASE WHEN retries < max_retries THEN 'pending' ELSE 'failed' END,
-                retries = CASE WHEN retries < max_retries THEN retries + 1 ELSE retries END,
-                run_at = ?, last_error = ?, locked_until = NULL, locked_by = NULL, updated = ?
-            WHERE status = 'processing' AND locked_until < ?""",
-            (stamp, error, stamp, stamp),
+            f"""UPDATE _jobs SET
+                status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
+                    WHEN retries < max_retries THEN 'pending' ELSE 'failed' END,
+                retries = CASE WHEN cancel_requested_at IS NULL AND retries < max_retries
+                    THEN retries + 1 ELSE retries END,
+                finished_at = CASE WHEN cancel_requested_at IS NULL AND retries < max_retries
+                    THEN NULL ELSE ?1 END,
+                errors = {_ERRORS_APPENDED},
+                run_at = ?1, last_error = ?2, locked_until = NULL, locked_by = NULL,
+                updated = ?1
+            WHERE status = 'processing' AND locked_until < ?1""",
+            (format_time(now), error),
         )
