@@ -18,11 +18,21 @@ ISO 8601 UTC with microseconds), then:
     kills its own process with ``os._exit(1)`` (like a segfault: no cleanup at all).
 ``hang_then_record``
     sleeps ``payload["seconds"]`` (default an hour), for kill -9 tests.
+``ledger``
+    measures how many ``ledger`` jobs run at once across all processes: in one
+    transaction that excludes every other ledger writer (SQLite: ``BEGIN IMMEDIATE``;
+    PostgreSQL: a self-conflicting table lock), inserts its row into ``ledger_running``,
+    counts that table's rows and stores the count in ``ledger_seen(job_id, running)``;
+    then sleeps ``payload["seconds"]`` (default 0.2) and deletes its row. Every count is
+    the exact number of rows at that point of a serial order, and a row exists only while
+    its handler runs, so ``MAX(running)`` never exceeds the jobs running at once.
 
 The plugin logs ``Jobs plugin initialized`` once bootstrapped and ``worker`` logs
 ``Worker started``. ``invocations`` is created on bootstrap (``IF NOT EXISTS``); on
 PostgreSQL, tests create it before starting several processes at once, because
-concurrent ``CREATE TABLE IF NOT EXISTS`` can race there.
+concurrent ``CREATE TABLE IF NOT EXISTS`` can race there. The ledger tables are not
+created here at all (that would race in every multi-process test): the test process
+creates them (``tests/fleet_support.py``, :func:`enqueuer`).
 
 Recording an invocation retries on :class:`~pocketjobs.core.OperationalError` (a
 connection killed by ``pg_terminate_backend``): an aborted insert wrote nothing, so a
@@ -98,6 +108,19 @@ def handle_crash(job: jobs.Job) -> None:
 def handle_hang_then_record(job: jobs.Job) -> None:
     record(job)
     time.sleep(_seconds(job, 3600.0))
+
+
+@store.handler("ledger")
+def handle_ledger(job: jobs.Job) -> None:
+    record(job)
+    with app.db.transaction() as tx:
+        if app.is_postgres():  # SQLite's BEGIN IMMEDIATE already excludes other writers
+            tx.execute("LOCK TABLE ledger_running IN SHARE ROW EXCLUSIVE MODE")
+        tx.execute("INSERT INTO ledger_running (job_id) VALUES (?)", (job.id,))
+        running = tx.fetch_value("SELECT COUNT(*) FROM ledger_running")
+        tx.execute("INSERT INTO ledger_seen (job_id, running) VALUES (?, ?)", (job.id, running))
+    time.sleep(_seconds(job, 0.2))
+    app.db.execute("DELETE FROM ledger_running WHERE job_id = ?", (job.id,))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Fault injection for the jobs plugin with real worker processes (SPEC §4.6).
 
-Workers run ``tests/apps/jobs_worker_app.py worker`` as subprocesses, configured through
-the plugin's ``PB_JOBS_*`` environment overrides; their handlers record each invocation
-as a row of ``invocations(job_id, pid, at)``. The test process enqueues through an app of
-its own with the plugin registered but not started (``auto_start=False``), and inspects
-``_jobs`` and ``invocations`` directly.
+Workers run ``tests/apps/jobs_worker_app.py worker`` as subprocesses (``fleet_support``),
+configured through the plugin's ``PB_JOBS_*`` environment overrides; their handlers record
+each invocation as a row of ``invocations(job_id, pid, at)``. The test process enqueues
+through an app of its own with the plugin registered but not started (``auto_start=False``),
+and inspects ``_jobs`` and ``invocations`` directly.
 
 Faults: several processes racing for the same jobs, ``kill -9`` of a worker mid-job, a
 handler that kills its own process on every attempt, PostgreSQL backends terminated
@@ -14,118 +14,39 @@ On an assertion failure the log of every worker process is appended to the messa
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 import pytest
 
+from fleet_support import (
+    READY_LOG,
+    WORKER_APPNAME,
+    Fleet,
+    assert_exactly_once,
+    enqueuer,
+    invocations_of,
+    retrying,
+    status_counts,
+)
 from pocketjobs import App
-from pocketjobs.core import OperationalError
 from pocketjobs.core.times import now_utc
 from pocketjobs.plugins import jobs
-from support import REPO_ROOT, AppProcess, start_app
+from support import AppProcess
 
 pytestmark = pytest.mark.slow
 
-WORKER_APP = REPO_ROOT / "tests" / "apps" / "jobs_worker_app.py"
-INVOCATIONS_DDL = "CREATE TABLE IF NOT EXISTS invocations (job_id TEXT, pid INTEGER, at TEXT)"
-READY_LOG = "Worker started"
-#: libpq's application name for the workers' connections, to count them in pg_stat_activity.
-WORKER_APPNAME = "pocketjobs-fault-worker"
 #: Short locks and polls for the crash tests: a dead worker's job is rescued within ~2 s.
 CRASH_ENV = {"PB_JOBS_LOCK_DURATION": "2s", "PB_JOBS_POLL_INTERVAL": "0.2s"}
 
-T = TypeVar("T")
-
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-class Fleet:
-    """The worker processes of one test.
-
-    Use it as a context manager: on exit every process still running is stopped (SIGTERM,
-    SIGKILL after 15 s), and an ``AssertionError`` raised in the block gets the command,
-    state and full log of every process appended, so a failure explains itself.
-    """
-
-    def __init__(
-        self, data_dir: Path, db_url: str | None, env: Mapping[str, str] | None = None
-    ) -> None:
-        self.data_dir = data_dir
-        self.db_url = db_url
-        self.env = dict(env or {})
-        self.procs: list[AppProcess] = []
-
-    def start(self, *, ready: bool = True, env: Mapping[str, str] | None = None) -> AppProcess:
-        """Start one worker; with ``ready``, wait until it logged ``Worker started``."""
-        proc = start_app(
-            "worker",
-            data_dir=self.data_dir,
-            db_url=self.db_url,
-            env={"PGAPPNAME": WORKER_APPNAME, **self.env, **(env or {})},
-            script=WORKER_APP,
-            log_name=f"worker{len(self.procs) + 1}",
-        )
-        self.procs.append(proc)
-        if ready:
-            proc.wait_for_log(READY_LOG, timeout=30)
-        return proc
-
-    def describe(self) -> str:
-        return "\n\n".join(
-            f"===== worker {i} (pid {p.pid}) =====\n{p.describe()}"
-            for i, p in enumerate(self.procs, 1)
-        )
-
-    def __enter__(self) -> Fleet:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        for proc in self.procs:  # signal all first: they shut down in parallel
-            proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            proc.stop()
-        if isinstance(exc, AssertionError):
-            raise AssertionError(f"{exc}\n\n{self.describe()}") from exc
-
-
-@contextlib.contextmanager
-def enqueuer(data_dir: Path, db_url: str | None) -> Iterator[tuple[App, jobs.JobStore]]:
-    """An app of the test process: migrated, ``invocations`` created, no dispatcher."""
-    app = App(data_dir=data_dir, database_url=db_url)
-    store = jobs.must_register(app, jobs.Config(auto_start=False))
-    app.bootstrap()
-    try:
-        app.db.execute(INVOCATIONS_DDL)
-        yield app, store
-    finally:
-        app.terminate()
-
-
-def retrying(fn: Callable[[], T], timeout: float = 20.0) -> T:
-    """``fn()``, retried while the database reports an outage (killed connections)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return fn()
-        except OperationalError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
@@ -138,11 +59,6 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> floa
     return time.monotonic() - start
 
 
-def status_counts(app: App) -> dict[str, int]:
-    rows = retrying(lambda: app.db.fetch_tuples("SELECT status, COUNT(*) FROM _jobs GROUP BY 1"))
-    return {status: int(count) for status, count in rows}
-
-
 def job_row(app: App, job_id: str) -> dict[str, Any]:
     row = retrying(
         lambda: app.db.fetch_one(
@@ -152,42 +68,6 @@ def job_row(app: App, job_id: str) -> dict[str, Any]:
     )
     assert row is not None, f"job {job_id} vanished"
     return row
-
-
-def invocations_of(app: App, job_id: str) -> list[dict[str, Any]]:
-    return retrying(
-        lambda: app.db.fetch_all(
-            "SELECT job_id, pid, at FROM invocations WHERE job_id = ? ORDER BY at", (job_id,)
-        )
-    )
-
-
-def _tuples(app: App, sql: str) -> list[tuple[Any, ...]]:
-    return retrying(lambda: app.db.fetch_tuples(sql))
-
-
-def assert_exactly_once(app: App, total: int) -> set[int]:
-    """Every job completed, each invoked exactly once; return the pids that did work."""
-    counts = status_counts(app)
-    assert counts == {"completed": total}, f"job statuses: {counts}"
-    [(rows, distinct)] = _tuples(app, "SELECT COUNT(*), COUNT(DISTINCT job_id) FROM invocations")
-    duplicates = _tuples(
-        app,
-        "SELECT job_id, COUNT(*) FROM invocations GROUP BY job_id HAVING COUNT(*) > 1 LIMIT 10",
-    )
-    assert (rows, distinct) == (total, total), (
-        f"{rows} invocations of {distinct} distinct jobs for {total} jobs; "
-        f"duplicated (first 10): {duplicates}"
-    )
-    [(never_run,)] = _tuples(
-        app,
-        "SELECT COUNT(*) FROM _jobs j WHERE NOT EXISTS "
-        "(SELECT 1 FROM invocations i WHERE i.job_id = j.id)",
-    )
-    assert never_run == 0, f"{never_run} completed jobs were never invoked"
-    [(retried,)] = _tuples(app, "SELECT COUNT(*) FROM _jobs WHERE retries <> 0")
-    assert retried == 0, f"{retried} jobs needed a retry"
-    return {int(pid) for (pid,) in _tuples(app, "SELECT DISTINCT pid FROM invocations")}
 
 
 def _db_name(db_url: str | None) -> str:
