@@ -934,6 +934,13 @@ def test_to_json_formats_times(store: JobStore) -> None:
         "priority": 0,
         "unique_key": None,
         "queue": "default",
+        "attempted_at": None,
+        "first_attempted_at": None,
+        "attempted_by": None,
+        "finished_at": None,
+        "errors": [],
+        "timeout": None,
+        "cancel_requested_at": None,
         "duplicate": False,
     }
     json.dumps(data)  # plain JSON types only
