@@ -203,10 +203,15 @@ class JobStats:
     success_rate: float
     #: Pending jobs per topic that no running worker (in any process) handles.
     orphaned_topics: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Pending jobs per queue that no running worker (in any process) works on.
+    orphaned_queues: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_counts(
-        cls, counts: dict[str, int], orphaned_topics: dict[str, int] | None = None
+        cls,
+        counts: dict[str, int],
+        orphaned_topics: dict[str, int] | None = None,
+        orphaned_queues: dict[str, int] | None = None,
     ) -> JobStats:
         """Statistics from a ``status -> count`` mapping (missing statuses count 0)."""
         pending, processing, completed, failed, cancelled = (counts.get(s, 0) for s in JOB_STATUSES)
@@ -220,6 +225,7 @@ class JobStats:
             total=pending + processing + completed + failed + cancelled,
             success_rate=completed / finished if finished else 0.0,
             orphaned_topics=dict(orphaned_topics or {}),
+            orphaned_queues=dict(orphaned_queues or {}),
         )
 
     def to_json(self) -> dict[str, Any]:

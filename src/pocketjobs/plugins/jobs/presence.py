@@ -4,9 +4,10 @@ A dispatcher writes a row to ``_jobs_workers`` when it starts (its host, pid, qu
 topics) and refreshes it every :data:`ANNOUNCE_INTERVAL`; it deletes the row when it stops,
 and a row not refreshed for :data:`WORKER_TIMEOUT` (its process died) counts as gone and is
 pruned. From these rows any process, even one that only enqueues, knows which topics some
-running worker handles, so jobs whose topic none handles are reported
-(:func:`orphaned_topics`: ``stats().orphaned_topics``, ``/api/jobs/stats``, the dashboard)
-and each worker logs a warning once per such topic.
+running worker handles and which queues one works on, so jobs that nothing will run are
+reported (:func:`orphaned_work`: ``stats().orphaned_topics`` and ``orphaned_queues``,
+``/api/jobs/stats``, the dashboard) and each worker logs a warning once per such topic or
+queue.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pocketjobs.core import Queryable
 from pocketjobs.plugins.jobs.drivers import JobsDriver, WorkerInfo
 from pocketjobs.plugins.jobs.job import uuid7
 
-__all__ = ["ANNOUNCE_INTERVAL", "WORKER_TIMEOUT", "Presence", "orphaned_topics"]
+__all__ = ["ANNOUNCE_INTERVAL", "WORKER_TIMEOUT", "Presence", "orphaned_work"]
 
 #: How often a running dispatcher refreshes its row.
 ANNOUNCE_INTERVAL = timedelta(seconds=10)
@@ -29,12 +30,17 @@ ANNOUNCE_INTERVAL = timedelta(seconds=10)
 WORKER_TIMEOUT = timedelta(seconds=60)
 
 
-def orphaned_topics(q: Queryable, driver: JobsDriver, now: datetime) -> dict[str, int]:
-    """Pending jobs per topic that no worker running at ``now`` handles."""
+def orphaned_work(
+    q: Queryable, driver: JobsDriver, now: datetime
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Pending jobs per topic that no worker running at ``now`` handles, and per queue
+    that no such worker works on."""
     handled: set[str] = set()
+    served: set[str] = set()
     for worker in driver.workers_list(q, seen_since=now - WORKER_TIMEOUT):
         handled.update(worker.topics)
-    return driver.jobs_pending_outside(q, handled)
+        served.update(worker.queues)
+    return driver.jobs_pending_outside(q, handled), driver.jobs_pending_outside_queues(q, served)
 
 
 class Presence:
@@ -54,7 +60,8 @@ class Presence:
         self._driver = driver
         self._topics = topics
         self._logger = logger
-        self._warned: set[str] = set()
+        self._warned: set[str] = set()  # topics warned about
+        self._warned_queues: set[str] = set()
         self.info = WorkerInfo(
             id=uuid7(), host=socket.gethostname(), pid=os.getpid(), queues=dict(queues),
             topics=[], started=now, seen=now,
@@ -70,14 +77,21 @@ class Presence:
         )  # fmt: skip
         self._driver.workers_announce(self._q, self.info)
         self._driver.workers_prune(self._q, seen_before=now - WORKER_TIMEOUT)
-        orphaned = orphaned_topics(self._q, self._driver, now)
+        orphaned, unserved = orphaned_work(self._q, self._driver, now)
         for topic in sorted(orphaned.keys() - self._warned):
             self._logger.warning(
                 "jobs: %d pending job(s) of topic %r have no handler in any running worker; "
                 "register one (store.handler(%r)) or delete them",
                 orphaned[topic], topic, topic,
             )  # fmt: skip
-        self._warned = set(orphaned)  # a topic handled again, then orphaned, warns again
+        for queue in sorted(unserved.keys() - self._warned_queues):
+            self._logger.warning(
+                "jobs: %d pending job(s) in queue %r, which no running worker works on; "
+                "start one with the queue (Config.queues, --queues %s)",
+                unserved[queue], queue, queue,
+            )  # fmt: skip
+        # A topic or queue served again, then orphaned again, warns again.
+        self._warned, self._warned_queues = set(orphaned), set(unserved)
 
     def leave(self) -> None:
         """Delete this worker's row (at stop). Raises :class:`~pocketjobs.core.DatabaseError`."""

@@ -28,7 +28,7 @@ from pocketjobs.plugins.jobs.errors import (
 )
 from pocketjobs.plugins.jobs.handlers import HandlerOptions, check_handler
 from pocketjobs.plugins.jobs.job import Job, JobFilter, JobList, JobStats, QueueInfo, uuid7
-from pocketjobs.plugins.jobs.presence import orphaned_topics
+from pocketjobs.plugins.jobs.presence import orphaned_work
 from pocketjobs.plugins.jobs.task import Task
 from pocketjobs.plugins.jobs.validation import (
     check_enqueue,
@@ -208,12 +208,12 @@ class JobStore:
         return JobList(items, total, job_filter.limit, job_filter.offset)
 
     def stats(self) -> JobStats:
-        """Counts of jobs per status, the success rate, and the pending jobs per topic
-        that no running worker (in any process) handles (``orphaned_topics``)."""
+        """Counts of jobs per status, the success rate, and the pending jobs that nothing
+        will run: per topic that no running worker (in any process) handles
+        (``orphaned_topics``), per queue that none works on (``orphaned_queues``)."""
         db = self._app.db
-        return JobStats.from_counts(
-            self._driver.jobs_count_by_status(db), orphaned_topics(db, self._driver, self.now())
-        )
+        topics, queues = orphaned_work(db, self._driver, self.now())
+        return JobStats.from_counts(self._driver.jobs_count_by_status(db), topics, queues)
 
     # -- queues --------------------------------------------------------------------------
 
@@ -239,12 +239,12 @@ class JobStore:
         """Stop claiming jobs of queue ``name`` in every process (running jobs finish;
         enqueues go on). The state is in the database: it outlasts restarts. Raises
         :class:`InvalidJobOptions` for a bad queue name."""
-        self._driver.queues_set_paused(self._app.db, check_queue(name), True, self.now())
+        self._driver.queues_set_paused(self._app.db, _queue_name(name), True, self.now())
 
     def resume_queue(self, name: str) -> None:
         """Claim jobs of queue ``name`` again, in every process (resuming a queue that is
         not paused does nothing). Raises :class:`InvalidJobOptions` for a bad name."""
-        self._driver.queues_set_paused(self._app.db, check_queue(name), False, self.now())
+        self._driver.queues_set_paused(self._app.db, _queue_name(name), False, self.now())
         self._wake(None)
 
     def queue_sizes(self) -> dict[str, int]:
@@ -508,3 +508,11 @@ class JobStore:
     async def arequeue(self, job_id: str) -> Job:
         """Awaitable :meth:`requeue`."""
         return await asyncio.to_thread(self.requeue, job_id)
+
+
+def _queue_name(name: object) -> str:
+    """``name`` if it is a queue name (``None`` is not: unlike an enqueue's ``queue``, it
+    does not mean the default queue here); else :class:`InvalidJobOptions`."""
+    if name is None:
+        raise InvalidJobOptions("name a queue", field="queue", code="validation_invalid_queue")
+    return check_queue(name)

@@ -318,6 +318,11 @@ class JobsDriver(abc.ABC):
         looked up in its index, not the pending backlog counted)."""
 
     @abc.abstractmethod
+    def jobs_pending_outside_queues(self, q: Queryable, queues: Collection[str]) -> dict[str, int]:
+        """``queue -> number of pending jobs`` for every queue with pending jobs that is
+        not one of ``queues`` (the queues are found by a loose scan of the pending index)."""
+
+    @abc.abstractmethod
     def jobs_rescue_expired(self, q: Queryable, now: datetime, error: str) -> int:
         """Recover processing jobs whose lock expired before ``now`` (their worker died):
         each counts a failed attempt (``error`` in ``last_error`` and ``errors``), so it

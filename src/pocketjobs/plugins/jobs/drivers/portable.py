@@ -60,6 +60,18 @@ _DISTINCT_TOPICS_SQL: Final = """SELECT topic FROM (
         SELECT topic FROM t
     ) AS topics"""
 _PENDING_OF_TOPIC_SQL: Final = "SELECT COUNT(*) FROM _jobs WHERE topic = ? AND status = 'pending'"
+# The queues with pending jobs: a loose index scan of idx_jobs_pending (queue first).
+_DISTINCT_QUEUES_SQL: Final = """SELECT queue FROM (
+        WITH RECURSIVE t(queue) AS (
+            SELECT (SELECT queue FROM _jobs WHERE status = 'pending' ORDER BY queue LIMIT 1)
+            UNION ALL
+            SELECT (SELECT j.queue FROM _jobs AS j WHERE j.status = 'pending'
+                    AND j.queue > t.queue ORDER BY j.queue LIMIT 1)
+            FROM t WHERE t.queue IS NOT NULL
+        )
+        SELECT queue FROM t
+    ) AS queues"""
+_PENDING_OF_QUEUE_SQL: Final = "SELECT COUNT(*) FROM _jobs WHERE queue = ? AND status = 'pending'"
 _WORKER_COLUMNS: Final = "id, host, pid, queues, topics, started, seen"
 _ANNOUNCE_SQL: Final = f"""INSERT INTO _jobs_workers ({_WORKER_COLUMNS})
     VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -205,11 +217,21 @@ class PortableSQLDriver(JobsDriver, abc.ABC):
         ]  # fmt: skip
 
     def jobs_pending_outside(self, q: Queryable, topics: Collection[str]) -> dict[str, int]:
-        known = set(topics)
-        found: dict[str, int] = {}
-        for (topic,) in q.fetch_tuples(_DISTINCT_TOPICS_SQL):
-            if topic is not None and topic not in known:
-                count = int(q.fetch_value(_PENDING_OF_TOPIC_SQL, (topic,)))
-                if count:
-                    found[topic] = count
-        return found
+        return _pending_outside(q, _DISTINCT_TOPICS_SQL, _PENDING_OF_TOPIC_SQL, topics)
+
+    def jobs_pending_outside_queues(self, q: Queryable, queues: Collection[str]) -> dict[str, int]:
+        return _pending_outside(q, _DISTINCT_QUEUES_SQL, _PENDING_OF_QUEUE_SQL, queues)
+
+
+def _pending_outside(
+    q: Queryable, distinct_sql: str, count_sql: str, known: Collection[str]
+) -> dict[str, int]:
+    """Pending jobs per value (of ``distinct_sql``'s values) that is not ``known``."""
+    skip = set(known)
+    found: dict[str, int] = {}
+    for (value,) in q.fetch_tuples(distinct_sql):
+        if value is not None and value not in skip:
+            count = int(q.fetch_value(count_sql, (value,)))
+            if count:
+                found[value] = count
+    return found
