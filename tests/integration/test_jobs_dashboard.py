@@ -187,6 +187,7 @@ def test_dashboard_in_a_browser(served: Served) -> None:
     FAIL.set()
     failing = store.enqueue("flaky", {"fail": True, "to": "someone@example.com", "n": [1, 2]})
     waiting = store.enqueue("unhandled.topic", {"note": "<b>not HTML</b>"})
+    store.pause_queue("mail")  # a queue no worker here works on, paused: listed all the same
     wait_until(lambda: store.get(failing.id).status == "failed", what="the flaky job to fail")
     assert "boom" in (store.get(failing.id).last_error or "")
 
@@ -249,6 +250,35 @@ def test_dashboard_in_a_browser(served: Served) -> None:
             expect(failed_row).to_be_visible()
             expect(waiting_row).to_be_visible()
             expect(page.locator("#range")).to_have_text("1\u20132 of 2")
+            expect(failed_row).to_contain_text("default")  # the job's queue
+
+            # -- a topic no worker handles is pointed out
+            orphan = page.locator('#orphans li[data-topic="unhandled.topic"]')
+            expect(orphan).to_have_text(
+                "Topic unhandled.topic: 1 pending job, no worker handles it"
+            )
+            expect(page.locator("#orphans li")).to_have_count(1)
+
+            # -- the queues: state, counts, this server's slots; pause and resume
+            default_queue = page.locator('#queue-rows tr[data-queue="default"]')
+            mail_queue = page.locator('#queue-rows tr[data-queue="mail"]')
+            expect(page.locator("#queue-rows tr")).to_have_count(2)
+            expect(default_queue.locator("td")).to_have_text(
+                ["default", "active", "1", "0", "2", "—", "Pause"]
+            )
+            expect(mail_queue.locator("td")).to_have_text(
+                ["mail", "paused", "0", "0", "0", "—", "Resume"]
+            )
+            default_queue.locator("button").click()  # the confirmation is accepted
+            expect(default_queue.locator(".badge")).to_have_text("paused")
+            expect(default_queue.locator("button")).to_have_text("Resume")
+            assert {q.name: q.paused for q in store.queues()} == {"default": True, "mail": True}
+            mail_queue.locator("button").click()
+            expect(mail_queue.locator(".badge")).to_have_text("active")
+            expect(mail_queue.locator("button")).to_have_text("Pause")
+            default_queue.locator("button").click()
+            expect(default_queue.locator(".badge")).to_have_text("active")
+            assert {q.name: q.paused for q in store.queues()} == {"default": False, "mail": False}
 
             page.select_option("#status", "failed")
             expect(waiting_row).to_have_count(0)
@@ -267,6 +297,7 @@ def test_dashboard_in_a_browser(served: Served) -> None:
             expect(details).to_be_visible()
             expect(page.locator("#d-id")).to_have_text(failing.id)
             expect(page.locator("#d-topic")).to_have_text("flaky")
+            expect(page.locator("#d-queue")).to_have_text("default")
             expect(page.locator("#d-status")).to_have_text("failed")
             expect(page.locator("#d-retries")).to_have_text("0 of 0")
             payload = page.locator("#d-payload").text_content() or ""
@@ -304,6 +335,7 @@ def test_dashboard_in_a_browser(served: Served) -> None:
             expect(waiting_row).to_have_count(0)
             expect(page.locator("#rows tr.empty")).to_be_visible()
             expect(page.locator('[data-stat="total"] .value')).to_have_text("1")
+            expect(page.locator("#orphans")).to_be_hidden()  # no pending job of it is left
             with pytest.raises(jobs.JobNotFound):
                 store.get(waiting.id)
 

@@ -97,7 +97,7 @@ def test_pocketbase_js_sdk_jobs_api(
     assert job["payload"] == {"from": "user", "n": 1}
     assert job["status"] == "pending"
     assert TIME_RE.match(job["run_at"])
-    for key in ("userStats", "userList", "userGet"):
+    for key in ("userStats", "userList", "userGet", "userQueues", "userPause"):
         _assert_api_error(out[key], 403, MSG_403)
     data = _assert_api_error(out["userNotAllowedTopic"], 400)
     assert data["topic"]["code"] == "validation_topic_not_allowed"
@@ -109,6 +109,7 @@ def test_pocketbase_js_sdk_jobs_api(
     # a guest: 401 where a rule needs a record; the OpenAPI document is public
     _assert_api_error(out["guestEnqueue"], 401, MSG_401)
     _assert_api_error(out["guestStats"], 401, MSG_401)
+    _assert_api_error(out["guestResume"], 401, MSG_401)
     assert out["openapi"]["openapi"].startswith("3.1")
 
     # a superuser passes every rule
@@ -122,7 +123,7 @@ def test_pocketbase_js_sdk_jobs_api(
     assert "sdk:echo was asked to fail" in out["failed"]["last_error"]
     assert out["stats"] == {
         "pending": 1, "processing": 0, "completed": 1, "failed": 1, "total": 3,
-        "success_rate": 0.5,
+        "success_rate": 0.5, "orphaned_topics": {"sdk:other": 1},  # no handler for it
     }  # fmt: skip
     assert out["list"]["total"] == 3
     assert out["list"]["limit"] == 2
@@ -140,3 +141,20 @@ def test_pocketbase_js_sdk_jobs_api(
     _assert_api_error(out["getDeleted"], 404, "The requested job wasn't found.")
     data = _assert_api_error(out["badLimit"], 400, "Invalid query parameters.")
     assert data["limit"]["code"] == "validation_invalid_number"
+
+    # named queues: enqueue into one, filter by it, list, pause and resume them
+    queue_job = out["queueJob"]
+    assert queue_job["queue"] == "mail"
+    data = _assert_api_error(out["badQueue"], 400, "Failed to enqueue the job.")
+    assert data["queue"]["code"] == "validation_invalid_queue"
+    assert [item["id"] for item in out["listMail"]["items"]] == [queue_job["id"]]
+    mail = {
+        "name": "mail", "paused": True, "pending": 1, "processing": 0, "concurrency": 0,
+        "global_limit": None,
+    }  # fmt: skip
+    assert out["paused"] == mail
+    assert [item["name"] for item in out["queues"]["items"]] == ["default", "mail"]
+    assert out["queues"]["items"][1] == mail
+    assert out["resumed"] == {**mail, "paused": False}
+    data = _assert_api_error(out["badQueueName"], 400, "Invalid queue name.")
+    assert data["queue"]["code"] == "validation_invalid_queue"

@@ -47,7 +47,10 @@ MAX_PAYLOAD = 4096
 MAX_EXAMPLES = int(os.environ.get("PB_TEST_SCHEMATHESIS_EXAMPLES", "50"))
 #: PB_TEST_SCHEMATHESIS_RANDOM=1: new random cases on every run instead of the fixed ones.
 DERANDOMIZE = os.environ.get("PB_TEST_SCHEMATHESIS_RANDOM", "").lower() not in {"1", "true"}
-OPERATIONS = ["enqueueJob", "listJobs", "jobStats", "getJob", "deleteJob", "requeueJob"]
+OPERATIONS = [
+    "enqueueJob", "listJobs", "jobStats", "getJob", "deleteJob", "requeueJob", "listQueues",
+    "pauseQueue", "resumeQueue",
+]  # fmt: skip
 CHECKS = [
     not_a_server_error,
     response_schema_conformance,
@@ -184,7 +187,16 @@ def test_served_document_matches_and_real_responses_validate(fresh: Served) -> N
         )
         check("Job", http.get(f"/api/jobs/{job['id']}", headers=fresh.headers).json())
         check("JobList", http.get("/api/jobs", headers=fresh.headers).json())
-        check("JobStats", http.get("/api/jobs/stats", headers=fresh.headers).json())
+        http.post("/api/jobs/enqueue", json={"topic": "orphan"}, headers=fresh.headers)
+        stats = http.get("/api/jobs/stats", headers=fresh.headers).json()
+        check("JobStats", stats)
+        assert stats["orphaned_topics"] == {"orphan": 1}  # pending, and no worker handles it
+        check("Queue", http.post("/api/jobs/queues/mail/pause", headers=fresh.headers).json())
+        queues = http.get("/api/jobs/queues", headers=fresh.headers).json()
+        check("QueueList", queues)
+        assert [queue["name"] for queue in queues["items"]] == ["default", "mail"]
+        check("Queue", http.post("/api/jobs/queues/mail/resume", headers=fresh.headers).json())
+        check("Error", http.post("/api/jobs/queues/a%20b/pause", headers=fresh.headers).json())
         check("Error", http.get("/api/jobs/nope", headers=fresh.headers).json())
         check("Error", http.post("/api/jobs/enqueue", json={}, headers=fresh.headers).json())
         check("Error", http.get("/api/jobs/stats").json())

@@ -86,6 +86,10 @@ async function main() {
     result.userBadRunAt = await expectApiError("bad run_at", () =>
         enqueue(userPb, { topic: "sdk:echo", run_at: "2025-01-08T12:00:00" }),
     );
+    result.userQueues = await expectApiError("user queues", () => userPb.send("/api/jobs/queues", {}));
+    result.userPause = await expectApiError("user pause", () =>
+        userPb.send("/api/jobs/queues/mail/pause", { method: "POST" }),
+    );
 
     // -- a guest ---------------------------------------------------------------------------
     const guest = new PocketBase(url);
@@ -93,6 +97,9 @@ async function main() {
         enqueue(guest, { topic: "sdk:echo" }),
     );
     result.guestStats = await expectApiError("guest stats", () => guest.send("/api/jobs/stats", {}));
+    result.guestResume = await expectApiError("guest resume", () =>
+        guest.send("/api/jobs/queues/mail/resume", { method: "POST" }),
+    );
     result.openapi = await guest.send("/api/jobs/openapi.json", {});
 
     // -- a superuser -----------------------------------------------------------------------
@@ -127,6 +134,20 @@ async function main() {
     );
     result.badLimit = await expectApiError("limit=-1", () =>
         pb.send("/api/jobs", { query: { limit: -1 } }),
+    );
+
+
+    // -- named queues (after the counts above were taken) -----------------------------------
+    result.queueJob = await enqueue(pb, { topic: "sdk:other", queue: "mail", delay: 3600 });
+    result.badQueue = await expectApiError("queue with a space", () =>
+        enqueue(pb, { topic: "sdk:echo", queue: "no spaces" }),
+    );
+    result.listMail = await pb.send("/api/jobs", { query: { queue: "mail" } });
+    result.paused = await pb.send("/api/jobs/queues/mail/pause", { method: "POST" });
+    result.queues = await pb.send("/api/jobs/queues", {});
+    result.resumed = await pb.send("/api/jobs/queues/mail/resume", { method: "POST" });
+    result.badQueueName = await expectApiError("pause of a bad name", () =>
+        pb.send(`/api/jobs/queues/${encodeURIComponent("a b")}/pause`, { method: "POST" }),
     );
 
     process.stdout.write(JSON.stringify(result) + "\n");

@@ -9,6 +9,7 @@ from pocketjobs.plugins.jobs.limits import (
     MAX_LIST_LIMIT,
     MAX_OFFSET,
     MAX_PRIORITY,
+    MAX_QUEUE_LENGTH,
     MAX_RETRIES_LIMIT,
     MAX_TOPIC_LENGTH,
     MAX_UNIQUE_KEY_LENGTH,
@@ -19,6 +20,14 @@ __all__ = ["openapi_document"]
 _TIME = {"type": "string", "format": "date-time", "examples": ["2025-01-08T12:00:00.000Z"]}
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _PRIORITY = {"type": "integer", "minimum": 0, "maximum": MAX_PRIORITY}
+_QUEUE = {
+    "type": "string",
+    "pattern": f"^[A-Za-z0-9_.-]{{1,{MAX_QUEUE_LENGTH}}}$",
+    "minLength": 1,
+    "maxLength": MAX_QUEUE_LENGTH,
+    "examples": ["default", "mail"],
+}
+_COUNT = {"type": "integer", "minimum": 0}
 
 
 def _error_response(description: str) -> dict[str, Any]:
@@ -43,6 +52,54 @@ _JOB_ID = {
     "schema": {"type": "string"},
     "description": "The job's id (a UUIDv7).",
 }
+_QUEUE_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": _QUEUE,
+    "description": "The queue's name.",
+}
+_QUEUE_SCHEMA = {
+    "type": "object",
+    "required": ["name", "paused", "pending", "processing", "concurrency", "global_limit"],
+    "additionalProperties": False,
+    "properties": {
+        "name": _QUEUE,
+        "paused": {
+            "type": "boolean",
+            "description": "No job of the queue is claimed, in any process.",
+        },
+        "pending": _COUNT,
+        "processing": _COUNT,
+        "concurrency": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Worker slots this server gives the queue (0: it does not work on it).",
+        },
+        "global_limit": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "description": "The most jobs of the queue running at once in all processes "
+            "(null: no limit), as this server's config says.",
+        },
+    },
+}
+
+
+def _queue_switch(verb: str, operation_id: str, effect: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": f"{verb} a queue",
+            "description": effect,
+            "operationId": operation_id,
+            "parameters": [_QUEUE_NAME],
+            "responses": {
+                "200": _ok("The queue.", "Queue"),
+                "400": _error_response("Invalid queue name."),
+                **_AUTH_ERRORS,
+            },
+        }
+    }
 
 
 def openapi_document(max_payload_size: int) -> dict[str, Any]:
@@ -52,7 +109,7 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
         "required": [
             "id", "topic", "payload", "status", "run_at", "locked_until", "retries",
             "max_retries", "last_error", "created", "updated", "priority", "unique_key",
-            "duplicate",
+            "queue", "duplicate",
         ],
         "additionalProperties": False,
         "properties": {
@@ -69,6 +126,7 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
             "updated": _TIME,
             "priority": _PRIORITY,
             "unique_key": {"type": ["string", "null"]},
+            "queue": _QUEUE,
             "duplicate": {
                 "type": "boolean",
                 "description": "On an enqueue: the job existed (its unique key was taken) "
@@ -101,6 +159,11 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
                 "maxLength": MAX_UNIQUE_KEY_LENGTH,
                 "description": "While a job of this topic with this key is pending or "
                 "processing, that job is returned (duplicate: true) instead of a new one.",
+            },
+            "queue": {
+                **_QUEUE,
+                "description": "The named queue the job waits in (default: the topic "
+                "handler's queue, else default).",
             },
         },
     }
@@ -162,14 +225,29 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
                         "failed",
                         "total",
                         "success_rate",
+                        "orphaned_topics",
                     ],
                     "properties": {
-                        "pending": {"type": "integer", "minimum": 0},
-                        "processing": {"type": "integer", "minimum": 0},
-                        "completed": {"type": "integer", "minimum": 0},
-                        "failed": {"type": "integer", "minimum": 0},
-                        "total": {"type": "integer", "minimum": 0},
+                        "pending": _COUNT,
+                        "processing": _COUNT,
+                        "completed": _COUNT,
+                        "failed": _COUNT,
+                        "total": _COUNT,
                         "success_rate": {"type": "number", "minimum": 0, "maximum": 1},
+                        "orphaned_topics": {
+                            "type": "object",
+                            "additionalProperties": {"type": "integer", "minimum": 1},
+                            "description": "Pending jobs per topic that no running worker "
+                            "(in any process) handles.",
+                        },
+                    },
+                },
+                "Queue": _QUEUE_SCHEMA,
+                "QueueList": {
+                    "type": "object",
+                    "required": ["items"],
+                    "properties": {
+                        "items": {"type": "array", "items": {"$ref": "#/components/schemas/Queue"}}
                     },
                 },
                 "EnqueueRequest": enqueue_body,
@@ -207,6 +285,7 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
                             "in": "query",
                             "schema": {"type": "string", "enum": list(JOB_STATUSES)},
                         },
+                        {"name": "queue", "in": "query", "schema": _QUEUE},
                         {
                             "name": "limit",
                             "in": "query",
@@ -233,6 +312,24 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
                     "responses": {"200": _ok("The statistics.", "JobStats"), **_AUTH_ERRORS},
                 }
             },
+            "/api/jobs/queues": {
+                "get": {
+                    "summary": "List the queues",
+                    "description": "The queues this server works on, those with pending or "
+                    "processing jobs, and those ever paused; by name.",
+                    "operationId": "listQueues",
+                    "responses": {"200": _ok("The queues.", "QueueList"), **_AUTH_ERRORS},
+                }
+            },
+            "/api/jobs/queues/{name}/pause": _queue_switch(
+                "Pause",
+                "pauseQueue",
+                "Stop claiming the queue's jobs in every process (running jobs finish; "
+                "enqueues go on).",
+            ),
+            "/api/jobs/queues/{name}/resume": _queue_switch(
+                "Resume", "resumeQueue", "Claim the queue's jobs again, in every process."
+            ),
             "/api/jobs/{job_id}": {
                 "get": {
                     "summary": "Get a job",

@@ -1,16 +1,23 @@
 """The jobs HTTP API under ``/api/jobs``, guarded by the plugin's access rules.
 
-=================================  ==============  ==================================
-method and path                    rule            success
-=================================  ==============  ==================================
-``POST /api/jobs/enqueue``         enqueue_rule    200 the job
-``GET /api/jobs``                  manage_rule     200 ``{items, total, limit, offset}``
-``GET /api/jobs/stats``            manage_rule     200 the statistics
-``GET /api/jobs/{id}``             manage_rule     200 the job
-``POST /api/jobs/{id}/requeue``    manage_rule     200 the job
-``DELETE /api/jobs/{id}``          manage_rule     200 ``{"ok": true}``
-``GET /api/jobs/openapi.json``     public          200 the OpenAPI 3.1 document
-=================================  ==============  ==================================
+=======================================  ==============  ====================================
+method and path                          rule            success
+=======================================  ==============  ====================================
+``POST /api/jobs/enqueue``               enqueue_rule    200 the job
+``GET /api/jobs``                        manage_rule     200 ``{items, total, limit, offset}``
+``GET /api/jobs/stats``                  manage_rule     200 the statistics
+``GET /api/jobs/queues``                 manage_rule     200 ``{items}``: every queue
+``POST /api/jobs/queues/{name}/pause``   manage_rule     200 the queue
+``POST /api/jobs/queues/{name}/resume``  manage_rule     200 the queue
+``GET /api/jobs/{id}``                   manage_rule     200 the job
+``POST /api/jobs/{id}/requeue``          manage_rule     200 the job
+``DELETE /api/jobs/{id}``                manage_rule     200 ``{"ok": true}``
+``GET /api/jobs/openapi.json``           public          200 the OpenAPI 3.1 document
+=======================================  ==============  ====================================
+
+An enqueue body may name its ``queue``; ``GET /api/jobs`` filters by ``topic``, ``status``
+and ``queue``. The statistics include ``orphaned_topics`` (pending jobs per topic that no
+running worker handles). Pausing or resuming a queue acts in every process.
 
 Superusers pass every rule; a rule of ``None`` or ``""`` admits superusers only. Without a
 valid token where one is needed → 401; a rule that says no → 403. Bad input → 400 with
@@ -41,7 +48,7 @@ from pocketjobs.core import ServeEvent
 from pocketjobs.core.times import parse_time
 from pocketjobs.plugins.jobs.config import parse_duration
 from pocketjobs.plugins.jobs.errors import InvalidJobOptions, JobsError
-from pocketjobs.plugins.jobs.job import JobFilter, JobStatus
+from pocketjobs.plugins.jobs.job import JobFilter, JobStatus, QueueInfo
 from pocketjobs.plugins.jobs.limits import MAX_LIST_LIMIT, MAX_OFFSET
 from pocketjobs.plugins.jobs.openapi import openapi_document
 from pocketjobs.plugins.jobs.validation import check_enqueue
@@ -54,11 +61,12 @@ __all__ = ["bind_routes", "to_api_error"]
 # Room for the envelope around the payload (topic, run_at, ...) in an enqueue body.
 _BODY_OVERHEAD = 64 * 1024
 _ENQUEUE_FIELDS = frozenset(
-    {"topic", "payload", "run_at", "delay", "max_retries", "priority", "unique_key"}
+    {"topic", "payload", "run_at", "delay", "max_retries", "priority", "unique_key", "queue"}
 )
 _NOT_FOUND = "The requested job wasn't found."
 _ENQUEUE_FAILED = "Failed to enqueue the job."
 _BAD_QUERY = "Invalid query parameters."
+_BAD_QUEUE = "Invalid queue name."
 
 
 def to_api_error(exc: JobsError, message: str | None = None) -> ApiError:
@@ -136,6 +144,7 @@ def _enqueue_options(body: dict[str, Any]) -> tuple[dict[str, Any], list[JobsErr
         "max_retries": body.get("max_retries"),
         "priority": body.get("priority"),
         "unique_key": body.get("unique_key"),
+        "queue": body.get("queue"),
     }
     for name, convert in (("run_at", _wire_run_at), ("delay", _wire_delay)):
         if body.get(name) is not None:
@@ -170,7 +179,14 @@ def _list_filter(query: Mapping[str, str]) -> JobFilter:
         status=cast("JobStatus | None", query.get("status") or None),
         limit=min(_query_number(query, "limit", 20, 1), MAX_LIST_LIMIT),
         offset=_query_number(query, "offset", 0, 0),
+        queue=query.get("queue") or None,
     )
+
+
+def _queue_info(queues: list[QueueInfo], name: str) -> QueueInfo:
+    """The queue named ``name`` among ``queues`` (a queue once paused or resumed has a
+    state row, so the store lists it)."""
+    return next(queue for queue in queues if queue.name == name)
 
 
 def bind_routes(event: ServeEvent, plugin: JobsPlugin) -> None:
@@ -202,7 +218,7 @@ def bind_routes(event: ServeEvent, plugin: JobsPlugin) -> None:
                 check_enqueue(
                     options["topic"], [options["payload"]], options["run_at"], options["delay"],
                     options["max_retries"], now=store.now(), known=errors,
-                    priority=options["priority"],
+                    priority=options["priority"], queue=options["queue"],
                     unique_keys=None if unique_key is None else [unique_key],
                     default_max_retries=config.max_retries, max_size=config.max_payload_size,
                     allowed=config.allowed_topics,
@@ -220,6 +236,24 @@ def bind_routes(event: ServeEvent, plugin: JobsPlugin) -> None:
     async def stats(request: Request) -> JSONResponse:
         await authorize(request, plugin.manage_rule)
         return JSONResponse((await store.astats()).to_json())
+
+    async def list_queues(request: Request) -> JSONResponse:
+        await authorize(request, plugin.manage_rule)
+        return JSONResponse({"items": [queue.to_json() for queue in await store.aqueues()]})
+
+    async def pause_queue(request: Request) -> JSONResponse:
+        await authorize(request, plugin.manage_rule)
+        name = request.path_params["name"]
+        with _converted(_BAD_QUEUE):
+            await store.apause_queue(name)
+        return JSONResponse(_queue_info(await store.aqueues(), name).to_json())
+
+    async def resume_queue(request: Request) -> JSONResponse:
+        await authorize(request, plugin.manage_rule)
+        name = request.path_params["name"]
+        with _converted(_BAD_QUEUE):
+            await store.aresume_queue(name)
+        return JSONResponse(_queue_info(await store.aqueues(), name).to_json())
 
     async def get_job(request: Request) -> JSONResponse:
         await authorize(request, plugin.manage_rule)
@@ -253,6 +287,10 @@ def bind_routes(event: ServeEvent, plugin: JobsPlugin) -> None:
     router.add_route("/api/jobs", list_jobs, methods=["GET"])
     router.add_route("/api/jobs/stats", stats, methods=["GET"])
     router.add_route("/api/jobs/openapi.json", openapi, methods=["GET"])
+    # Before /api/jobs/{job_id}, which would take "queues" for a job id.
+    router.add_route("/api/jobs/queues", list_queues, methods=["GET"])
+    router.add_route("/api/jobs/queues/{name}/pause", pause_queue, methods=["POST"])
+    router.add_route("/api/jobs/queues/{name}/resume", resume_queue, methods=["POST"])
     router.add_route("/api/jobs/{job_id}", get_job, methods=["GET"])
     router.add_route("/api/jobs/{job_id}", delete, methods=["DELETE"])
     router.add_route("/api/jobs/{job_id}/requeue", requeue, methods=["POST"])

@@ -316,6 +316,8 @@ def check_filter(job_filter: JobFilter) -> JobFilter:
             field="topic",
             code="validation_invalid_topic",
         )
+    if job_filter.queue is not None:
+        check_queue(job_filter.queue)  # no queue has a bad name (and a NUL fails in SQL)
     for name, lowest in (("limit", 0), ("offset", 0)):
         value = getattr(job_filter, name)
         if isinstance(value, bool) or not isinstance(value, int):

@@ -159,6 +159,21 @@
         node.classList.toggle("active", node.dataset.filter === state.status);
       }
     }
+    const orphans = Object.entries(stats.orphaned_topics || {}).map(([topic, n]) => el("li",
+      { "data-topic": topic }, `Topic ${topic}: ${n} pending job${n === 1 ? "" : "s"}, no worker handles it`));
+    $("orphans").replaceChildren(...orphans);
+    $("orphans").hidden = !orphans.length;
+  }
+
+  function renderQueues(list) {
+    const num = (value) => el("td", { className: "num" }, value === null ? "—" : String(value));
+    $("queue-rows").replaceChildren(...list.items.map((q) => el("tr", { "data-queue": q.name },
+      el("td", { className: "topic" }, q.name),
+      el("td", null, el("span", { className: `badge badge-${q.paused ? "paused" : "active"}` },
+        q.paused ? "paused" : "active")),
+      num(q.pending), num(q.processing), num(q.concurrency), num(q.global_limit),
+      el("td", { className: "num" }, el("button", { type: "button", className: "btn",
+        "data-action": q.paused ? "resume" : "pause" }, q.paused ? "Resume" : "Pause")))));
   }
 
   function renderRows(page) {
@@ -168,6 +183,7 @@
       const tr = el("tr", { tabindex: "0", "data-id": job.id, "data-status": job.status },
         el("td", null, el("code", { title: job.id }, job.id.slice(-8))),
         el("td", { className: "topic" }, job.topic),
+        el("td", null, job.queue),
         el("td", null, badge(job.status)),
         el("td", { className: "num" }, `${job.retries}/${job.max_retries}`),
         el("td", { title: fmtTime(job.run_at) }, relTime(job.run_at)),
@@ -178,7 +194,7 @@
     if (!rows.length) {
       const filtered = state.topic || state.status;
       rows.push(el("tr", { className: "empty" },
-        el("td", { colspan: "6" }, filtered ? "No jobs match these filters." : "No jobs yet.")));
+        el("td", { colspan: "7" }, filtered ? "No jobs match these filters." : "No jobs yet.")));
     }
     $("rows").replaceChildren(...rows);
     const known = new Set([...$("topics").options].map((o) => o.value));
@@ -201,6 +217,7 @@
     state.job = job;
     setText($("d-id"), job.id);
     setText($("d-topic"), job.topic);
+    setText($("d-queue"), job.queue);
     $("d-status").replaceChildren(badge(job.status));
     setText($("d-retries"), `${job.retries} of ${job.max_retries}`);
     for (const key of ["run_at", "created", "updated", "locked_until"]) {
@@ -244,8 +261,8 @@
       const query = new URLSearchParams({ limit: state.limit, offset: state.offset });
       if (state.topic) query.set("topic", state.topic);
       if (state.status) query.set("status", state.status);
-      const [stats, page] = await Promise.all([
-        api("GET", "/api/jobs/stats"), api("GET", `/api/jobs?${query}`),
+      const [stats, page, queues] = await Promise.all([
+        api("GET", "/api/jobs/stats"), api("GET", `/api/jobs?${query}`), api("GET", "/api/jobs/queues"),
       ]);
       if (!page.items.length && page.total > 0 && state.offset > 0) {
         // The page emptied (jobs deleted or finished): step back to the last page.
@@ -255,6 +272,7 @@
       }
       renderStats(stats);
       renderRows(page);
+      renderQueues(queues);
       if (state.selected) await loadDetails(state.selected);
       clearBanner("refresh");
       setText($("updated"), `Updated ${fmtTime(new Date().toISOString()).slice(11)}`);
@@ -288,6 +306,19 @@
       if (e.status !== 401) showBanner(e.message, "action");
     } finally {
       $("requeue").disabled = $("delete").disabled = false;
+      refresh();
+    }
+  }
+
+  async function switchQueue(name, action) {
+    if (action === "pause" &&
+      !window.confirm(`Pause queue ${name}?\n\nNo job of it starts, in any process, until it is resumed.`)) return;
+    try {
+      await api("POST", `/api/jobs/queues/${encodeURIComponent(name)}/${action}`);
+      notice(`Queue ${name} ${action}d.`);
+    } catch (e) {
+      if (e.status !== 401) showBanner(e.message, "action");
+    } finally {
       refresh();
     }
   }
@@ -352,6 +383,10 @@
       }, (e) => showBanner(e.message, "action"));
     };
     $("rows").addEventListener("click", (e) => open(e.target.closest("tr")));
+    $("queue-rows").addEventListener("click", (e) => {
+      const button = e.target.closest("button[data-action]");
+      if (button) { button.disabled = true; switchQueue(button.closest("tr").dataset.queue, button.dataset.action); }
+    });
     $("rows").addEventListener("keydown", (e) => {
       if (e.key === "Enter" || e.key === " ") { e.preventDefault(); open(e.target.closest("tr")); }
     });
