@@ -254,18 +254,20 @@ def check_timeout(timeout: object) -> timedelta | None:
     return wait
 
 
-_QUEUE_NAME = re.compile(rf"[A-Za-z0-9_.-]{{1,{MAX_QUEUE_LENGTH}}}")
+# Not only dots: "." and ".." cannot be a URL path segment (clients resolve them away).
+_QUEUE_NAME = re.compile(rf"(?!\.+$)[A-Za-z0-9_.-]{{1,{MAX_QUEUE_LENGTH}}}")
 
 
 def check_queue(queue: object) -> str:
     """``queue`` (``"default"`` for ``None``) if it is a queue name: 1 to
-    ``MAX_QUEUE_LENGTH`` letters, digits, ``_``, ``-`` or ``.`` (safe in a URL path
-    and an env list); else :class:`InvalidJobOptions`."""
+    ``MAX_QUEUE_LENGTH`` letters, digits, ``_``, ``-`` or ``.``, not only dots (safe in a
+    URL path and an env list); else :class:`InvalidJobOptions`."""
     if queue is None:
         return DEFAULT_QUEUE
     if not isinstance(queue, str) or _QUEUE_NAME.fullmatch(queue) is None:
         raise InvalidJobOptions(
-            f"queue must be 1 to {MAX_QUEUE_LENGTH} letters, digits, '_', '-' or '.'",
+            f"queue must be 1 to {MAX_QUEUE_LENGTH} letters, digits, '_', '-' or '.' (not only"
+            " dots)",
             field="queue",
             code="validation_invalid_queue",
         )
