@@ -31,6 +31,7 @@ from pocketjobs.plugins.jobs.errors import (
     PluginAlreadyRegistered,
     TopicAlreadyRegistered,
 )
+from pocketjobs.plugins.jobs.events import JobDoneEvent, JobOutcome, JobStartEvent
 from pocketjobs.plugins.jobs.job import Job, JobFilter, JobList, JobStats, JobStatus, QueueInfo
 from pocketjobs.plugins.jobs.register import (
     PluginDisabled,
@@ -56,9 +57,12 @@ __all__ = [
     "JobCannotCancel",
     "JobCannotDelete",
     "JobCannotRequeue",
+    "JobDoneEvent",
     "JobFilter",
     "JobList",
     "JobNotFound",
+    "JobOutcome",
+    "JobStartEvent",
     "JobStats",
     "JobStatus",
     "JobStore",

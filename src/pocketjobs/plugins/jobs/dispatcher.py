@@ -64,6 +64,7 @@ from pocketjobs.plugins.jobs.drivers import (
     QueueClaim,
     Snoozed,
 )
+from pocketjobs.plugins.jobs.events import JobDoneEvent, JobEvents, JobOutcome, JobStartEvent
 from pocketjobs.plugins.jobs.executor import Executor, JobHandler, is_async_handler
 from pocketjobs.plugins.jobs.handlers import HandlerOptions
 from pocketjobs.plugins.jobs.job import Job
@@ -103,8 +104,10 @@ class Dispatcher:
         *,
         options: Mapping[str, HandlerOptions] | None = None,
         queues: Mapping[str, int] | None = None,
+        events: JobEvents | None = None,
     ) -> None:
         self._db = db
+        self._events = events if events is not None else JobEvents(logger)
         self._driver = driver
         self._config = config
         self._handlers = handlers
@@ -423,18 +426,27 @@ class Dispatcher:
             # coroutine then never reports), the future's end frees the slot.
             future.add_done_callback(lambda _: self._finish(run, None, 0.0, False))
             future.cancel()
+        ran = time.monotonic() - run.started if run.started else 0.0
         if why == "cancelled":
             self._logger.warning(
                 "jobs: job %s (topic %r) cancelled while running", job.id, job.topic
             )
             self._completer.record(Cancelled(run.claim))
+            if self._events.wants_done():
+                self._events.emit(JobDoneEvent(job, "cancelled", ran))
         else:
             limit = self._timeout_of(job)
             seconds = limit.total_seconds() if limit is not None else 0.0
-            self._completer.record(
-                self._failure(run, TimeoutError(f"timed out after {seconds:g}s"), seconds)
-            )
+            self._record_failure(run, TimeoutError(f"timed out after {seconds:g}s"), ran)
         self._wake_event.set()
+
+    def _record_failure(self, run: Run, error: BaseException, seconds: float) -> None:
+        """Record the failed attempt of ``run`` (retried or failed for good)."""
+        failure = self._failure(run, error, seconds)
+        self._completer.record(failure)
+        if self._events.wants_done():
+            outcome: JobOutcome = "failed" if failure.retry_at is None else "retrying"
+            self._events.emit(JobDoneEvent(run.job, outcome, seconds, error, failure.retry_at))
 
     def _timeout_of(self, job: Job) -> timedelta | None:
         """How long an attempt of ``job`` may run: its own timeout, else its handler's,
@@ -456,10 +468,16 @@ class Dispatcher:
         just finished asks for its next one: the first plain run is returned to run on that
         thread at once rather than handed to another through the queue."""
         taken: Run | None = None
+        events = self._events.wants_start()
         for run in self._running.start_waiting():
+            run.started = time.monotonic()
+            if events:
+                now = self._clock()
+                waited = (now - run.job.run_at).total_seconds()
+                self._events.emit(JobStartEvent(run.job, now, max(0.0, waited)))
             limit = self._timeout_of(run.job)
             if limit is not None:
-                run.deadline = time.monotonic() + limit.total_seconds()
+                run.deadline = run.started + limit.total_seconds()
                 with self._cancels_lock:
                     if self._next_deadline is None or run.deadline < self._next_deadline:
                         self._next_deadline = run.deadline
@@ -512,6 +530,8 @@ class Dispatcher:
             return following
         if error is None:
             self._completer.record(run.claim)
+            if self._events.wants_done():
+                self._events.emit(JobDoneEvent(run.job, "completed", seconds))
         elif isinstance(error, Snooze):
             run_at = self._clock() + error.wait
             self._logger.info(
@@ -519,8 +539,10 @@ class Dispatcher:
                 run_at.isoformat(),
             )  # fmt: skip
             self._completer.record(Snoozed(run.claim, run_at))
+            if self._events.wants_done():
+                self._events.emit(JobDoneEvent(run.job, "snoozed", seconds, error, run_at))
         else:
-            self._completer.record(self._failure(run, error, seconds))
+            self._record_failure(run, error, seconds)
         following = self._start_waiting(take=on_thread)
         self._wake_event.set()
         return following

@@ -46,7 +46,8 @@ class Run:
     released: bool = False  # given back at stop: its outcome is no longer ours to write
     #: Why the run was stopped before its handler ended; its outcome is decided.
     stopped: Literal["cancelled", "timed out"] | None = None
-    #: When the handler must end (monotonic seconds), if it has a timeout.
+    #: When the handler started and must end (monotonic seconds; no end: no timeout).
+    started: float = 0.0
     deadline: float | None = None
     #: The async handler's future (cancelling it cancels the handler's task).
     future: Future[Any] | None = None

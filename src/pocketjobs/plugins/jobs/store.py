@@ -26,6 +26,7 @@ from pocketjobs.plugins.jobs.errors import (
     JobNotFound,
     TopicAlreadyRegistered,
 )
+from pocketjobs.plugins.jobs.events import JobEvents
 from pocketjobs.plugins.jobs.handlers import HandlerOptions, check_handler
 from pocketjobs.plugins.jobs.job import Job, JobFilter, JobList, JobStats, QueueInfo, uuid7
 from pocketjobs.plugins.jobs.presence import orphaned_work
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["JobStore"]
 
 H = TypeVar("H", bound=JobHandler)
+_EVENTS_FLUSH_SECONDS = 5.0
 
 
 class JobStore:
@@ -61,6 +63,10 @@ class JobStore:
         self._dispatcher: Dispatcher | None = None
         self._dispatcher_lock = threading.Lock()
         self._queue_sizes = config.queue_sizes()
+        self._events = JobEvents(app.logger)
+        #: Hooks run when an attempt starts and when it ends (see ``events.py``).
+        self.on_job_start = self._events.on_job_start
+        self.on_job_done = self._events.on_job_done
 
     def attach(self, driver: JobsDriver) -> None:
         """Use ``driver`` for the app's (now open) database. Called by the plugin on bootstrap."""
@@ -410,16 +416,19 @@ class JobStore:
             if self._dispatcher is None or not self._dispatcher.is_running():
                 self._dispatcher = Dispatcher(
                     self._app.db, self._driver, self.config, self._handlers, self._app.logger,
-                    options=self._options, queues=self._queue_sizes,
+                    options=self._options, queues=self._queue_sizes, events=self._events,
                 )  # fmt: skip
             self._dispatcher.start()
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop processing gracefully (see :meth:`Dispatcher.stop`); blocks until stopped."""
+        """Stop processing gracefully (see :meth:`Dispatcher.stop`); blocks until stopped
+        (and the job events queued by then have been handed to their hooks, for at most
+        a few seconds more)."""
         with self._dispatcher_lock:
             dispatcher = self._dispatcher
         if dispatcher is not None:
             dispatcher.stop(timeout)
+            self._events.flush(_EVENTS_FLUSH_SECONDS)
 
     def is_running(self) -> bool:
         """Whether this process is processing jobs."""

@@ -1,0 +1,122 @@
+"""Job events: hooks that run when an attempt starts and when it ends.
+
+::
+
+    @store.on_job_start.handler()
+    def started(e: jobs.JobStartEvent) -> None:
+        print("started", e.job.id, "after waiting", e.waited)
+        e.next()
+
+    @store.on_job_done.handler(id="audit", priority=-10)
+    def done(e: jobs.JobDoneEvent) -> None:
+        print(e.job.id, e.outcome, f"{e.duration:.3f}s", e.error)
+        e.next()
+
+Hooks of the kernel's kind (:class:`~pocketjobs.tools.hook.Hook`: ids, priorities,
+``e.next()``), bound on the store. They run in order on one thread of their own, never on
+a handler thread or the dispatcher's: a slow hook delays other hooks, not jobs. Events of
+hooks with no handler bound are not even created. An exception in a hook is logged and
+does not stop the events that follow. The ``done`` outcome is the attempt's outcome as
+the worker decided it: ``completed``, ``failed`` (for good), ``retrying`` (failed, to run
+again at ``retry_at``), ``cancelled`` or ``snoozed``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from pocketjobs.plugins.jobs.job import Job
+from pocketjobs.tools.hook import Event, Hook
+
+__all__ = ["JobDoneEvent", "JobEvents", "JobOutcome", "JobStartEvent"]
+
+JobOutcome = Literal["completed", "failed", "retrying", "cancelled", "snoozed"]
+_THREAD_NAME = "pocketjobs-events"
+
+
+@dataclass
+class JobStartEvent(Event):
+    """An attempt of ``job`` started at ``started_at``, ``waited`` seconds after the job
+    was due (its queue wait)."""
+
+    job: Job
+    started_at: datetime
+    waited: float
+
+
+@dataclass
+class JobDoneEvent(Event):
+    """An attempt of ``job`` ended with ``outcome`` after ``duration`` seconds (for a
+    stopped attempt: until it was stopped); ``error`` is what the handler raised (or the
+    timeout), ``retry_at`` when a ``retrying`` or ``snoozed`` job runs again."""
+
+    job: Job
+    outcome: JobOutcome
+    duration: float
+    error: BaseException | None = None
+    retry_at: datetime | None = None
+
+
+class JobEvents:
+    """The store's two hooks, and the thread that triggers them."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.on_job_start: Hook[JobStartEvent] = Hook()
+        self.on_job_done: Hook[JobDoneEvent] = Hook()
+        self._logger = logger
+        self._queue: queue.SimpleQueue[JobStartEvent | JobDoneEvent] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()
+        self._pending = 0  # events queued and not yet triggered
+        self._idle = threading.Condition()
+
+    def wants_start(self) -> bool:
+        """Whether a start event would reach a handler."""
+        return self.on_job_start.length() > 0
+
+    def wants_done(self) -> bool:
+        """Whether a done event would reach a handler."""
+        return self.on_job_done.length() > 0
+
+    def emit(self, event: JobStartEvent | JobDoneEvent) -> None:
+        """Queue ``event`` for its hook (returns at once)."""
+        with self._idle:
+            self._pending += 1
+        self._queue.put(event)
+        if self._thread is None:
+            with self._thread_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._loop, name=_THREAD_NAME, daemon=True
+                    )
+                    self._thread.start()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued event was triggered; whether it was within ``timeout``."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def _loop(self) -> None:
+        while True:
+            event = self._queue.get()
+            try:
+                if isinstance(event, JobStartEvent):
+                    self.on_job_start.trigger(event)
+                else:
+                    self.on_job_done.trigger(event)
+            except Exception:
+                self._logger.exception(
+                    "jobs: a %s hook failed for job %s",
+                    "start" if isinstance(event, JobStartEvent) else "done",
+                    event.job.id,
+                )
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    if not self._pending:
+                        self._idle.notify_all()
