@@ -310,3 +310,69 @@ def test_cancelling_a_job_that_another_process_runs(data_dir: Path, db_url: str 
         final = store.get(job.id)
         assert (final.status, final.retries) == ("cancelled", 0)
         assert len(invocations_of(app, job.id)) == 1
+
+
+# --------------------------------------------------------------------------- events
+
+
+def test_job_events_report_every_outcome_in_order_and_off_the_hot_path(
+    harness: Harness,
+) -> None:
+    """Start and done hooks, with ids and priorities like every hook; a slow hook delays
+    nothing but hooks; an exception in one is logged and the next events still come."""
+    seen: list[tuple[str, str, str]] = []
+    order: list[str] = []
+    release = harness.gate()
+
+    snoozed: set[str] = set()
+
+    def work(job: jobs.Job) -> None:
+        kind = job.payload["kind"]
+        if kind == "fail":
+            raise RuntimeError("boom")
+        if kind == "snooze" and job.id not in snoozed:
+            snoozed.add(job.id)
+            raise jobs.Snooze(0.05)
+
+    node = harness.node(auto_start=False, max_retries=1)
+    node.store.register("t", work)
+
+    @node.store.on_job_done.handler(id="second", priority=10)
+    def second(e: jobs.JobDoneEvent) -> None:
+        order.append("second")
+        e.next()
+
+    @node.store.on_job_done.handler(id="first", priority=-10)
+    def first(e: jobs.JobDoneEvent) -> None:
+        release.wait(10)  # a slow hook: jobs run on meanwhile
+        seen.append((e.job.payload["kind"], e.outcome, type(e.error).__name__))
+        order.append("first")
+        e.next()
+
+    @node.store.on_job_start.handler()
+    def broken(e: jobs.JobStartEvent) -> None:
+        assert e.waited >= 0
+        raise ValueError("a broken start hook")
+
+    created = [node.store.enqueue("t", {"kind": kind}) for kind in ("ok", "fail", "snooze")]
+    node.store.start()
+    for job in created:
+        wait_until(
+            lambda job=job: node.store.get(job.id).status in ("completed", "failed"),
+            10,
+            f"job {job.payload['kind']} to finish",
+        )
+    assert seen == []  # every job finished while the first done hook still waited
+    release.set()
+    wait_until(lambda: len(seen) >= 5, 10, "the done events")
+    assert sorted(seen) == sorted(
+        [
+            ("ok", "completed", "NoneType"),
+            ("fail", "retrying", "RuntimeError"),
+            ("fail", "failed", "RuntimeError"),
+            ("snooze", "snoozed", "Snooze"),
+            ("snooze", "completed", "NoneType"),
+        ]
+    )
+    assert order[:2] == ["first", "second"]
+    node.store.on_job_done.unbind("first", "second")
