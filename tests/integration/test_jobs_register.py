@@ -39,6 +39,13 @@ JOBS_COLUMNS = {
     "priority",
     "unique_key",
     "queue",
+    "attempted_at",
+    "first_attempted_at",
+    "attempted_by",
+    "finished_at",
+    "errors",
+    "timeout",
+    "cancel_requested_at",
 }
 SQLITE_TYPES = {
     "id": "TEXT",
@@ -56,6 +63,13 @@ SQLITE_TYPES = {
     "priority": "INTEGER",
     "unique_key": "TEXT",
     "queue": "TEXT",
+    "attempted_at": "TEXT",
+    "first_attempted_at": "TEXT",
+    "attempted_by": "TEXT",
+    "finished_at": "TEXT",
+    "errors": "TEXT",
+    "timeout": "INTEGER",
+    "cancel_requested_at": "TEXT",
 }
 POSTGRES_TYPES = {
     "id": "text",
@@ -73,6 +87,13 @@ POSTGRES_TYPES = {
     "priority": "integer",
     "unique_key": "text",
     "queue": "text",
+    "attempted_at": "timestamp with time zone",
+    "first_attempted_at": "timestamp with time zone",
+    "attempted_by": "text",
+    "finished_at": "timestamp with time zone",
+    "errors": "jsonb",
+    "timeout": "interval",
+    "cancel_requested_at": "timestamp with time zone",
 }
 JOBS_INDEXES = {
     "idx_jobs_pending",

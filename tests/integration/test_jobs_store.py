@@ -533,6 +533,7 @@ def test_stats(app: App, store: JobStore) -> None:
         "total": 10,
         "success_rate": pytest.approx(0.75),
         "orphaned_topics": {"t": 4},  # no worker runs: no topic has a handler
+        "orphaned_queues": {"default": 4},  # ... and no queue a worker
     }
 
 

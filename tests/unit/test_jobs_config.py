@@ -46,6 +46,7 @@ SPEC_DEFAULTS: dict[str, Any] = {
     "max_backoff": timedelta(hours=1),
     "queues": None,
     "queue_limits": {},
+    "default_timeout": None,
 }
 
 
@@ -203,6 +204,7 @@ def test_typing_only_init_signature_matches_the_fields() -> None:
         "allowed_topics": "Iterable[str]",
         "queues": "Mapping[str, int] | None",
         "queue_limits": "Mapping[str, int]",
+        "default_timeout": "timedelta | float | None",
     }
     for param, field in zip(params, fields, strict=True):
         assert param.annotation is not None
@@ -752,3 +754,14 @@ def test_parse_queue_sizes_takes_bare_names_with_a_default() -> None:
 def test_bad_queue_settings_are_refused(changes: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         validate(Config(**changes))  # type: ignore[arg-type]
+
+
+def test_default_timeout_from_code_and_environment() -> None:
+    assert Config(default_timeout=1.5).default_timeout == timedelta(seconds=1.5)
+    assert resolve_config(None, {"PB_JOBS_DEFAULT_TIMEOUT": "2m"}).default_timeout == timedelta(
+        minutes=2
+    )
+    with pytest.raises(ConfigError, match="default_timeout"):
+        validate(Config(default_timeout=0))
+    with pytest.raises(ConfigError, match="default_timeout"):
+        validate(Config(default_timeout=timedelta(days=30)))

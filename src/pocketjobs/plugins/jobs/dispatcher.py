@@ -146,7 +146,7 @@ class Dispatcher:
         info = self._presence.info
         self.node = f"{info.host}:{info.pid}:{info.id}"  # attempted_by of its claims
         self._cancels: set[str] = set()  # job ids to stop (their cancel was requested)
-        self._cancels_lock = threading.Lock()
+        self._stops_lock = threading.Lock()  # guards _cancels and _next_deadline
         self._look_for_cancels = False  # a notification may hide a cancel: look
         self._cancels_seen_at = 0.0  # monotonic: the last look at held claims' cancels
         self._next_deadline: float | None = None  # monotonic: the first running timeout
@@ -200,7 +200,7 @@ class Dispatcher:
     def cancel(self, job_id: str) -> None:
         """Stop the job ``job_id`` if this dispatcher runs it (its cancel was requested in
         the database): its outcome becomes ``cancelled``. Any thread may call this."""
-        with self._cancels_lock:
+        with self._stops_lock:
             self._cancels.add(job_id)
         self._wake_event.set()
 
@@ -384,7 +384,7 @@ class Dispatcher:
         cancels are looked up in the database soon after a notification that may hide
         one, and every ``poll_interval`` anyway (a missed notification, a process without
         notifications)."""
-        with self._cancels_lock:
+        with self._stops_lock:
             cancels, self._cancels = self._cancels, set()
         for job_id in cancels:
             for run in self._running.find(job_id):
@@ -403,7 +403,8 @@ class Dispatcher:
                 for run in self._running.find(claim.job_id):
                     if run.claim == claim:
                         self._stop(run, "cancelled")
-        if self._next_deadline is not None and started >= self._next_deadline:
+        first = self._next_deadline
+        if first is not None and started >= first:
             deadlines = []
             for run in self._running.running():
                 if run.deadline is None:
@@ -412,7 +413,11 @@ class Dispatcher:
                     self._stop(run, "timed out")
                 else:
                     deadlines.append(run.deadline)
-            self._next_deadline = min(deadlines, default=None)
+            with self._stops_lock:  # a handler thread may have started a run meanwhile
+                latest = self._next_deadline
+                if latest is not None and latest > started:
+                    deadlines.append(latest)
+                self._next_deadline = min(deadlines, default=None)
 
     def _stop(self, run: Run, why: Literal["cancelled", "timed out"]) -> None:
         """Stop ``run`` (see the module's docstring) and record its outcome."""
@@ -478,7 +483,7 @@ class Dispatcher:
             limit = self._timeout_of(run.job)
             if limit is not None:
                 run.deadline = run.started + limit.total_seconds()
-                with self._cancels_lock:
+                with self._stops_lock:
                     if self._next_deadline is None or run.deadline < self._next_deadline:
                         self._next_deadline = run.deadline
                 self._wake_event.set()
