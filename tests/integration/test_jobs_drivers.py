@@ -30,6 +30,7 @@ from pocketjobs.plugins.jobs.drivers import (
     NewJob,
     Outcomes,
     QueueClaim,
+    QueueCounts,
     QueueState,
     WorkerInfo,
     driver_for,
@@ -773,6 +774,27 @@ def test_queue_state_counts_jobs_and_keeps_paused_queues(queue: Queue) -> None:
     ]
     queue.driver.queues_set_paused(queue.db, "idle", False, NOW + SECOND)
     assert QueueState("idle", False, 0, 0) in queue.driver.queues_state(queue.db)
+
+
+def test_count_by_queue_counts_pending_jobs_up_to_the_cap_and_processing_jobs(
+    queue: Queue,
+) -> None:
+    assert queue.driver.jobs_count_by_queue(queue.db, pending_cap=3) == {}
+    queue.add_many(5, queue="mail")
+    queue.add_many(2)
+    busy = queue.add(queue="busy")
+    claimed = queue.claim(queues=[QueueClaim("mail", 1), QueueClaim("busy", 1)])
+    assert busy.id in queue.ids(claimed)
+    queue.in_status("completed")
+    queue.in_status("failed")
+    assert queue.driver.jobs_count_by_queue(queue.db, pending_cap=3) == {
+        "busy": QueueCounts(0, 1),
+        "default": QueueCounts(2, 0),
+        "mail": QueueCounts(3, 1),  # 4 pending, counted up to 3
+    }
+    assert queue.driver.jobs_count_by_queue(queue.db, pending_cap=100)["mail"] == QueueCounts(4, 1)
+    plan = queue.driver.count_by_queue_plan(queue.db, pending_cap=3)
+    assert "idx_jobs_pending" in plan, plan
 
 
 @pytest.mark.parametrize("db_url", POSTGRES_ONLY, indirect=True)

@@ -32,6 +32,7 @@ __all__ = [
     "NewJob",
     "Outcomes",
     "QueueClaim",
+    "QueueCounts",
     "QueueState",
     "Snoozed",
     "WorkerInfo",
@@ -107,6 +108,15 @@ class QueueState:
 
     name: str
     paused: bool
+    pending: int
+    processing: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    """A queue's jobs now, counted cheaply (for metrics): its pending jobs up to a cap
+    (a queue with more shows the cap) and its processing jobs."""
+
     pending: int
     processing: int
 
@@ -294,6 +304,20 @@ class JobsDriver(abc.ABC):
     @abc.abstractmethod
     def queues_state(self, q: Queryable) -> list[QueueState]:
         """Every queue that has pending or processing jobs or was ever paused, by name."""
+
+    @abc.abstractmethod
+    def jobs_count_by_queue(self, q: Queryable, *, pending_cap: int) -> dict[str, QueueCounts]:
+        """Every queue that has pending or processing jobs, with its number of processing
+        jobs and of pending jobs counted up to ``pending_cap`` (a queue with more shows
+        ``pending_cap``). Cheap whatever the backlog, for a metrics scrape: the queues with
+        pending jobs are found by a loose scan of the pending index and each one's jobs
+        counted in that index, reading at most ``pending_cap`` entries; the processing
+        jobs (as many as there are worker slots) are counted in their own index."""
+
+    @abc.abstractmethod
+    def count_by_queue_plan(self, db: Database, *, pending_cap: int) -> str:
+        """The database's query plan of :meth:`jobs_count_by_queue` (for diagnostics and
+        tests; on PostgreSQL with the rows each step read)."""
 
     @abc.abstractmethod
     def workers_announce(self, q: Queryable, worker: WorkerInfo) -> None:

@@ -17,10 +17,16 @@ from datetime import datetime
 from typing import Any, Final
 
 from pocketjobs.core import Queryable
-from pocketjobs.plugins.jobs.drivers.base import Claim, JobsDriver, QueueState, WorkerInfo
+from pocketjobs.plugins.jobs.drivers.base import (
+    Claim,
+    JobsDriver,
+    QueueCounts,
+    QueueState,
+    WorkerInfo,
+)
 from pocketjobs.plugins.jobs.job import Job, JobFilter
 
-__all__ = ["JOB_COLUMNS", "PortableSQLDriver"]
+__all__ = ["JOB_COLUMNS", "PortableSQLDriver", "queue_counts"]
 
 #: The columns of a :class:`Job`, in the order of its fields (what ``decode_job`` reads).
 JOB_COLUMNS: Final = (
@@ -221,6 +227,20 @@ class PortableSQLDriver(JobsDriver, abc.ABC):
 
     def jobs_pending_outside_queues(self, q: Queryable, queues: Collection[str]) -> dict[str, int]:
         return _pending_outside(q, _DISTINCT_QUEUES_SQL, _PENDING_OF_QUEUE_SQL, queues)
+
+
+def queue_counts(rows: Sequence[Sequence[Any]]) -> dict[str, QueueCounts]:
+    """``(queue, status, count)`` rows (status ``pending`` or ``processing``) as the
+    result of :meth:`~pocketjobs.plugins.jobs.drivers.base.JobsDriver.jobs_count_by_queue`,
+    by queue name."""
+    pending: dict[str, int] = {}
+    processing: dict[str, int] = {}
+    for queue, status, count in rows:
+        (pending if status == "pending" else processing)[queue] = int(count)
+    return {
+        name: QueueCounts(pending.get(name, 0), processing.get(name, 0))
+        for name in sorted(pending.keys() | processing.keys())
+    }
 
 
 def _pending_outside(

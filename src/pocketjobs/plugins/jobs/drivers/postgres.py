@@ -28,8 +28,9 @@ from pocketjobs.plugins.jobs.drivers.base import (
     ClaimParams,
     NewJob,
     Outcomes,
+    QueueCounts,
 )
-from pocketjobs.plugins.jobs.drivers.portable import JOB_COLUMNS, PortableSQLDriver
+from pocketjobs.plugins.jobs.drivers.portable import JOB_COLUMNS, PortableSQLDriver, queue_counts
 from pocketjobs.plugins.jobs.job import MAX_ERRORS_KEPT, Job
 from pocketjobs.plugins.jobs.limits import MAX_PRIORITY
 
@@ -598,6 +599,27 @@ _INSERT_MANY_SQL = """WITH inserted AS (
     SELECT pg_notify(?, ?)"""
 
 
+# Metrics: the queues with pending jobs, one probe of idx_jobs_pending (queue first) each
+# (a loose index scan), and each one's pending jobs counted in that index up to the cap
+# (the LIMIT stops the scan); then the processing jobs per queue, in idx_jobs_locked (as
+# many as there are worker slots). One statement, one round trip.
+_COUNT_BY_QUEUE_SQL = """WITH RECURSIVE t(queue) AS (
+        SELECT (SELECT queue FROM _jobs WHERE status = 'pending' ORDER BY queue LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.queue FROM _jobs AS j WHERE j.status = 'pending' AND j.queue > t.queue
+                ORDER BY j.queue LIMIT 1)
+        FROM t WHERE t.queue IS NOT NULL
+    )
+    SELECT t.queue, 'pending', (
+        SELECT count(*) FROM (
+            SELECT 1 FROM _jobs AS p WHERE p.status = 'pending' AND p.queue = t.queue
+            LIMIT ?::bigint
+        ) AS capped)
+    FROM t WHERE t.queue IS NOT NULL
+    UNION ALL
+    SELECT queue, 'processing', count(*) FROM _jobs WHERE status = 'processing' GROUP BY queue"""
+
+
 def _rows_json(jobs: Sequence[NewJob]) -> str:
     """``jobs`` as the JSON array :data:`_INSERT_MANY_SQL` reads (payloads are JSON text
     already; the values shared by a batch are encoded once)."""
@@ -755,6 +777,15 @@ class PostgresJobsDriver(PortableSQLDriver):
             (list(queues), list(topics)),
         )
         return value if isinstance(value, datetime) else None
+
+    def jobs_count_by_queue(self, q: Queryable, *, pending_cap: int) -> dict[str, QueueCounts]:
+        return queue_counts(q.fetch_tuples(_COUNT_BY_QUEUE_SQL, (pending_cap,)))
+
+    def count_by_queue_plan(self, db: Database, *, pending_cap: int) -> str:
+        rows = db.fetch_tuples(
+            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + _COUNT_BY_QUEUE_SQL, (pending_cap,)
+        )
+        return "\n".join(str(row[0]) for row in rows)
 
     def queues_set_paused(self, q: Queryable, name: str, paused: bool, now: datetime) -> None:
         super().queues_set_paused(q, name, paused, now)

@@ -17,8 +17,8 @@ from typing import Any
 
 from pocketjobs.core import Database, Migration, Queryable, Tx
 from pocketjobs.core.times import format_time
-from pocketjobs.plugins.jobs.drivers.base import Claim, ClaimParams, NewJob, Outcomes
-from pocketjobs.plugins.jobs.drivers.portable import JOB_COLUMNS, PortableSQLDriver
+from pocketjobs.plugins.jobs.drivers.base import Claim, ClaimParams, NewJob, Outcomes, QueueCounts
+from pocketjobs.plugins.jobs.drivers.portable import JOB_COLUMNS, PortableSQLDriver, queue_counts
 from pocketjobs.plugins.jobs.job import MAX_ERRORS_KEPT, Job
 from pocketjobs.plugins.jobs.limits import MAX_PRIORITY
 
@@ -301,6 +301,31 @@ _RELEASE_SQL = """UPDATE _jobs SET status = 'pending', run_at = ?, locked_until 
     WHERE id = ? AND locked_by = ? AND status = 'processing'"""
 
 
+# Metrics: the queues with pending jobs, one probe of idx_jobs_pending (queue first) each
+# (a loose index scan), and each one's pending jobs counted in that index up to the cap
+# (the LIMIT stops the scan); then the processing jobs per queue, in idx_jobs_locked (as
+# many as there are worker slots). One statement; it starts with SELECT, so it runs on a
+# reader connection, never waiting for the writer.
+_COUNT_BY_QUEUE_SQL = """SELECT queue, status, jobs FROM (WITH RECURSIVE t(queue) AS (
+        SELECT (SELECT queue FROM _jobs INDEXED BY idx_jobs_pending WHERE status = 'pending'
+                ORDER BY queue LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.queue FROM _jobs AS j INDEXED BY idx_jobs_pending
+                WHERE j.status = 'pending' AND j.queue > t.queue ORDER BY j.queue LIMIT 1)
+        FROM t WHERE t.queue IS NOT NULL
+    )
+    SELECT t.queue AS queue, 'pending' AS status, (
+        SELECT count(*) FROM (
+            SELECT 1 FROM _jobs AS p INDEXED BY idx_jobs_pending
+            WHERE p.status = 'pending' AND p.queue = t.queue LIMIT ?
+        )) AS jobs
+    FROM t WHERE t.queue IS NOT NULL
+    UNION ALL
+    SELECT queue, 'processing', count(*) FROM _jobs INDEXED BY idx_jobs_locked
+    WHERE status = 'processing' GROUP BY queue
+    ) AS counts"""
+
+
 def _settle(tx: Queryable, outcomes: Outcomes) -> int:
     """:meth:`SQLiteJobsDriver.jobs_settle` on an open transaction."""
     stamp = format_time(outcomes.now)
@@ -432,6 +457,13 @@ class SQLiteJobsDriver(PortableSQLDriver):
             (*topics, json.dumps(list(queues)), _PRIORITIES),
         )
         return _time(value) if value is not None else None
+
+    def jobs_count_by_queue(self, q: Queryable, *, pending_cap: int) -> dict[str, QueueCounts]:
+        return queue_counts(q.fetch_tuples(_COUNT_BY_QUEUE_SQL, (pending_cap,)))
+
+    def count_by_queue_plan(self, db: Database, *, pending_cap: int) -> str:
+        rows = db.fetch_tuples("EXPLAIN QUERY PLAN " + _COUNT_BY_QUEUE_SQL, (pending_cap,))
+        return "\n".join(str(row[-1]) for row in rows)
 
     def jobs_settle(self, q: Queryable, outcomes: Outcomes) -> int:
         # Completions, failures and snoozes are executemany calls: on the database itself
