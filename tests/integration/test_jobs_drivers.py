@@ -776,6 +776,23 @@ def test_queue_state_counts_jobs_and_keeps_paused_queues(queue: Queue) -> None:
     assert QueueState("idle", False, 0, 0) in queue.driver.queues_state(queue.db)
 
 
+def test_cancel_says_whether_it_cancelled_a_pending_job(queue: Queue) -> None:
+    pending = queue.add()
+    first = queue.driver.jobs_cancel(queue.db, pending.id, NOW)
+    assert first is not None
+    assert (first.job.status, first.from_pending) == ("cancelled", True)
+    again = queue.driver.jobs_cancel(queue.db, pending.id, NOW)  # the same instant
+    assert again is not None
+    assert (again.job, again.from_pending) == (first.job, False)
+    running = queue.in_status("processing")
+    requested = queue.driver.jobs_cancel(queue.db, running.id, NOW)
+    assert requested is not None
+    assert requested.job.status == "processing"
+    assert requested.job.cancel_requested_at == NOW
+    assert not requested.from_pending
+    assert queue.driver.jobs_cancel(queue.db, uuid7(), NOW) is None
+
+
 def test_count_by_queue_counts_pending_jobs_up_to_the_cap_and_processing_jobs(
     queue: Queue,
 ) -> None:

@@ -47,6 +47,8 @@ SPEC_DEFAULTS: dict[str, Any] = {
     "queues": None,
     "queue_limits": {},
     "default_timeout": None,
+    "metrics": True,
+    "metrics_rule": None,
 }
 
 
@@ -341,6 +343,7 @@ BOOL_VARIABLES = [
     ("PB_JOBS_DISABLED", "disabled"),
     ("PB_JOBS_HTTP_ENABLED", "http_enabled"),
     ("PB_JOBS_AUTO_START", "auto_start"),
+    ("PB_JOBS_METRICS", "metrics"),
 ]
 INT_VARIABLES = [
     ("PB_JOBS_WORKERS", "workers"),
@@ -475,6 +478,7 @@ def test_env_all_variables_at_once() -> None:
         "PB_JOBS_AUTO_START": "false",
         "PB_JOBS_SHUTDOWN_TIMEOUT": "1m",
         "PB_JOBS_MAX_BACKOFF": "2h",
+        "PB_JOBS_METRICS": "0",
     }
     rule_backoff = Config(enqueue_rule="true", manage_rule="", backoff=lambda n: timedelta(n))
     config = apply_env(rule_backoff, environ)
@@ -492,6 +496,7 @@ def test_env_all_variables_at_once() -> None:
         auto_start=False,
         shutdown_timeout=timedelta(minutes=1),
         max_backoff=timedelta(hours=2),
+        metrics=False,
     )
     # fields without an env variable keep the code's values
     assert config.enqueue_rule == "true"

@@ -22,6 +22,8 @@ field                 default                         env override
 ``queues``            ``None`` (``default``: workers) ``PB_JOBS_QUEUES`` (``default:10,mail:2``)
 ``queue_limits``      ``{}`` (no global limit)        ``PB_JOBS_QUEUE_LIMITS`` (``mail:5``)
 ``default_timeout``   ``None`` (no timeout)           ``PB_JOBS_DEFAULT_TIMEOUT`` (duration)
+``metrics``           ``True``                        ``PB_JOBS_METRICS`` (bool)
+``metrics_rule``      ``None`` (superusers only)      —
 ====================  ==============================  ==========================================
 
 Env values:
@@ -100,9 +102,9 @@ def default_backoff(attempt: int) -> timedelta:
 
 # Field groups, used by normalisation, validation and the typing test.
 _DURATION_FIELDS = ("poll_interval", "lock_duration", "shutdown_timeout", "max_backoff")
-_BOOL_FIELDS = ("disabled", "http_enabled", "auto_start")
+_BOOL_FIELDS = ("disabled", "http_enabled", "auto_start", "metrics")
 _INT_FIELDS = ("workers", "batch_size", "max_retries", "max_payload_size")
-_RULE_FIELDS = ("enqueue_rule", "manage_rule")
+_RULE_FIELDS = ("enqueue_rule", "manage_rule", "metrics_rule")
 _QUEUE_FIELDS = ("queues", "queue_limits")
 
 
@@ -117,9 +119,9 @@ class Config:
     sets give equal configs). Construction never raises on bad values: call :func:`validate`
     (or :func:`resolve_config`) to check them.
 
-    Rules (``enqueue_rule``/``manage_rule``): ``None`` and ``""`` both mean superusers only;
-    ``"true"`` opens the endpoint to everyone. Their syntax is checked when the plugin
-    compiles them, not here.
+    Rules (``enqueue_rule``/``manage_rule``/``metrics_rule``): ``None`` and ``""`` both mean
+    superusers only; ``"true"`` opens the endpoint to everyone. Their syntax is checked when
+    the plugin compiles them, not here.
 
     Typing: the fields are annotated with the type they hold *after* construction
     (``timedelta``, ``tuple[str, ...]``), so ``config.poll_interval.total_seconds()``
@@ -150,6 +152,10 @@ class Config:
     queues: dict[str, int] | None = None
     queue_limits: dict[str, int] = dataclasses.field(default_factory=dict)
     default_timeout: timedelta | None = None
+    #: Prometheus metrics (``metrics.py``): counters and histograms fed by the job event
+    #: hooks, ``GET /api/jobs/metrics``, ``--metrics``. Off: no hook is bound, no event built.
+    metrics: bool = True
+    metrics_rule: str | None = None
 
     if TYPE_CHECKING:
         # What the constructor accepts; the run-time __init__ is the generated one.
@@ -174,6 +180,8 @@ class Config:
             queues: Mapping[str, int] | None = ...,
             queue_limits: Mapping[str, int] = ...,
             default_timeout: timedelta | float | None = ...,
+            metrics: bool = ...,
+            metrics_rule: str | None = ...,
         ) -> None: ...
 
     def __post_init__(self) -> None:
@@ -358,6 +366,7 @@ _ENV_OVERRIDES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("PB_JOBS_QUEUES", "queues", parse_queue_sizes),
     ("PB_JOBS_QUEUE_LIMITS", "queue_limits", parse_queue_sizes),
     ("PB_JOBS_DEFAULT_TIMEOUT", "default_timeout", _parse_env_duration),
+    ("PB_JOBS_METRICS", "metrics", _parse_bool),
 )
 _BLANK_MEANS_DEFAULT = frozenset({"PB_JOBS_ALLOWED_TOPICS"})
 

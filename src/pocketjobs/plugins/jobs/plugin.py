@@ -9,6 +9,7 @@ from pocketjobs.core import BaseApp, BootstrapEvent, ServeEvent, TerminateEvent
 from pocketjobs.plugins.jobs.commands import jobs_command, queues_option
 from pocketjobs.plugins.jobs.config import Config
 from pocketjobs.plugins.jobs.drivers import driver_for
+from pocketjobs.plugins.jobs.exporter import MetricsServer, metrics_option
 from pocketjobs.plugins.jobs.migrations import apply_jobs_migrations
 from pocketjobs.plugins.jobs.store import JobStore
 from pocketjobs.tools.hook import Handler
@@ -42,12 +43,15 @@ class JobsPlugin:
         self.store = JobStore(app, config)
         self.enqueue_rule = _compile(config.enqueue_rule)
         self.manage_rule = _compile(config.manage_rule)
+        self.metrics_rule = _compile(config.metrics_rule)
+        self.metrics_server = MetricsServer(self.store.metrics, app)
         self._forget = forget
 
     def bind(self) -> None:
         """Bind the lifecycle handlers on the app's hooks and add the ``jobs`` command."""
         self.app.add_command(jobs_command(self.store))
         self.app.add_background_option(queues_option(self.store))
+        self.app.add_background_option(metrics_option(self.metrics_server))
         self.app.on_bootstrap.bind(Handler(fn=self._on_bootstrap, id=BOOTSTRAP_HANDLER_ID))
         self.app.on_serve.bind(Handler(fn=self._on_serve, id=SERVE_HANDLER_ID))
         self.app.on_terminate.bind(
@@ -60,6 +64,7 @@ class JobsPlugin:
         driver = driver_for(self.app.db)
         apply_jobs_migrations(self.app, driver)
         self.store.attach(driver)
+        self.metrics_server.serve()  # when --metrics asked for it
         if self.config.auto_start and self.app.background_enabled:
             self.store.start()
         self.app.logger.info(
@@ -81,6 +86,7 @@ class JobsPlugin:
     def _on_terminate(self, event: TerminateEvent) -> None:
         try:
             self.store.stop()
+            self.metrics_server.close()
         finally:
             self._forget(self.app)
         event.next()

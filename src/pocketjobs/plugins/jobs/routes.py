@@ -13,6 +13,7 @@ method and path                          rule            success
 ``POST /api/jobs/{id}/requeue``          manage_rule     200 the job
 ``DELETE /api/jobs/{id}``                manage_rule     200 ``{"ok": true}``
 ``GET /api/jobs/openapi.json``           public          200 the OpenAPI 3.1 document
+``GET /api/jobs/metrics``                metrics_rule    200 Prometheus text (``exporter.py``)
 =======================================  ==============  ====================================
 
 An enqueue body may name its ``queue``; ``GET /api/jobs`` filters by ``topic``, ``status``
@@ -48,6 +49,7 @@ from pocketjobs.core import ServeEvent
 from pocketjobs.core.times import parse_time
 from pocketjobs.plugins.jobs.config import parse_duration
 from pocketjobs.plugins.jobs.errors import InvalidJobOptions, JobsError
+from pocketjobs.plugins.jobs.exporter import METRICS_PATH, metrics_endpoint
 from pocketjobs.plugins.jobs.job import JobFilter, JobStatus, QueueInfo
 from pocketjobs.plugins.jobs.limits import MAX_LIST_LIMIT, MAX_OFFSET
 from pocketjobs.plugins.jobs.openapi import openapi_document
@@ -287,6 +289,7 @@ def bind_routes(event: ServeEvent, plugin: JobsPlugin) -> None:
     router.add_route("/api/jobs", list_jobs, methods=["GET"])
     router.add_route("/api/jobs/stats", stats, methods=["GET"])
     router.add_route("/api/jobs/openapi.json", openapi, methods=["GET"])
+    router.add_route(METRICS_PATH, metrics_endpoint(plugin), methods=["GET"])  # metrics_rule
     # Before /api/jobs/{job_id}, which would take "queues" for a job id.
     router.add_route("/api/jobs/queues", list_queues, methods=["GET"])
     router.add_route("/api/jobs/queues/{name}/pause", pause_queue, methods=["POST"])

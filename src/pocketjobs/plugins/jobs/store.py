@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pocketjobs.core import IntegrityError, Tx
 from pocketjobs.plugins.jobs.config import Config
 from pocketjobs.plugins.jobs.dispatcher import Dispatcher, JobHandler
-from pocketjobs.plugins.jobs.drivers import JobsDriver, NewJob
+from pocketjobs.plugins.jobs.drivers import JobsDriver, NewJob, QueueCounts
 from pocketjobs.plugins.jobs.errors import (
     InvalidJobOptions,
     JobCannotCancel,
@@ -29,6 +29,7 @@ from pocketjobs.plugins.jobs.errors import (
 from pocketjobs.plugins.jobs.events import JobEvents
 from pocketjobs.plugins.jobs.handlers import HandlerOptions, check_handler
 from pocketjobs.plugins.jobs.job import Job, JobFilter, JobList, JobStats, QueueInfo, uuid7
+from pocketjobs.plugins.jobs.metrics import JobMetrics
 from pocketjobs.plugins.jobs.presence import orphaned_work
 from pocketjobs.plugins.jobs.task import Task
 from pocketjobs.plugins.jobs.validation import (
@@ -67,6 +68,12 @@ class JobStore:
         #: Hooks run when an attempt starts and when it ends (see ``events.py``).
         self.on_job_start = self._events.on_job_start
         self.on_job_done = self._events.on_job_done
+        #: The store's Prometheus metrics (``metrics.py``); ``None`` when the config's
+        #: ``metrics`` is off.
+        self.metrics: JobMetrics | None = None
+        if config.metrics:
+            self.metrics = JobMetrics(self._count_by_queue, self.queue_sizes, app.logger)
+            self.metrics.bind(self.on_job_start, self.on_job_done)
 
     def attach(self, driver: JobsDriver) -> None:
         """Use ``driver`` for the app's (now open) database. Called by the plugin on bootstrap."""
@@ -180,11 +187,12 @@ class JobStore:
             holders = self._driver.jobs_insert(
                 tx if tx is not None else self._app.db, rows, wake_at=due
             )
-        if any(holder is None for holder in holders):
+        inserted = sum(holder is None for holder in holders)
+        if inserted:
             if tx is not None:
-                tx.on_commit(lambda: self._wake(due))
+                tx.on_commit(lambda: self._inserted(due, spec.queue, topic, inserted))
             else:
-                self._wake(due)
+                self._inserted(due, spec.queue, topic, inserted)
         return [
             Job(row.id, topic, payload, "pending", due, None, 0, retries, None, now, now,
                 spec.priority, row.unique_key, spec.queue, timeout=spec.timeout)
@@ -192,6 +200,15 @@ class JobStore:
             else dataclasses.replace(holder, duplicate=True)
             for row, payload, holder in zip(rows, payloads, holders, strict=True)
         ]  # fmt: skip
+
+    def _inserted(self, due: datetime, queue: str, topic: str, count: int) -> None:
+        """``count`` new jobs are in the database (committed): wake the dispatcher, count them."""
+        self._wake(due)
+        if self.metrics is not None:
+            self.metrics.count_enqueued(queue, topic, count)
+
+    def _count_by_queue(self, pending_cap: int) -> dict[str, QueueCounts]:
+        return self._driver.jobs_count_by_queue(self._app.db, pending_cap=pending_cap)
 
     def _wake(self, due: datetime | None) -> None:
         dispatcher = self._dispatcher
@@ -291,13 +308,16 @@ class JobStore:
         is then (``cancel_requested_at`` set while it still runs); cancelling a cancelled
         job changes nothing. Raises :class:`JobNotFound`, or :class:`JobCannotCancel` for a
         completed or failed job."""
-        job = (
+        result = (
             self._driver.jobs_cancel(self._app.db, job_id, to_millis(self._clock()))
             if check_job_id(job_id)
             else None
         )
-        if job is None:
+        if result is None:
             raise JobNotFound(f"job {job_id!r} not found")
+        job = result.job
+        if result.from_pending and self.metrics is not None:  # it never ran: no done event
+            self.metrics.count_cancelled(job.queue, job.topic)
         if job.status in ("completed", "failed"):
             raise JobCannotCancel(f"job {job_id} is {job.status}: there is nothing to cancel")
         dispatcher = self._dispatcher

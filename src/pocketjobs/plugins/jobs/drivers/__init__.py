@@ -15,6 +15,7 @@ from pocketjobs.plugins.jobs.drivers.base import (
     CANCEL_PREFIX,
     NOTIFY_CHANNEL,
     Cancelled,
+    CancelResult,
     Claim,
     ClaimParams,
     Failure,
@@ -31,6 +32,7 @@ from pocketjobs.plugins.jobs.drivers.base import (
 __all__ = [
     "CANCEL_PREFIX",
     "NOTIFY_CHANNEL",
+    "CancelResult",
     "Cancelled",
     "Claim",
     "ClaimParams",

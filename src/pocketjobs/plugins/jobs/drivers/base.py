@@ -24,6 +24,7 @@ from pocketjobs.plugins.jobs.job import DEFAULT_QUEUE, Job, JobFilter
 __all__ = [
     "CANCEL_PREFIX",
     "NOTIFY_CHANNEL",
+    "CancelResult",
     "Cancelled",
     "Claim",
     "ClaimParams",
@@ -162,6 +163,15 @@ class Cancelled:
 
 
 @dataclass(frozen=True, slots=True)
+class CancelResult:
+    """What a cancel found and did: ``job`` as it is then, and whether it was pending and
+    this cancel cancelled it (``from_pending``; a job that was cancelled already is not)."""
+
+    job: Job
+    from_pending: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Outcomes:
     """Finished attempts to record at ``now``: the completed claims, the failures, the
     snoozed ones and the cancelled ones."""
@@ -223,12 +233,12 @@ class JobsDriver(abc.ABC):
         attempt history kept); ``None`` if it is neither."""
 
     @abc.abstractmethod
-    def jobs_cancel(self, q: Queryable, job_id: str, now: datetime) -> Job | None:
+    def jobs_cancel(self, q: Queryable, job_id: str, now: datetime) -> CancelResult | None:
         """Cancel the job: a pending one becomes ``cancelled`` at once; for a processing
         one the cancel is requested (``cancel_requested_at``), and, where the database
         can, the dispatchers are notified on commit so that the one running it stops it.
-        Returns the job as it is then (unchanged when it had finished); ``None`` if there
-        is no such job."""
+        Returns the job as it is then (unchanged when it had finished) and whether it was
+        cancelled from pending; ``None`` if there is no such job."""
 
     @abc.abstractmethod
     def jobs_cancel_requested(self, q: Queryable, claims: Sequence[Claim]) -> set[Claim]:

@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from pocketjobs.core import Queryable
 from pocketjobs.plugins.jobs.drivers.base import (
+    CancelResult,
     Claim,
     JobsDriver,
     QueueCounts,
@@ -144,16 +145,17 @@ class PortableSQLDriver(JobsDriver, abc.ABC):
         rows = q.fetch_tuples(_REQUEUE_SQL, (stamp, stamp, job_id))
         return self.decode_job(rows[0]) if rows else None
 
-    def jobs_cancel(self, q: Queryable, job_id: str, now: datetime) -> Job | None:
+    def jobs_cancel(self, q: Queryable, job_id: str, now: datetime) -> CancelResult | None:
         stamp = self.encode_time(now)
         rows = q.fetch_tuples(_CANCEL_PENDING_SQL, (stamp, stamp, job_id))
         if rows:
-            return self.decode_job(rows[0])
+            return CancelResult(self.decode_job(rows[0]), from_pending=True)
         rows = q.fetch_tuples(_CANCEL_RUNNING_SQL, (stamp, stamp, job_id))
         if rows:
             self._notify_cancel(q, job_id)
-            return self.decode_job(rows[0])
-        return self.jobs_get(q, job_id)
+            return CancelResult(self.decode_job(rows[0]))
+        job = self.jobs_get(q, job_id)
+        return CancelResult(job) if job is not None else None
 
     def _notify_cancel(self, q: Queryable, job_id: str) -> None:
         """Tell the dispatchers, where the database can, that ``job_id``'s cancel was

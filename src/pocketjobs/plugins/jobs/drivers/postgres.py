@@ -602,7 +602,11 @@ _INSERT_MANY_SQL = """WITH inserted AS (
 # Metrics: the queues with pending jobs, one probe of idx_jobs_pending (queue first) each
 # (a loose index scan), and each one's pending jobs counted in that index up to the cap
 # (the LIMIT stops the scan); then the processing jobs per queue, in idx_jobs_locked (as
-# many as there are worker slots). One statement, one round trip.
+# many as there are worker slots). Planned without bitmap or sequential scans
+# (_COUNT_SETTINGS): before the table is analyzed the planner takes a bitmap scan of the
+# queue's whole range of the index, which the LIMIT does not stop (every pending job of a
+# backlog read at each scrape); only an ordered index scan stops at the cap.
+_COUNT_SETTINGS = (("enable_bitmapscan", "off"), ("enable_seqscan", "off"))
 _COUNT_BY_QUEUE_SQL = """WITH RECURSIVE t(queue) AS (
         SELECT (SELECT queue FROM _jobs WHERE status = 'pending' ORDER BY queue LIMIT 1)
         UNION ALL
@@ -618,6 +622,17 @@ _COUNT_BY_QUEUE_SQL = """WITH RECURSIVE t(queue) AS (
     FROM t WHERE t.queue IS NOT NULL
     UNION ALL
     SELECT queue, 'processing', count(*) FROM _jobs WHERE status = 'processing' GROUP BY queue"""
+
+
+def _counting(q: Queryable, sql: str, pending_cap: int) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` (the count by queue, or its plan), planned with
+    :data:`_COUNT_SETTINGS` in a transaction (``q``'s, or one of its own)."""
+    if isinstance(q, Database):
+        with q.transaction() as tx:
+            return _counting(tx, sql, pending_cap)
+    for name, value in _COUNT_SETTINGS:
+        q.execute(f"SET LOCAL {name} = {value}")
+    return q.fetch_tuples(sql, (pending_cap,))
 
 
 def _rows_json(jobs: Sequence[NewJob]) -> str:
@@ -779,13 +794,12 @@ class PostgresJobsDriver(PortableSQLDriver):
         return value if isinstance(value, datetime) else None
 
     def jobs_count_by_queue(self, q: Queryable, *, pending_cap: int) -> dict[str, QueueCounts]:
-        return queue_counts(q.fetch_tuples(_COUNT_BY_QUEUE_SQL, (pending_cap,)))
+        # The planner settings are the transaction's (in a caller's: for the rest of it).
+        return queue_counts(_counting(q, _COUNT_BY_QUEUE_SQL, pending_cap))
 
     def count_by_queue_plan(self, db: Database, *, pending_cap: int) -> str:
-        rows = db.fetch_tuples(
-            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + _COUNT_BY_QUEUE_SQL, (pending_cap,)
-        )
-        return "\n".join(str(row[0]) for row in rows)
+        explain = "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + _COUNT_BY_QUEUE_SQL
+        return "\n".join(str(row[0]) for row in _counting(db, explain, pending_cap))
 
     def queues_set_paused(self, q: Queryable, name: str, paused: bool, now: datetime) -> None:
         super().queues_set_paused(q, name, paused, now)
