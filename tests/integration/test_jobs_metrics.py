@@ -217,6 +217,24 @@ def test_a_known_workload_is_counted_exactly(harness: Harness) -> None:
         assert completed.value == 6
 
 
+def test_the_queue_wait_runs_from_due_to_claimed(harness: Harness) -> None:
+    node = harness.node(auto_start=False)
+    node.store.register("ok", lambda job: None)
+    late = node.store.enqueue("ok", run_at=now_utc() - timedelta(minutes=2))
+    node.store.start()
+    node.wait_status(late.id, "completed")
+    node.store.stop()
+    metrics = node.store.metrics
+    assert metrics is not None
+    samples = parse(metrics.render(None)[0].decode())
+    name = "pocketjobs_job_queue_wait_seconds"
+    key = ("default", "ok")
+    assert 120 <= by_queue_topic(samples, f"{name}_sum")[key] < 150
+    assert by_queue_topic(samples, f"{name}_bucket", le="60.0")[key] == 0
+    assert by_queue_topic(samples, f"{name}_bucket", le="300.0")[key] == 1
+    assert by_queue_topic(samples, "pocketjobs_job_run_seconds_bucket", le="1.0")[key] == 1
+
+
 def test_each_app_has_its_own_registry(harness: Harness) -> None:
     first = harness.node(auto_start=False)
     second = harness.node(auto_start=False)
@@ -383,13 +401,14 @@ def test_metrics_off_bind_no_hook_and_hide_the_endpoint(harness: Harness) -> Non
         assert response.json()["message"] == "The jobs metrics are off."
 
 
-def test_metrics_handlers_have_stable_ids(harness: Harness) -> None:
+def test_metrics_bind_one_done_handler_with_a_stable_id(harness: Harness) -> None:
+    """One done event per attempt feeds every metric: no start event is built for them."""
     node = harness.node(auto_start=False)
     metrics = node.store.metrics
     assert metrics is not None
-    assert (node.store.on_job_start.length(), node.store.on_job_done.length()) == (1, 1)
-    metrics.bind(node.store.on_job_start, node.store.on_job_done)  # the same ids: replaced
-    assert (node.store.on_job_start.length(), node.store.on_job_done.length()) == (1, 1)
+    assert (node.store.on_job_start.length(), node.store.on_job_done.length()) == (0, 1)
+    metrics.bind(node.store.on_job_done)  # the same id: replaced, not added
+    assert node.store.on_job_done.length() == 1
     node.store.on_job_done.unbind(DONE_HANDLER_ID)
     assert node.store.on_job_done.length() == 0
 

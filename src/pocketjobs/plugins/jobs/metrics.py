@@ -17,7 +17,8 @@ metric                                     labels           fed by
 ``pocketjobs_jobs_snoozed_total``          queue, topic     ``on_job_done``: ``snoozed``
 ``pocketjobs_job_run_seconds``             queue, topic     ``on_job_done``: every attempt's
                                                             duration, whatever its outcome
-``pocketjobs_job_queue_wait_seconds``      queue, topic     ``on_job_start``: due → started
+``pocketjobs_job_queue_wait_seconds``      queue, topic     ``on_job_done``: each attempt's
+                                                            wait, due → claimed
 ``pocketjobs_jobs``                        queue, status    the database, at scrape time
 =========================================  ===============  ===============================
 
@@ -34,15 +35,22 @@ cap), processing jobs are as many as there are worker slots (see
 
 from __future__ import annotations
 
+import bisect
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from pocketjobs.plugins.jobs.drivers import QueueCounts
-from pocketjobs.plugins.jobs.events import JobDoneEvent, JobOutcome, JobStartEvent
+from pocketjobs.plugins.jobs.events import JobDoneEvent, JobOutcome
 from pocketjobs.tools.hook import Handler, Hook
 
 __all__ = [
@@ -51,28 +59,53 @@ __all__ = [
     "PENDING_COUNT_CAP",
     "QUEUE_WAIT_BUCKETS",
     "RUN_SECONDS_BUCKETS",
-    "START_HANDLER_ID",
     "JobMetrics",
 ]
 
-START_HANDLER_ID = "__pbJobsMetricsOnJobStart__"
 DONE_HANDLER_ID = "__pbJobsMetricsOnJobDone__"
-#: The metrics handlers run first: a later handler that never calls ``e.next()`` cannot
+#: The metrics handler runs first: a later handler that never calls ``e.next()`` cannot
 #: keep an event from being counted.
 HANDLER_PRIORITY = -999
 #: Pending jobs are counted per queue up to this number at each scrape.
 PENDING_COUNT_CAP = 10_000
-#: Attempt durations: from 5 ms to an hour.
+#: Attempt durations (upper bounds, seconds): from 5 ms to an hour.
 RUN_SECONDS_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
 )  # fmt: skip
-#: Waits from due to started: from 5 ms (an idle worker) to a day (a backlog).
+#: Waits from due to started (upper bounds, seconds): from 5 ms (an idle worker) to a day.
 QUEUE_WAIT_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400,
 )  # fmt: skip
 _LABELS = ("queue", "topic")
+# The counters, in the order of _Series.counts; the ones an outcome feeds.
+_COUNTERS = (
+    ("enqueued", "Jobs enqueued (inserted; duplicates and rolled-back enqueues not counted)."),
+    ("completed", "Attempts that completed."),
+    ("failed", "Jobs that failed for good."),
+    ("retried", "Failed attempts to be retried."),
+    ("cancelled", "Jobs cancelled: running ones stopped here, pending ones cancelled here."),
+    ("snoozed", "Attempts that snoozed."),
+)
+_OUTCOME_INDEX: dict[JobOutcome, int] = {
+    "completed": 1, "failed": 2, "retrying": 3, "cancelled": 4, "snoozed": 5,
+}  # fmt: skip
+_ENQUEUED, _CANCELLED = 0, 4
 
 CountByQueue = Callable[[int], Mapping[str, QueueCounts]]
+
+
+class _Series:
+    """The numbers of one ``(queue, topic)``: counters, and per histogram its bucket
+    counts (not cumulative; the last one is +Inf) and sum."""
+
+    __slots__ = ("counts", "run_buckets", "run_sum", "wait_buckets", "wait_sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(_COUNTERS)
+        self.run_buckets = [0] * (len(RUN_SECONDS_BUCKETS) + 1)
+        self.run_sum = 0.0
+        self.wait_buckets = [0] * (len(QUEUE_WAIT_BUCKETS) + 1)
+        self.wait_sum = 0.0
 
 
 class JobMetrics:
@@ -81,8 +114,14 @@ class JobMetrics:
     ``count_by_queue(cap)`` reads the pending (capped) and processing jobs per queue from
     the database at scrape time; ``queues()`` names the queues this process works on
     (reported even when empty). :meth:`bind` feeds the counters and histograms from the
-    store's job event hooks; the store calls :meth:`count_enqueued` and
-    :meth:`count_cancelled`."""
+    store's ``on_job_done`` hook; the store calls :meth:`count_enqueued` and
+    :meth:`count_cancelled`.
+
+    The numbers are plain integers turned into metric families when scraped (a custom
+    collector), not ``prometheus_client`` counters: an event costs a dictionary lookup
+    and a few additions on the events thread, no lock. The events thread alone writes
+    what the hooks count; enqueues and cancels, from any thread, write series of their
+    own under a lock."""
 
     def __init__(
         self,
@@ -97,51 +136,27 @@ class JobMetrics:
         self._count_by_queue = count_by_queue
         self._queues = queues
         self._logger = logger
-        self._seen_queues: set[str] = set()
+        self._attempts: dict[tuple[str, str], _Series] = {}  # the events thread's
+        self._calls: dict[tuple[str, str], _Series] = {}  # enqueues and cancels
+        self._calls_lock = threading.Lock()
+        self.registry.register(_Collector(self))
 
-        def counter(name: str, what: str) -> Counter:
-            return Counter(name, what, _LABELS, registry=self.registry)
-
-        self.enqueued = counter("pocketjobs_jobs_enqueued_total", "Jobs enqueued (inserted).")
-        self.completed = counter("pocketjobs_jobs_completed_total", "Attempts that completed.")
-        self.failed = counter("pocketjobs_jobs_failed_total", "Jobs that failed for good.")
-        self.retried = counter("pocketjobs_jobs_retried_total", "Failed attempts to retry.")
-        self.cancelled = counter("pocketjobs_jobs_cancelled_total", "Jobs cancelled.")
-        self.snoozed = counter("pocketjobs_jobs_snoozed_total", "Attempts that snoozed.")
-        self.run_seconds = Histogram(
-            "pocketjobs_job_run_seconds", "How long attempts ran.", _LABELS,
-            buckets=RUN_SECONDS_BUCKETS, registry=self.registry,
-        )  # fmt: skip
-        self.queue_wait_seconds = Histogram(
-            "pocketjobs_job_queue_wait_seconds", "How long jobs waited from due to started.",
-            _LABELS, buckets=QUEUE_WAIT_BUCKETS, registry=self.registry,
-        )  # fmt: skip
-        self._by_outcome: dict[JobOutcome, Counter] = {
-            "completed": self.completed,
-            "failed": self.failed,
-            "retrying": self.retried,
-            "cancelled": self.cancelled,
-            "snoozed": self.snoozed,
-        }
-        self.registry.register(_QueueGauges(self))
-
-    def bind(self, on_job_start: Hook[JobStartEvent], on_job_done: Hook[JobDoneEvent]) -> None:
-        """Count attempts from the store's event hooks (handlers ``START_HANDLER_ID`` and
-        ``DONE_HANDLER_ID``, first in their chains)."""
-        on_job_start.bind(
-            Handler(fn=self._on_start, id=START_HANDLER_ID, priority=HANDLER_PRIORITY)
-        )
+    def bind(self, on_job_done: Hook[JobDoneEvent]) -> None:
+        """Count attempts from the store's ``on_job_done`` hook (handler
+        ``DONE_HANDLER_ID``, first in its chain). One event per attempt feeds every
+        counter and both histograms: the attempt's wait is the claimed job's
+        ``attempted_at - run_at`` (due to claimed, as the database records it), so no
+        start event needs to be built for the metrics (each event costs the dispatcher;
+        see ``bench/``)."""
         on_job_done.bind(Handler(fn=self._on_done, id=DONE_HANDLER_ID, priority=HANDLER_PRIORITY))
 
     def count_enqueued(self, queue: str, topic: str, count: int) -> None:
         """``count`` jobs of ``topic`` were inserted into ``queue``."""
-        self._seen_queues.add(queue)
-        self.enqueued.labels(queue, topic).inc(count)
+        self._count_call(queue, topic, _ENQUEUED, count)
 
     def count_cancelled(self, queue: str, topic: str) -> None:
         """A pending job of ``topic`` in ``queue`` was cancelled (it never ran here)."""
-        self._seen_queues.add(queue)
-        self.cancelled.labels(queue, topic).inc()
+        self._count_call(queue, topic, _CANCELLED, 1)
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """The metrics (the gauges read from the database now) and their content type:
@@ -150,23 +165,74 @@ class JobMetrics:
         encode, content_type = choose_encoder(accept or "")
         return encode(self.registry), content_type
 
-    def _on_start(self, event: JobStartEvent) -> None:
-        job = event.job
-        self._seen_queues.add(job.queue)
-        self.queue_wait_seconds.labels(job.queue, job.topic).observe(event.waited)
-        event.next()
+    def _count_call(self, queue: str, topic: str, index: int, count: int) -> None:
+        with self._calls_lock:
+            series = self._calls.get((queue, topic))
+            if series is None:
+                series = self._calls[(queue, topic)] = _Series()
+            series.counts[index] += count
+
+    def _series(self, job_queue: str, topic: str) -> _Series:
+        key = (job_queue, topic)
+        series = self._attempts.get(key)
+        if series is None:
+            series = self._attempts[key] = _Series()  # one writer: the events thread
+        return series
 
     def _on_done(self, event: JobDoneEvent) -> None:
         job = event.job
-        self._by_outcome[event.outcome].labels(job.queue, job.topic).inc()
-        self.run_seconds.labels(job.queue, job.topic).observe(event.duration)
+        series = self._series(job.queue, job.topic)
+        series.counts[_OUTCOME_INDEX[event.outcome]] += 1
+        duration = event.duration
+        series.run_buckets[bisect.bisect_left(RUN_SECONDS_BUCKETS, duration)] += 1
+        series.run_sum += duration
+        if job.attempted_at is not None:  # set by every claim
+            waited = max(0.0, (job.attempted_at - job.run_at).total_seconds())
+            series.wait_buckets[bisect.bisect_left(QUEUE_WAIT_BUCKETS, waited)] += 1
+            series.wait_sum += waited
         event.next()
 
-    def queue_gauges(self) -> GaugeMetricFamily:
+    # -- scrape --------------------------------------------------------------------------
+
+    def families(self) -> Iterator[Metric]:
+        """Every metric now (see the module's docstring)."""
+        attempts = dict(self._attempts)  # the events thread may add series meanwhile
+        with self._calls_lock:
+            calls = {key: list(series.counts) for key, series in self._calls.items()}
+        for index, (name, what) in enumerate(_COUNTERS):
+            family = CounterMetricFamily(f"pocketjobs_jobs_{name}", what, labels=_LABELS)
+            for key in sorted(attempts.keys() | calls.keys()):
+                value = (attempts[key].counts[index] if key in attempts else 0) + (
+                    calls[key][index] if key in calls else 0
+                )
+                if value:
+                    family.add_metric(key, value)
+            yield family
+        run = HistogramMetricFamily(
+            "pocketjobs_job_run_seconds", "How long attempts ran.", labels=_LABELS
+        )
+        wait = HistogramMetricFamily(
+            "pocketjobs_job_queue_wait_seconds",
+            "How long jobs waited from due to started.",
+            labels=_LABELS,
+        )
+        for key in sorted(attempts):
+            series = attempts[key]
+            if any(series.run_buckets):
+                run.add_metric(key, _cumulative(RUN_SECONDS_BUCKETS, series.run_buckets),
+                               series.run_sum)  # fmt: skip
+            if any(series.wait_buckets):
+                wait.add_metric(key, _cumulative(QUEUE_WAIT_BUCKETS, series.wait_buckets),
+                                series.wait_sum)  # fmt: skip
+        yield run
+        yield wait
+        yield self.queue_gauges(attempts.keys() | calls.keys())
+
+    def queue_gauges(self, seen: Iterable[tuple[str, str]] = ()) -> GaugeMetricFamily:
         """``pocketjobs_jobs{queue, status}`` now: per queue with jobs, worked on here or
-        seen here, its pending (capped) and processing jobs. A database that cannot be
-        read gives a family without samples (and a warning in the log): the counters are
-        still scraped."""
+        seen in ``seen`` (``(queue, topic)`` pairs), its pending (capped) and processing
+        jobs. A database that cannot be read gives a family without samples (and a
+        warning in the log): the counters are still scraped."""
         family = GaugeMetricFamily(
             "pocketjobs_jobs",
             f"Jobs now, per queue and status (pending counted up to {self.pending_cap}).",
@@ -180,22 +246,33 @@ class JobMetrics:
             self._logger.warning("jobs metrics: could not count the jobs per queue: %s", exc)
             return family
         empty = QueueCounts(0, 0)
-        for name in sorted(counts.keys() | set(self._queues()) | self._seen_queues):
+        names = counts.keys() | set(self._queues()) | {queue for queue, _ in seen}
+        for name in sorted(names):
             found = counts.get(name, empty)
             family.add_metric((name, "pending"), found.pending)
             family.add_metric((name, "processing"), found.processing)
         return family
 
 
-class _QueueGauges:
-    """The registry's collector of ``pocketjobs_jobs`` (read at each scrape)."""
+def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, float]]:
+    """Bucket counts as the cumulative ``(le, count)`` pairs of the exposition."""
+    total = 0
+    buckets: list[tuple[str, float]] = []
+    for bound, count in zip((*bounds, float("inf")), counts, strict=True):
+        total += count
+        buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), total))
+    return buckets
+
+
+class _Collector:
+    """The registry's view of a :class:`JobMetrics` (read at each scrape)."""
 
     def __init__(self, metrics: JobMetrics) -> None:
         self._metrics = metrics
 
     def describe(self) -> Iterator[Metric]:
-        # Names the metric for the registry's duplicate check without reading the database.
-        yield GaugeMetricFamily("pocketjobs_jobs", "", labels=("queue", "status"))
+        # Nothing to check against: the registry is the store's own.
+        return iter(())
 
     def collect(self) -> Iterator[Metric]:
-        yield self._metrics.queue_gauges()
+        return self._metrics.families()
