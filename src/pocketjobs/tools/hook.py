@@ -226,8 +226,7 @@ class Hook(Generic[T]):
 
     def length(self) -> int:
         """Return the number of bound handlers."""
-        with self._lock:
-            return len(self._entries)
+        return len(self._fns)  # the snapshot bind/unbind replace whole: no lock to read it
 
     def trigger(self, event: T, *one_off_fns: Callable[[T], None]) -> None:
         """Run the handler chain for ``event``, followed by ``one_off_fns``.
@@ -249,8 +248,7 @@ class Hook(Generic[T]):
         Each link adds a few stack frames, so chains are limited to a few hundred links
         by Python's recursion limit.
         """
-        with self._lock:
-            fns = self._fns
+        fns = self._fns  # an immutable snapshot, replaced whole under the lock
         if one_off_fns:
             fns = fns + one_off_fns
         n = len(fns)
