@@ -35,9 +35,9 @@ cap), processing jobs are as many as there are worker slots (see
 
 from __future__ import annotations
 
-import bisect
 import logging
 import threading
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry
@@ -172,23 +172,19 @@ class JobMetrics:
                 series = self._calls[(queue, topic)] = _Series()
             series.counts[index] += count
 
-    def _series(self, job_queue: str, topic: str) -> _Series:
-        key = (job_queue, topic)
-        series = self._attempts.get(key)
-        if series is None:
-            series = self._attempts[key] = _Series()  # one writer: the events thread
-        return series
-
     def _on_done(self, event: JobDoneEvent) -> None:
         job = event.job
-        series = self._series(job.queue, job.topic)
+        series = self._attempts.get((job.queue, job.topic))
+        if series is None:  # one writer: the events thread
+            series = self._attempts[(job.queue, job.topic)] = _Series()
         series.counts[_OUTCOME_INDEX[event.outcome]] += 1
         duration = event.duration
-        series.run_buckets[bisect.bisect_left(RUN_SECONDS_BUCKETS, duration)] += 1
+        series.run_buckets[bisect_left(RUN_SECONDS_BUCKETS, duration)] += 1
         series.run_sum += duration
-        if job.attempted_at is not None:  # set by every claim
-            waited = max(0.0, (job.attempted_at - job.run_at).total_seconds())
-            series.wait_buckets[bisect.bisect_left(QUEUE_WAIT_BUCKETS, waited)] += 1
+        attempted_at = job.attempted_at
+        if attempted_at is not None:  # set by every claim
+            waited = max(0.0, (attempted_at - job.run_at).total_seconds())
+            series.wait_buckets[bisect_left(QUEUE_WAIT_BUCKETS, waited)] += 1
             series.wait_sum += waited
         event.next()
 
