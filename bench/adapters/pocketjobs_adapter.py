@@ -2,6 +2,10 @@
 worker process that runs the dispatcher with ``Config(workers=10, batch_size=10)`` and a
 plain (thread-pool) no-op handler -- what ``python main.py worker`` does.
 
+Its metrics are on (the default: the ``on_job_done`` hook bound, every attempt counted); the
+"metrics off" rows (``Config(metrics=False)``: no hook bound, no event built) run the same
+enqueue and burn-down beside them, so the table shows what the metrics cost.
+
 Also the pocketjobs-only helpers of the backlog workload (bulk-inserting finished rows,
 capturing the claim query's plan).
 """
@@ -12,7 +16,7 @@ import signal
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from bench.adapters.base import BURNDOWN, ENQUEUE, STEADY, WAKEUP, Adapter, WorkerHandle
 from bench.common import POSTGRES, SQLITE, Scenario, record, set_record_path, worker_ready_and_wait
@@ -35,6 +39,8 @@ def _noop(job: Any) -> None:
 
 class _PocketjobsBase(Adapter):
     library = "pocketjobs"
+    #: ``Config.metrics`` of the producer and the worker process.
+    metrics: ClassVar[bool] = True
     notes = (
         "pocketjobs: worker process = App + jobs.Config(workers=10, batch_size=10), a plain "
         "(thread-pool) no-op handler; producer = store.enqueue / store.enqueue_many (chunks "
@@ -46,7 +52,10 @@ class _PocketjobsBase(Adapter):
 
         self.app = make_app(self.ctx.db, self.ctx.tmp, self.ctx.pg_url)
         self.store = jobs.must_register(
-            self.app, jobs.Config(workers=WORKERS, batch_size=BATCH_SIZE, auto_start=False)
+            self.app,
+            jobs.Config(
+                workers=WORKERS, batch_size=BATCH_SIZE, auto_start=False, metrics=self.metrics
+            ),
         )
         self.app.bootstrap()
 
@@ -75,8 +84,11 @@ class _PocketjobsBase(Adapter):
         app = make_app(spec["db"], spec["tmp"], spec["pg_url"])
         store = jobs.must_register(
             app,
-            jobs.Config(workers=spec["concurrency"], batch_size=BATCH_SIZE, auto_start=False),
-        )
+            jobs.Config(
+                workers=spec["concurrency"], batch_size=BATCH_SIZE, auto_start=False,
+                metrics=cls.metrics,
+            ),
+        )  # fmt: skip
         store.register(TOPIC, _noop)
         app.bootstrap()
         stop = threading.Event()
@@ -109,6 +121,27 @@ class PocketjobsSQLite(_PocketjobsBase):
         "process notices other processes' commits by watching PRAGMA data_version every "
         "5 ms (3 ms median in tests/integration/test_jobs_faults.py).",
     )
+
+
+class _PocketjobsNoMetrics:
+    """The same configuration with ``Config(metrics=False)``: enqueue and burn-down only."""
+
+    label = "pocketjobs (metrics off)"
+    metrics = False
+    workloads = (ENQUEUE, BURNDOWN)
+    notes = (
+        "pocketjobs (metrics off): the same producer and worker with Config(metrics=False) "
+        "(PB_JOBS_METRICS=0): no job event hook bound, so no event is built; the pocketjobs "
+        "rows have the metrics on, the default.",
+    )
+
+
+class PocketjobsNoMetricsPostgres(_PocketjobsNoMetrics, PocketjobsPostgres):
+    key = "pocketjobs-nometrics-pg"
+
+
+class PocketjobsNoMetricsSQLite(_PocketjobsNoMetrics, PocketjobsSQLite):
+    key = "pocketjobs-nometrics-sqlite"
 
 
 class _InProcessHandle(WorkerHandle):
@@ -152,8 +185,10 @@ class PocketjobsInProcessSQLite(_PocketjobsInProcess):
 
 ADAPTERS: list[type[Adapter]] = [
     PocketjobsPostgres,
+    PocketjobsNoMetricsPostgres,
     PocketjobsInProcessPostgres,
     PocketjobsSQLite,
+    PocketjobsNoMetricsSQLite,
     PocketjobsInProcessSQLite,
 ]
 
