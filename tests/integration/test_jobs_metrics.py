@@ -390,6 +390,18 @@ def test_the_metrics_rule_guards_the_endpoint(
                 assert "pocketjobs" not in response.text
 
 
+def test_a_rule_on_a_header_lets_a_scraper_in_without_a_token(harness: Harness) -> None:
+    rule = '@request.headers.x_metrics_key = "s3cret"'  # the manual's example
+    node = harness.node(auto_start=False, http_enabled=True, metrics_rule=rule)
+    with served(node) as server:
+        assert server.scrape(None).status_code == 401
+        assert server.scrape("user").status_code == 403
+        assert server.http.get(METRICS, headers={"X-Metrics-Key": "wrong"}).status_code == 401
+        response = server.http.get(METRICS, headers={"X-Metrics-Key": "s3cret"})
+        assert response.status_code == 200, response.text
+        assert "pocketjobs_jobs{" in response.text
+
+
 def test_metrics_off_bind_no_hook_and_hide_the_endpoint(harness: Harness) -> None:
     node = harness.node(auto_start=False, http_enabled=True, metrics=False)
     assert node.store.metrics is None
