@@ -33,6 +33,7 @@ from pocketjobs.plugins.jobs.errors import (
 )
 from pocketjobs.plugins.jobs.events import JobDoneEvent, JobOutcome, JobStartEvent
 from pocketjobs.plugins.jobs.job import Job, JobFilter, JobList, JobStats, JobStatus, QueueInfo
+from pocketjobs.plugins.jobs.metrics import JobMetrics
 from pocketjobs.plugins.jobs.register import (
     PluginDisabled,
     client,
@@ -60,6 +61,7 @@ __all__ = [
     "JobDoneEvent",
     "JobFilter",
     "JobList",
+    "JobMetrics",
     "JobNotFound",
     "JobOutcome",
     "JobStartEvent",
