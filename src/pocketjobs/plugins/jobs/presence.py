@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 from pocketjobs.core import Queryable
 from pocketjobs.plugins.jobs.drivers import JobsDriver, WorkerInfo
-from pocketjobs.plugins.jobs.job import uuid7
 
 __all__ = ["ANNOUNCE_INTERVAL", "WORKER_TIMEOUT", "Presence", "orphaned_work"]
 
@@ -63,7 +63,8 @@ class Presence:
         self._warned: set[str] = set()  # topics warned about
         self._warned_queues: set[str] = set()
         self.info = WorkerInfo(
-            id=uuid7(), host=socket.gethostname(), pid=os.getpid(), queues=dict(queues),
+            id=secrets.token_hex(6), host=socket.gethostname(), pid=os.getpid(),
+            queues=dict(queues),
             topics=[], started=now, seen=now,
         )  # fmt: skip
 

@@ -311,13 +311,16 @@ _CLAIM_0006 = _Function(
         ("durable", "boolean"),
     ),
     declare="v_queue text;",
+    # (Without a global limit, as is usual, no statement runs before the claim.)
     prelude=f"""{_CLAIM_0004.prelude}
-                FOR v_queue IN
-                    SELECT c.queue FROM unnest(:queues, :caps) AS c(queue, cap)
-                    WHERE c.cap IS NOT NULL ORDER BY c.queue
-                LOOP
-                    PERFORM pg_advisory_xact_lock({_QUEUE_LOCK_CLASS}, hashtext(v_queue));
-                END LOOP;""",
+                IF cardinality(array_remove(:caps, NULL)) > 0 THEN
+                    FOR v_queue IN
+                        SELECT c.queue FROM unnest(:queues, :caps) AS c(queue, cap)
+                        WHERE c.cap IS NOT NULL ORDER BY c.queue
+                    LOOP
+                        PERFORM pg_advisory_xact_lock({_QUEUE_LOCK_CLASS}, hashtext(v_queue));
+                    END LOOP;
+                END IF;""",
     returns=_CLAIM_COLUMNS_0006,
     body=_claim_by_queue("", f"{_RETURNING_0004}, j.priority, j.unique_key, j.queue"),
 )
