@@ -368,7 +368,7 @@ class Dispatcher:
                 until = min(until, self._next_due)
         timeout = (until - now).total_seconds()
         soonest = self._next_deadline
-        if self._look_for_cancels:
+        if self._look_for_cancels and self._running:
             look_at = self._cancels_seen_at + _CANCEL_CHECK_DELAY
             soonest = look_at if soonest is None else min(soonest, look_at)
         if soonest is not None:
@@ -390,6 +390,8 @@ class Dispatcher:
             for run in self._running.find(job_id):
                 self._stop(run, "cancelled")
         started = time.monotonic()
+        if not self._running:  # no claim held: no cancel to look for
+            self._look_for_cancels = False
         due = self._cancels_seen_at + (
             _CANCEL_CHECK_DELAY
             if self._look_for_cancels
