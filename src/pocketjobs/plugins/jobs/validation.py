@@ -13,6 +13,7 @@ Text that no database can store is refused alike everywhere: a NUL character
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -193,7 +194,7 @@ def check_schedule(now: datetime, run_at: object, delay: object) -> datetime:
             field="delay",
             code="validation_invalid_duration",
         )
-    seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else _seconds(delay)
     if not 0 <= seconds <= MAX_DELAY.total_seconds():  # also rejects NaN
         raise InvalidJobOptions(
             f"delay must be from zero to {MAX_DELAY.days} days",
@@ -201,6 +202,14 @@ def check_schedule(now: datetime, run_at: object, delay: object) -> datetime:
             code="validation_invalid_duration",
         )
     return to_millis(now + timedelta(seconds=seconds))
+
+
+def _seconds(number: float) -> float:
+    """``number`` as a float; an int too large for one is infinite (out of every range)."""
+    try:
+        return float(number)
+    except OverflowError:
+        return math.inf if number > 0 else -math.inf
 
 
 def check_small_int(value: object, field: str, highest: int) -> int | None:
@@ -241,7 +250,7 @@ def check_timeout(timeout: object) -> timedelta | None:
     if isinstance(timeout, timedelta):
         wait = timeout
     elif isinstance(timeout, int | float) and not isinstance(timeout, bool):
-        seconds = float(timeout)
+        seconds = _seconds(timeout)
         if 0 < seconds <= MAX_TIMEOUT.total_seconds():  # also refuses NaN
             wait = timedelta(seconds=seconds)
     if wait is None or not timedelta(0) < wait <= MAX_TIMEOUT:
