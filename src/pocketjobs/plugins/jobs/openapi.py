@@ -12,9 +12,11 @@ from pocketjobs.plugins.jobs.limits import (
     MAX_QUEUE_LENGTH,
     MAX_RETRIES_LIMIT,
     MAX_TIMEOUT,
+    MIN_TIMEOUT,
     MAX_TOPIC_LENGTH,
     MAX_UNIQUE_KEY_LENGTH,
 )
+from pocketjobs.plugins.jobs.validation import QUEUE_NAME_PATTERN
 
 __all__ = ["openapi_document"]
 
@@ -23,7 +25,7 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 _PRIORITY = {"type": "integer", "minimum": 0, "maximum": MAX_PRIORITY}
 _QUEUE = {
     "type": "string",
-    "pattern": f"^[A-Za-z0-9_.-]{{1,{MAX_QUEUE_LENGTH}}}$",
+    "pattern": f"^{QUEUE_NAME_PATTERN}$",
     "minLength": 1,
     "maxLength": MAX_QUEUE_LENGTH,
     "examples": ["default", "mail"],
@@ -162,7 +164,7 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
             },
             "timeout": {
                 "type": ["number", "null"],
-                "minimum": 0,
+                "minimum": MIN_TIMEOUT.total_seconds(),
                 "description": "Seconds one attempt may run (null: the handler's default, "
                 "else the server's).",
             },
@@ -211,7 +213,7 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
             },
             "timeout": {
                 "type": "number",
-                "exclusiveMinimum": 0,
+                "minimum": MIN_TIMEOUT.total_seconds() / 2,  # whole ms: 0.0005 rounds to 1 ms
                 "maximum": MAX_TIMEOUT.total_seconds(),
                 "description": "Seconds one attempt may run (default: the topic handler's, "
                 "else the server's default_timeout).",

@@ -38,9 +38,11 @@ from pocketjobs.plugins.jobs.limits import (
     MAX_TIMEOUT,
     MAX_TOPIC_LENGTH,
     MAX_UNIQUE_KEY_LENGTH,
+    MIN_TIMEOUT,
 )
 
 __all__ = [
+    "QUEUE_NAME_PATTERN",
     "EnqueueSpec",
     "check_enqueue",
     "check_filter",
@@ -242,8 +244,8 @@ def check_priority(priority: object) -> int:
 
 def check_timeout(timeout: object) -> timedelta | None:
     """``timeout`` (a ``timedelta`` or a number of seconds; ``None`` stays ``None``) as a
-    ``timedelta`` if it is more than 0 and at most ``MAX_TIMEOUT``; else
-    :class:`InvalidJobOptions`."""
+    ``timedelta`` in whole milliseconds (what both databases store) if it is from
+    ``MIN_TIMEOUT`` to ``MAX_TIMEOUT``; else :class:`InvalidJobOptions`."""
     if timeout is None:
         return None
     wait: timedelta | None = None
@@ -253,10 +255,12 @@ def check_timeout(timeout: object) -> timedelta | None:
         seconds = _seconds(timeout)
         if 0 < seconds <= MAX_TIMEOUT.total_seconds():  # also refuses NaN
             wait = timedelta(seconds=seconds)
-    if wait is None or not timedelta(0) < wait <= MAX_TIMEOUT:
+    if wait is not None:
+        wait = timedelta(milliseconds=round(wait / timedelta(milliseconds=1)))
+    if wait is None or not MIN_TIMEOUT <= wait <= MAX_TIMEOUT:
         raise InvalidJobOptions(
-            f"timeout must be more than 0 and at most {MAX_TIMEOUT.days} days (seconds or a"
-            " timedelta)",
+            f"timeout must be from {MIN_TIMEOUT.total_seconds():g} seconds to"
+            f" {MAX_TIMEOUT.days} days (seconds or a timedelta)",
             field="timeout",
             code="validation_invalid_number",
         )
@@ -264,7 +268,8 @@ def check_timeout(timeout: object) -> timedelta | None:
 
 
 # Not only dots: "." and ".." cannot be a URL path segment (clients resolve them away).
-_QUEUE_NAME = re.compile(rf"(?!\.+$)[A-Za-z0-9_.-]{{1,{MAX_QUEUE_LENGTH}}}")
+QUEUE_NAME_PATTERN = rf"(?!\.+$)[A-Za-z0-9_.-]{{1,{MAX_QUEUE_LENGTH}}}"
+_QUEUE_NAME = re.compile(QUEUE_NAME_PATTERN)
 
 
 def check_queue(queue: object) -> str:
