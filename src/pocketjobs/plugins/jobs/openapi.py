@@ -12,9 +12,9 @@ from pocketjobs.plugins.jobs.limits import (
     MAX_QUEUE_LENGTH,
     MAX_RETRIES_LIMIT,
     MAX_TIMEOUT,
-    MIN_TIMEOUT,
     MAX_TOPIC_LENGTH,
     MAX_UNIQUE_KEY_LENGTH,
+    MIN_TIMEOUT,
 )
 from pocketjobs.plugins.jobs.validation import QUEUE_NAME_PATTERN
 
