@@ -311,24 +311,28 @@ _CLAIM_0006 = _Function(
         ("durable", "boolean"),
     ),
     declare="v_queue text;",
-    # (Without a global limit, as is usual, no statement runs before the claim.)
     prelude=f"""{_CLAIM_0004.prelude}
-                IF cardinality(array_remove(:caps, NULL)) > 0 THEN
-                    FOR v_queue IN
-                        SELECT c.queue FROM unnest(:queues, :caps) AS c(queue, cap)
-                        WHERE c.cap IS NOT NULL ORDER BY c.queue
-                    LOOP
-                        PERFORM pg_advisory_xact_lock({_QUEUE_LOCK_CLASS}, hashtext(v_queue));
-                    END LOOP;
-                END IF;""",
+                FOR v_queue IN
+                    SELECT c.queue FROM unnest(:queues, :caps) AS c(queue, cap)
+                    WHERE c.cap IS NOT NULL ORDER BY c.queue
+                LOOP
+                    PERFORM pg_advisory_xact_lock({_QUEUE_LOCK_CLASS}, hashtext(v_queue));
+                END LOOP;""",
     returns=_CLAIM_COLUMNS_0006,
     body=_claim_by_queue("", f"{_RETURNING_0004}, j.priority, j.unique_key, j.queue"),
 )
 
-# Step 7: the claim also records the attempt (when, first when, by which node).
+# Step 7: the claim also records the attempt (when, first when, by which node); the queues
+# with a global limit come sorted in their own array (``locks``), so that a claim without
+# one runs no statement and evaluates no expression before the claim itself.
 _CLAIM = dataclasses.replace(
     _CLAIM_0006,
-    args=(*_CLAIM_0006.args, ("node", "text")),
+    args=(*_CLAIM_0006.args, ("node", "text"), ("locks", "text[]")),
+    declare="v_queue text;",
+    prelude=f"""{_CLAIM_0004.prelude}
+                FOREACH v_queue IN ARRAY :locks LOOP
+                    PERFORM pg_advisory_xact_lock({_QUEUE_LOCK_CLASS}, hashtext(v_queue));
+                END LOOP;""",
     returns=_CLAIM_COLUMNS,
     body=_claim_by_queue(
         """, attempted_at = :now,
@@ -648,6 +652,7 @@ def _claim_args(params: ClaimParams, *, durable: bool) -> tuple[Any, ...]:
     return (
         list(p.topics), p.now, [c.name for c in queues], [c.limit for c in queues],
         [c.global_limit for c in queues], p.lock_until, p.token, durable, p.node,
+        sorted(c.name for c in queues if c.global_limit is not None),
     )  # fmt: skip
 
 
