@@ -13,12 +13,14 @@ Global flags, accepted anywhere on the line: ``--dir DIR`` (data directory) and
 ``--db URL`` (database URL; overrides ``PB_DATABASE_URL``). ``serve`` and ``worker`` run
 until SIGINT or SIGTERM, then terminate the app (plugins stop gracefully) and exit 0.
 One-shot commands bootstrap with background work off, so they never start a dispatcher.
+
+Logs go to stderr as ``PB_LOG_FORMAT`` (``text`` or ``json``) and ``PB_LOG_LEVEL`` say
+(:func:`pocketjobs.core.configure_logging`), unless the app configured logging itself.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import threading
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from pocketjobs.core.auth import SUPERUSERS, ValidationError
 from pocketjobs.core.db import DatabaseError
+from pocketjobs.core.logs import configure_logging
 
 if TYPE_CHECKING:
     from pocketjobs.core import BaseApp
@@ -93,14 +96,6 @@ def _build_parser(app: BaseApp) -> argparse.ArgumentParser:
     for command in app.commands.values():
         command.configure(commands.add_parser(command.name, help=command.help))
     return parser
-
-
-def _configure_logging() -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
 
 
 class _StopSignal:
@@ -188,8 +183,9 @@ def run_cli(app: BaseApp, argv: Sequence[str]) -> int:
         app.data_dir = Path(flags["--dir"])
     if "--db" in flags:
         app.database_url = flags["--db"]
-    _configure_logging()
     try:
+        # PB_LOG_FORMAT / PB_LOG_LEVEL; logging the app configured itself is kept.
+        configure_logging()
         if args.command in ("serve", "worker"):
             for option in app.background_options:
                 option.apply(app, args)

@@ -18,6 +18,9 @@ ISO 8601 UTC with microseconds), then:
     kills its own process with ``os._exit(1)`` (like a segfault: no cleanup at all).
 ``hang_then_record``
     sleeps ``payload["seconds"]`` (default an hour), for kill -9 tests.
+``flaky``
+    fails its first attempt (``ValueError: flaky failure``, never showing its payload);
+    on a retry returns.
 ``ledger``
     measures how many ``ledger`` jobs run at once across all processes: in one
     transaction that excludes every other ledger writer (SQLite: ``BEGIN IMMEDIATE``;
@@ -108,6 +111,13 @@ def handle_crash(job: jobs.Job) -> None:
 def handle_hang_then_record(job: jobs.Job) -> None:
     record(job)
     time.sleep(_seconds(job, 3600.0))
+
+
+@store.handler("flaky")
+def handle_flaky(job: jobs.Job) -> None:
+    record(job)
+    if job.retries == 0:
+        raise ValueError("flaky failure\nsecond line")
 
 
 @store.handler("ledger")

@@ -1,5 +1,5 @@
-"""``jobs stats``, ``list``, ``queues``, ``pause`` and ``resume``, and ``worker --queues``:
-the terminal views and actions, through the real CLI."""
+"""``jobs stats``, ``list``, ``queues``, ``pause``, ``resume`` and ``cancel``, and ``worker
+--queues``: the terminal views and actions, through the real CLI."""
 
 from __future__ import annotations
 
@@ -38,13 +38,23 @@ def queued(data_dir: Path, db_url: str | None, monkeypatch: pytest.MonkeyPatch) 
 def test_jobs_stats(queued: list[str], data_dir: Path, db_url: str | None) -> None:
     result = run_cli("jobs", "stats", data_dir=data_dir, db_url=db_url)
     assert result.returncode == 0, result.stderr
-    table = result.stdout.split("\n\n")[0]  # then the topics no worker handles
+    table, topics, queues = result.stdout.split("\n\n")  # then what no worker will run
     lines = {line.split()[0]: line.split()[-1] for line in table.splitlines()[2:]}
     assert lines["pending"] == "1"
     assert lines["completed"] == "1"
     assert lines["failed"] == "1"
+    assert lines["cancelled"] == "0"
     assert lines["total"] == "3"
     assert "50.0%" in result.stdout
+    assert (
+        topics.splitlines()[0] == "Topics with pending jobs and no handler in any running worker:"
+    )
+    assert topics.splitlines()[3].split() == ["other", "1"]
+    assert queues.splitlines()[0] == (
+        "Queues with pending jobs and no running worker working on them:"
+    )
+    assert queues.splitlines()[1].split() == ["queue", "pending"]
+    assert queues.splitlines()[3].split() == ["default", "1"]
 
 
 def test_jobs_list_and_filters(queued: list[str], data_dir: Path, db_url: str | None) -> None:
@@ -171,3 +181,75 @@ def test_worker_refuses_bad_queues(flag: str, data_dir: Path) -> None:
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stderr.startswith("error: ")
     assert "Traceback" not in result.stderr
+
+
+def _status(data_dir: Path, db_url: str | None, job_id: str) -> jobs.Job:
+    app = App(data_dir=data_dir, database_url=db_url)
+    store = jobs.client(app)
+    app.bootstrap()
+    try:
+        return store.get(job_id)
+    finally:
+        app.terminate()
+
+
+def test_jobs_cancel_a_pending_job(queued: list[str], data_dir: Path, db_url: str | None) -> None:
+    pending = queued[2]
+    result = run_cli("jobs", "cancel", pending, data_dir=data_dir, db_url=db_url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"job {pending} cancelled"
+    assert _status(data_dir, db_url, pending).status == "cancelled"
+    again = run_cli("jobs", "cancel", pending, data_dir=data_dir, db_url=db_url)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == f"job {pending} cancelled"
+
+    stats = run_cli("jobs", "stats", data_dir=data_dir, db_url=db_url)
+    lines = {line.split()[0]: line.split()[-1] for line in stats.stdout.splitlines()[2:8]}
+    assert (lines["pending"], lines["cancelled"]) == ("0", "1")
+    assert "Queues with pending jobs" not in stats.stdout  # nothing pending any more
+    listed = run_cli("jobs", "list", "--status", "cancelled", data_dir=data_dir, db_url=db_url)
+    assert listed.returncode == 0, listed.stderr
+    assert pending in listed.stdout
+    assert "1-1 of 1" in listed.stdout
+
+
+def test_jobs_cancel_a_running_job_asks_it_to_stop(
+    queued: list[str], data_dir: Path, db_url: str | None
+) -> None:
+    pending = queued[2]
+    app = App(data_dir=data_dir, database_url=db_url)
+    jobs.client(app)
+    app.bootstrap()
+    try:  # as a worker elsewhere leaves it while it runs
+        app.db.execute("UPDATE _jobs SET status = 'processing' WHERE id = ?", (pending,))
+    finally:
+        app.terminate()
+    result = run_cli("jobs", "cancel", pending, data_dir=data_dir, db_url=db_url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"job {pending}: cancel requested (it is running)"
+    job = _status(data_dir, db_url, pending)
+    assert job.status == "processing"
+    assert job.cancel_requested_at is not None
+
+
+def test_jobs_cancel_refuses_finished_and_unknown_jobs(
+    queued: list[str], data_dir: Path, db_url: str | None
+) -> None:
+    done, failed, _ = queued
+    for job_id, status in ((done, "completed"), (failed, "failed")):
+        result = run_cli("jobs", "cancel", job_id, data_dir=data_dir, db_url=db_url)
+        assert result.returncode == 1, result.stdout
+        message = f"error: job {job_id} is {status}: there is nothing to cancel"
+        assert result.stderr.splitlines()[-1] == message  # after the plugin's log line
+        assert "Traceback" not in result.stderr
+        assert result.stdout == ""
+        assert _status(data_dir, db_url, job_id).status == status
+    unknown = "0190a8b2-0000-7000-8000-000000000000"
+    for job_id in (unknown, "not an id"):
+        result = run_cli("jobs", "cancel", job_id, data_dir=data_dir, db_url=db_url)
+        assert result.returncode == 1, result.stdout
+        assert result.stderr.splitlines()[-1] == f"error: job {job_id!r} not found"
+        assert "Traceback" not in result.stderr
+    missing = run_cli("jobs", "cancel", data_dir=data_dir, db_url=db_url)
+    assert missing.returncode == 2
+    assert "ID" in missing.stderr

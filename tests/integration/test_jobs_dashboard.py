@@ -63,6 +63,10 @@ def flaky(job: jobs.Job) -> None:
         raise RuntimeError("boom: the flaky handler failed on purpose")
 
 
+def hang(job: jobs.Job) -> None:
+    job.cancel_requested.wait(60)  # runs until it is cancelled
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while not (value := predicate()):
@@ -112,6 +116,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         app, jobs.Config(workers=2, poll_interval=0.2, max_retries=0, http_enabled=True)
     )
     store.register("flaky", flaky)
+    store.register("hang", hang)
     app.on_serve.bind(Handler(fn=_bind_dashboard_once, id="testDashboard"))
     app.bootstrap()
     app.auth.upsert_superuser(EMAIL, PASSWORD)
@@ -171,7 +176,8 @@ def test_static_files_are_all_package_data() -> None:
     assert names == {"index.html", *dashboard.ASSETS}
     assert all(Path(name).suffix in {".html", ".css", ".js"} for name in names)
     total = sum((static / name).stat().st_size for name in names)
-    assert total < 30 * 1024, f"the dashboard grew to {total} bytes"
+    # 30 KB until cancel, the cancelled status and the attempt history came (~2.4 KB).
+    assert total < 34 * 1024, f"the dashboard grew to {total} bytes"
 
 
 def test_dashboard_in_a_browser(served: Served) -> None:
@@ -188,6 +194,7 @@ def test_dashboard_in_a_browser(served: Served) -> None:
     failing = store.enqueue("flaky", {"fail": True, "to": "someone@example.com", "n": [1, 2]})
     waiting = store.enqueue("unhandled.topic", {"note": "<b>not HTML</b>"})
     store.pause_queue("mail")  # a queue no worker here works on, paused: listed all the same
+    parked = store.enqueue("flaky", {"n": 3}, queue="mail")  # so nothing here will run it
     wait_until(lambda: store.get(failing.id).status == "failed", what="the flaky job to fail")
     assert "boom" in (store.get(failing.id).last_error or "")
 
@@ -242,22 +249,27 @@ def test_dashboard_in_a_browser(served: Served) -> None:
 
             # -- stats cards and the list
             expect(page.locator('[data-stat="failed"] .value')).to_have_text("1")
-            expect(page.locator('[data-stat="pending"] .value')).to_have_text("1")
-            expect(page.locator('[data-stat="total"] .value')).to_have_text("2")
+            expect(page.locator('[data-stat="pending"] .value')).to_have_text("2")
+            expect(page.locator('[data-stat="cancelled"] .value')).to_have_text("0")
+            expect(page.locator('[data-stat="total"] .value')).to_have_text("3")
             expect(page.locator('[data-stat="success_rate"] .value')).to_have_text("0.0%")
             failed_row = page.locator(f'#rows tr[data-id="{failing.id}"]')
             waiting_row = page.locator(f'#rows tr[data-id="{waiting.id}"]')
             expect(failed_row).to_be_visible()
             expect(waiting_row).to_be_visible()
-            expect(page.locator("#range")).to_have_text("1\u20132 of 2")
+            parked_row = page.locator(f'#rows tr[data-id="{parked.id}"]')
+            expect(parked_row).to_contain_text("mail")
+            expect(page.locator("#range")).to_have_text("1\u20133 of 3")
             expect(failed_row).to_contain_text("default")  # the job's queue
 
-            # -- a topic no worker handles is pointed out
+            # -- a topic no worker handles, and a queue none works on, are pointed out
             orphan = page.locator('#orphans li[data-topic="unhandled.topic"]')
             expect(orphan).to_have_text(
                 "Topic unhandled.topic: 1 pending job, no worker handles it"
             )
-            expect(page.locator("#orphans li")).to_have_count(1)
+            orphan_queue = page.locator('#orphans li[data-queue="mail"]')
+            expect(orphan_queue).to_have_text("Queue mail: 1 pending job, no worker works on it")
+            expect(page.locator("#orphans li")).to_have_count(2)
 
             # -- the queues: state, counts, this server's slots; pause and resume
             default_queue = page.locator('#queue-rows tr[data-queue="default"]')
@@ -267,7 +279,7 @@ def test_dashboard_in_a_browser(served: Served) -> None:
                 ["default", "active", "1", "0", "2", "—", "Pause"]
             )
             expect(mail_queue.locator("td")).to_have_text(
-                ["mail", "paused", "0", "0", "0", "—", "Resume"]
+                ["mail", "paused", "1", "0", "0", "—", "Resume"]
             )
             default_queue.locator("button").click()  # the confirmation is accepted
             expect(default_queue.locator(".badge")).to_have_text("paused")
@@ -308,6 +320,17 @@ def test_dashboard_in_a_browser(served: Served) -> None:
             expect(error_text).to_contain_text("RuntimeError: boom")
             expect(page.locator("#requeue")).to_be_visible()
             expect(page.locator("#delete")).to_be_visible()
+            expect(page.locator("#cancel")).to_be_hidden()
+            # the attempt history: where and when it ran, each failed attempt as text
+            expect(page.locator("#d-attempted_by")).to_contain_text(f":{os.getpid()}:")
+            for key in ("first_attempted_at", "attempted_at", "finished_at"):
+                expect(page.locator(f"#d-{key}")).not_to_have_text("—")
+            expect(page.locator("#d-cancel_requested_at")).to_have_text("—")
+            expect(page.locator("#d-timeout")).to_have_text("—")
+            attempt_errors = page.locator("#d-errors li")
+            expect(attempt_errors).to_have_count(1)
+            expect(attempt_errors).to_contain_text("attempt 1")
+            expect(attempt_errors.locator("pre")).to_contain_text("RuntimeError: boom")
 
             # -- requeue: the handler succeeds now; live refresh shows it completed
             FAIL.clear()
@@ -319,9 +342,32 @@ def test_dashboard_in_a_browser(served: Served) -> None:
             expect(page.locator('[data-stat="failed"] .value')).to_have_text("0")
             expect(failed_row).to_have_count(0)  # the list still shows failed jobs only
             assert store.get(failing.id).status == "completed"
+            expect(attempt_errors).to_have_count(1)  # the history outlives the requeue
 
             # -- delete the pending job (shown as text, never as HTML)
             page.fill("#topic", "")
+            page.select_option("#status", "pending")
+            expect(waiting_row).to_be_visible()
+
+            # -- cancel a pending job: it is cancelled at once, and may be requeued or deleted
+            parked_row.click()
+            expect(page.locator("#d-id")).to_have_text(parked.id)
+            expect(page.locator("#d-errors li")).to_have_text(["—"])
+            expect(page.locator("#requeue")).to_be_hidden()
+            page.click("#cancel")
+            expect(page.locator("#d-status")).to_have_text("cancelled")
+            expect(page.locator("#d-status .badge")).to_have_class("badge badge-cancelled")
+            expect(page.locator("#d-finished_at")).not_to_have_text("—")
+            expect(page.locator("#cancel")).to_be_hidden()
+            expect(page.locator("#requeue")).to_be_visible()
+            expect(page.locator("#delete")).to_be_visible()
+            expect(page.locator('[data-stat="cancelled"] .value')).to_have_text("1")
+            expect(parked_row).to_have_count(0)  # not pending any more
+            expect(orphan_queue).to_have_count(0)
+            assert store.get(parked.id).status == "cancelled"
+            page.select_option("#status", "cancelled")
+            expect(parked_row.locator(".badge")).to_have_text("cancelled")
+            expect(waiting_row).to_have_count(0)
             page.select_option("#status", "pending")
             expect(waiting_row).to_be_visible()
             waiting_row.click()
@@ -334,10 +380,26 @@ def test_dashboard_in_a_browser(served: Served) -> None:
             expect(details).to_be_hidden()
             expect(waiting_row).to_have_count(0)
             expect(page.locator("#rows tr.empty")).to_be_visible()
-            expect(page.locator('[data-stat="total"] .value')).to_have_text("1")
+            expect(page.locator('[data-stat="total"] .value')).to_have_text("2")
             expect(page.locator("#orphans")).to_be_hidden()  # no pending job of it is left
             with pytest.raises(jobs.JobNotFound):
                 store.get(waiting.id)
+
+            # -- cancel a running job: asked to stop, then cancelled by its worker
+            running = store.enqueue("hang", {"until": "cancelled"})
+            wait_until(lambda: store.get(running.id).status == "processing", what="it to run")
+            page.select_option("#status", "processing")
+            running_row = page.locator(f'#rows tr[data-id="{running.id}"]')
+            running_row.click()
+            expect(page.locator("#d-status")).to_have_text("processing")
+            expect(page.locator("#cancel")).to_be_visible()
+            expect(page.locator("#delete")).to_be_hidden()
+            page.click("#cancel")
+            expect(page.locator("#d-cancel_requested_at")).not_to_have_text("—")
+            expect(page.locator("#d-status")).to_have_text("cancelled")  # the live refresh
+            expect(page.locator("#cancel")).to_be_hidden()
+            expect(page.locator('[data-stat="cancelled"] .value')).to_have_text("2")
+            assert store.get(running.id).status == "cancelled"
 
             # -- a picture of the final state, with the completed job's details open
             page.locator('[data-stat="total"]').click()

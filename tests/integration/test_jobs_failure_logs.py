@@ -1,11 +1,13 @@
-"""A failing handler leaves lines in the logs: each failed attempt at WARNING, the final
-failure at ERROR, with job id, topic, attempt, duration and the exception's first line;
-the traceback at DEBUG. On SQLite and PostgreSQL."""
+"""A failing handler leaves lines in the logs: each failed attempt at WARNING
+(``job.retrying``), the final failure at ERROR (``job.failed``), with job id, topic,
+attempt, duration and the exception's first line in the message and as fields; the
+traceback at DEBUG; each start at DEBUG (``job.started``). On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 import pytest
 
@@ -13,6 +15,12 @@ from jobs_support import Harness, harness_fixture
 from pocketjobs.plugins import jobs
 
 harness = harness_fixture
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    fields = getattr(record, "fields", None)
+    assert isinstance(fields, dict), record.getMessage()
+    return fields
 
 
 def test_failed_attempts_and_the_final_failure_are_logged(
@@ -28,23 +36,45 @@ def test_failed_attempts_and_the_final_failure_are_logged(
     node.wait_status(job.id, "failed")
     mine = [r for r in caplog.records if job.id in r.getMessage()]
 
-    warnings = [r for r in mine if r.levelno == logging.WARNING]
-    errors = [r for r in mine if r.levelno == logging.ERROR]
-    debug = [r for r in mine if r.levelno == logging.DEBUG]
-    assert len(warnings) == 1, [r.getMessage() for r in mine]
-    assert len(errors) == 1, [r.getMessage() for r in mine]
-    warning, error = warnings[0].getMessage(), errors[0].getMessage()
-    for line in (warning, error):
+    events = [(_fields(r).get("event"), r.levelno) for r in mine]
+    assert events == [
+        ("job.started", logging.DEBUG),
+        ("job.retrying", logging.WARNING),
+        (None, logging.DEBUG),  # the traceback
+        ("job.started", logging.DEBUG),
+        ("job.failed", logging.ERROR),
+        (None, logging.DEBUG),
+    ], [r.getMessage() for r in mine]
+    warning, error = (r for r in mine if r.levelno >= logging.WARNING)
+    for record in (warning, error):
+        line = record.getMessage()
         assert "'charge'" in line
         assert "ValueError: card declined" in line
         assert "second line" not in line
         assert re.search(r"after \d+\.\d{3}s", line)
-    assert "attempt 1 of 2" in warning
-    assert "retrying at" in warning
-    assert "attempt 2 of 2" in error
-    assert "failed for good" in error
-    assert len(debug) == 2
-    assert all(r.exc_info is not None and r.exc_info[0] is ValueError for r in debug)
+        fields = _fields(record)
+        assert fields["job_id"] == job.id
+        assert (fields["topic"], fields["queue"], fields["max_attempts"]) == (
+            "charge",
+            "default",
+            2,
+        )
+        assert fields["error"] == "ValueError: card declined"
+        assert isinstance(fields["duration_ms"], float)
+        assert fields["duration_ms"] >= 0
+        assert fields["node"] == node.store.get(job.id).attempted_by
+    assert "attempt 1 of 2" in warning.getMessage()
+    assert "retrying at" in warning.getMessage()
+    assert _fields(warning)["attempt"] == 1
+    assert _fields(warning)["retry_at"] > job.created
+    assert "attempt 2 of 2" in error.getMessage()
+    assert "failed for good" in error.getMessage()
+    assert _fields(error)["attempt"] == 2
+    assert "retry_at" not in _fields(error)
+    tracebacks = [r for r in mine if r.exc_info is not None]
+    assert len(tracebacks) == 2
+    assert all(r.levelno == logging.DEBUG and r.exc_info[0] is ValueError for r in tracebacks)
+    assert [_fields(r)["attempt"] for r in tracebacks] == [1, 2]
 
 
 def test_a_job_that_completes_logs_no_failure(

@@ -37,8 +37,14 @@ TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 UUID7_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 JOB_KEYS = {
     "id", "topic", "payload", "status", "run_at", "locked_until", "retries", "max_retries",
-    "last_error", "created", "updated", "priority", "unique_key", "queue", "duplicate",
+    "last_error", "created", "updated", "priority", "unique_key", "queue", "attempted_at",
+    "first_attempted_at", "attempted_by", "finished_at", "errors", "timeout",
+    "cancel_requested_at", "duplicate",
 }  # fmt: skip
+#: The job's optional times (``None`` or RFC 3339 with milliseconds).
+OPTIONAL_TIMES = (
+    "locked_until", "attempted_at", "first_attempted_at", "finished_at", "cancel_requested_at",
+)  # fmt: skip
 MSG_401 = "The request requires valid record authorization token."
 MSG_403 = "The authorized record is not allowed to perform this action."
 MSG_404_JOB = "The requested job wasn't found."
@@ -82,7 +88,9 @@ def assert_job_json(job: dict[str, Any]) -> None:
     assert UUID7_RE.match(job["id"]), job["id"]
     for name in ("run_at", "created", "updated"):
         assert TIME_RE.match(job[name]), (name, job[name])
-    assert job["locked_until"] is None or TIME_RE.match(job["locked_until"])
+    for name in OPTIONAL_TIMES:
+        assert job[name] is None or TIME_RE.match(job[name]), (name, job[name])
+    assert isinstance(job["errors"], list)
 
 
 def at(text: str) -> datetime:
@@ -411,18 +419,20 @@ def test_stats(srv: JobsServer) -> None:
     empty = srv.http.get("/api/jobs/stats", headers=srv.su)
     assert empty.status_code == 200, empty.text
     assert empty.json() == {
-        "pending": 0, "processing": 0, "completed": 0, "failed": 0, "total": 0,
-        "success_rate": 0.0, "orphaned_topics": {},
+        "pending": 0, "processing": 0, "completed": 0, "failed": 0, "cancelled": 0, "total": 0,
+        "success_rate": 0.0, "orphaned_topics": {}, "orphaned_queues": {},
     }  # fmt: skip
-    ids = [srv.new_job()["id"] for _ in range(7)]
+    ids = [srv.new_job()["id"] for _ in range(8)]
     for job_id, status in zip(
-        ids, ["processing", "completed", "completed", "completed", "failed"], strict=False
-    ):
+        ids, ["processing", "completed", "completed", "completed", "failed", "cancelled"],
+        strict=False,
+    ):  # fmt: skip
         srv.set_status(job_id, status)
     stats = srv.http.get("/api/jobs/stats", headers=srv.su).json()
     assert stats == {
-        "pending": 2, "processing": 1, "completed": 3, "failed": 1, "total": 7,
-        "success_rate": 0.75, "orphaned_topics": {"t": 2},  # the dispatcher is off
+        "pending": 2, "processing": 1, "completed": 3, "failed": 1, "cancelled": 1, "total": 8,
+        "success_rate": 0.75,  # cancelled jobs count neither way
+        "orphaned_topics": {"t": 2}, "orphaned_queues": {"default": 2},  # the dispatcher is off
     }  # fmt: skip
 
 
@@ -456,7 +466,9 @@ def test_requeue_of_a_job_that_has_not_failed_is_400(srv: JobsServer, status: st
     job = srv.new_job()
     srv.set_status(job["id"], status)
     response = srv.http.post(f"/api/jobs/{job['id']}/requeue", headers=srv.su)
-    assert_error(response, 400, f"job {job['id']} is {status}; only failed jobs can be requeued")
+    assert_error(
+        response, 400, f"job {job['id']} is {status}; only failed or cancelled jobs can be requeued"
+    )
     assert srv.db_status(job["id"]) == status
 
 
@@ -483,7 +495,9 @@ def test_delete_of_a_processing_or_completed_job_is_400(srv: JobsServer, status:
     srv.set_status(job["id"], status)
     response = srv.http.delete(f"/api/jobs/{job['id']}", headers=srv.su)
     assert_error(
-        response, 400, f"job {job['id']} is {status}; only pending or failed jobs can be deleted"
+        response,
+        400,
+        f"job {job['id']} is {status}; only pending, failed or cancelled jobs can be deleted",
     )
     assert srv.db_status(job["id"]) == status
     assert srv.count() == 1
@@ -494,6 +508,7 @@ def test_unknown_id_is_404(srv: JobsServer, job_id: str) -> None:
     srv.new_job()
     assert_error(srv.http.get(f"/api/jobs/{job_id}", headers=srv.su), 404, MSG_404_JOB)
     assert_error(srv.http.post(f"/api/jobs/{job_id}/requeue", headers=srv.su), 404, MSG_404_JOB)
+    assert_error(srv.http.post(f"/api/jobs/{job_id}/cancel", headers=srv.su), 404, MSG_404_JOB)
     assert_error(srv.http.delete(f"/api/jobs/{job_id}", headers=srv.su), 404, MSG_404_JOB)
     assert srv.count() == 1
 
@@ -506,6 +521,7 @@ ENDPOINTS = [
     ("GET", "/api/jobs/stats"),
     ("GET", "/api/jobs/{id}"),
     ("POST", "/api/jobs/{id}/requeue"),
+    ("POST", "/api/jobs/{id}/cancel"),
     ("DELETE", "/api/jobs/{id}"),
     ("GET", "/api/jobs/queues"),
     ("POST", "/api/jobs/queues/mail/pause"),
@@ -558,8 +574,8 @@ def test_openapi_document_is_public(srv: JobsServer) -> None:
     assert document["openapi"].startswith("3.1")
     assert set(document["paths"]) == {
         "/api/jobs/enqueue", "/api/jobs", "/api/jobs/stats", "/api/jobs/{job_id}",
-        "/api/jobs/{job_id}/requeue", "/api/jobs/queues", "/api/jobs/queues/{name}/pause",
-        "/api/jobs/queues/{name}/resume",
+        "/api/jobs/{job_id}/requeue", "/api/jobs/{job_id}/cancel", "/api/jobs/queues",
+        "/api/jobs/queues/{name}/pause", "/api/jobs/queues/{name}/resume",
     }  # fmt: skip
     with_token = srv.http.get("/api/jobs/openapi.json", headers=srv.user)
     assert with_token.json() == document
@@ -840,6 +856,22 @@ def test_huge_delay_string_names_the_delay_field(srv: JobsServer) -> None:
 
 
 @pytest.mark.parametrize(
+    "body",
+    [
+        b'{"topic": "t", "delay": 9e14}',  # beyond a timedelta
+        b'{"topic": "t", "delay": 1' + b"0" * 400 + b"}",  # beyond a float
+        b'{"topic": "t", "delay": -1' + b"0" * 400 + b"}",
+    ],
+    ids=["beyond-timedelta", "int-beyond-float", "negative-int-beyond-float"],
+)
+def test_huge_delay_number_is_400_not_500(srv: JobsServer, body: bytes) -> None:
+    headers = {**srv.su, "Content-Type": "application/json"}
+    response = srv.http.post("/api/jobs/enqueue", content=body, headers=headers)
+    assert_field_error(response, "delay", "validation_invalid_duration")
+    assert srv.count() == 0
+
+
+@pytest.mark.parametrize(
     "run_at", ["2025-W02-3T12:00:00Z", "20250108T120000Z", "2025-01-08T12:00Z"]
 )
 def test_run_at_that_is_not_rfc3339_is_400(srv: JobsServer, run_at: str) -> None:
@@ -868,8 +900,12 @@ def test_nul_characters_are_refused_on_every_database(
 
 
 def test_lone_surrogates_in_ids_and_filters_are_a_clean_4xx(srv: JobsServer) -> None:
-    for path in ("/api/jobs/%ED%A0%80", "/api/jobs/%ED%A0%80/requeue"):
-        method = srv.http.post if path.endswith("requeue") else srv.http.get
+    for path in (
+        "/api/jobs/%ED%A0%80",
+        "/api/jobs/%ED%A0%80/requeue",
+        "/api/jobs/%ED%A0%80/cancel",
+    ):
+        method = srv.http.get if path.endswith("%80") else srv.http.post
         assert_error(method(path, headers=srv.su), 404, MSG_404_JOB)
     assert_error(srv.http.delete("/api/jobs/%ED%A0%80", headers=srv.su), 404, MSG_404_JOB)
     listed = srv.http.get("/api/jobs?topic=%ED%A0%80", headers=srv.su)
@@ -879,6 +915,7 @@ def test_lone_surrogates_in_ids_and_filters_are_a_clean_4xx(srv: JobsServer) -> 
 def test_nul_characters_in_ids_are_404(srv: JobsServer) -> None:
     assert_error(srv.http.get("/api/jobs/a%00b", headers=srv.su), 404, MSG_404_JOB)
     assert_error(srv.http.post("/api/jobs/a%00b/requeue", headers=srv.su), 404, MSG_404_JOB)
+    assert_error(srv.http.post("/api/jobs/a%00b/cancel", headers=srv.su), 404, MSG_404_JOB)
     assert_error(srv.http.delete("/api/jobs/a%00b", headers=srv.su), 404, MSG_404_JOB)
 
 
@@ -1050,7 +1087,9 @@ def test_enqueued_job_runs_then_fails_is_requeued_and_completes(
     assert (stats["completed"], stats["failed"], stats["success_rate"]) == (1, 0, 1.0)
     response = srv.http.delete(f"/api/jobs/{job['id']}", headers=srv.su)
     assert_error(
-        response, 400, f"job {job['id']} is completed; only pending or failed jobs can be deleted"
+        response,
+        400,
+        f"job {job['id']} is completed; only pending, failed or cancelled jobs can be deleted",
     )
     assert srv.db_status(job["id"]) == "completed"
 

@@ -97,7 +97,7 @@ def test_pocketbase_js_sdk_jobs_api(
     assert job["payload"] == {"from": "user", "n": 1}
     assert job["status"] == "pending"
     assert TIME_RE.match(job["run_at"])
-    for key in ("userStats", "userList", "userGet", "userQueues", "userPause"):
+    for key in ("userStats", "userList", "userGet", "userQueues", "userPause", "userCancel"):
         _assert_api_error(out[key], 403, MSG_403)
     data = _assert_api_error(out["userNotAllowedTopic"], 400)
     assert data["topic"]["code"] == "validation_topic_not_allowed"
@@ -110,6 +110,7 @@ def test_pocketbase_js_sdk_jobs_api(
     _assert_api_error(out["guestEnqueue"], 401, MSG_401)
     _assert_api_error(out["guestStats"], 401, MSG_401)
     _assert_api_error(out["guestResume"], 401, MSG_401)
+    _assert_api_error(out["guestCancel"], 401, MSG_401)
     assert out["openapi"]["openapi"].startswith("3.1")
 
     # a superuser passes every rule
@@ -122,8 +123,9 @@ def test_pocketbase_js_sdk_jobs_api(
     assert out["failed"]["status"] == "failed"
     assert "sdk:echo was asked to fail" in out["failed"]["last_error"]
     assert out["stats"] == {
-        "pending": 1, "processing": 0, "completed": 1, "failed": 1, "total": 3,
+        "pending": 1, "processing": 0, "completed": 1, "failed": 1, "cancelled": 0, "total": 3,
         "success_rate": 0.5, "orphaned_topics": {"sdk:other": 1},  # no handler for it
+        "orphaned_queues": {},  # the server works on "default"
     }  # fmt: skip
     assert out["list"]["total"] == 3
     assert out["list"]["limit"] == 2
@@ -133,9 +135,9 @@ def test_pocketbase_js_sdk_jobs_api(
     assert out["requeued"]["id"] == out["failed"]["id"]
     assert out["requeued"]["status"] == "pending"
     assert out["requeued"]["retries"] == 0
-    message = f"job {super_job['id']} is pending; only failed jobs can be requeued"
+    message = f"job {super_job['id']} is pending; only failed or cancelled jobs can be requeued"
     _assert_api_error(out["requeueAgain"], 400, message)
-    message = f"job {job['id']} is completed; only pending or failed jobs can be deleted"
+    message = f"job {job['id']} is completed; only pending, failed or cancelled jobs can be deleted"
     _assert_api_error(out["deleteCompleted"], 400, message)
     assert out["deleted"] == {"ok": True}
     _assert_api_error(out["getDeleted"], 404, "The requested job wasn't found.")
@@ -145,6 +147,7 @@ def test_pocketbase_js_sdk_jobs_api(
     # named queues: enqueue into one, filter by it, list, pause and resume them
     queue_job = out["queueJob"]
     assert queue_job["queue"] == "mail"
+    assert queue_job["timeout"] == 90
     data = _assert_api_error(out["badQueue"], 400, "Failed to enqueue the job.")
     assert data["queue"]["code"] == "validation_invalid_queue"
     assert [item["id"] for item in out["listMail"]["items"]] == [queue_job["id"]]
@@ -158,3 +161,21 @@ def test_pocketbase_js_sdk_jobs_api(
     assert out["resumed"] == {**mail, "paused": False}
     data = _assert_api_error(out["badQueueName"], 400, "Invalid queue name.")
     assert data["queue"]["code"] == "validation_invalid_queue"
+
+    # cancel: the pending mail job at once; a finished or unknown job is refused
+    data = _assert_api_error(out["badTimeout"], 400, "Failed to enqueue the job.")
+    assert data["timeout"]["code"] == "validation_invalid_number"
+    assert out["statsBeforeCancel"]["orphaned_queues"] == {"mail": 1}  # no worker works on it
+    cancelled = out["cancelled"]
+    assert (cancelled["id"], cancelled["status"]) == (queue_job["id"], "cancelled")
+    assert TIME_RE.match(cancelled["finished_at"])
+    assert cancelled["timeout"] == 90
+    assert out["cancelAgain"] == cancelled  # cancelling a cancelled job changes nothing
+    message = f"job {job['id']} is completed: there is nothing to cancel"
+    _assert_api_error(out["cancelCompleted"], 400, message)
+    _assert_api_error(out["cancelUnknown"], 404, "The requested job wasn't found.")
+    assert out["statsAfterCancel"]["cancelled"] == 1
+    assert out["statsAfterCancel"]["orphaned_queues"] == {}
+    assert [item["id"] for item in out["listCancelled"]["items"]] == [queue_job["id"]]
+    requeued = out["requeueCancelled"]
+    assert (requeued["status"], requeued["finished_at"]) == ("pending", None)

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,8 +49,8 @@ MAX_EXAMPLES = int(os.environ.get("PB_TEST_SCHEMATHESIS_EXAMPLES", "50"))
 #: PB_TEST_SCHEMATHESIS_RANDOM=1: new random cases on every run instead of the fixed ones.
 DERANDOMIZE = os.environ.get("PB_TEST_SCHEMATHESIS_RANDOM", "").lower() not in {"1", "true"}
 OPERATIONS = [
-    "enqueueJob", "listJobs", "jobStats", "getJob", "deleteJob", "requeueJob", "listQueues",
-    "pauseQueue", "resumeQueue",
+    "enqueueJob", "listJobs", "jobStats", "getJob", "deleteJob", "requeueJob", "cancelJob",
+    "listQueues", "pauseQueue", "resumeQueue",
 ]  # fmt: skip
 CHECKS = [
     not_a_server_error,
@@ -178,19 +179,28 @@ def test_served_document_matches_and_real_responses_validate(fresh: Served) -> N
 
         job = http.post(
             "/api/jobs/enqueue",
-            json={"topic": "t", "payload": {"a": [1]}, "delay": "1m"},
+            json={"topic": "t", "payload": {"a": [1]}, "delay": "1m", "timeout": 2.5},
             headers=fresh.headers,
         ).json()
         check("Job", job)
-        fresh.app.db.execute(
-            "UPDATE _jobs SET status = 'failed', last_error = 'boom', locked_until = run_at"
-        )
-        check("Job", http.get(f"/api/jobs/{job['id']}", headers=fresh.headers).json())
+        assert job["timeout"] == 2.5
+        cancelled = http.post(f"/api/jobs/{job['id']}/cancel", headers=fresh.headers).json()
+        check("Job", cancelled)
+        assert cancelled["status"] == "cancelled"
+        check("Error", http.post("/api/jobs/nope/cancel", headers=fresh.headers).json())
+        _fail_with_history(fresh, job["id"])
+        failed = http.get(f"/api/jobs/{job['id']}", headers=fresh.headers).json()
+        check("Job", failed)
+        assert [error["attempt"] for error in failed["errors"]] == [1, 2]
+        check("Error", http.post(f"/api/jobs/{job['id']}/cancel", headers=fresh.headers).json())
         check("JobList", http.get("/api/jobs", headers=fresh.headers).json())
         http.post("/api/jobs/enqueue", json={"topic": "orphan"}, headers=fresh.headers)
         stats = http.get("/api/jobs/stats", headers=fresh.headers).json()
         check("JobStats", stats)
         assert stats["orphaned_topics"] == {"orphan": 1}  # pending, and no worker handles it
+        assert stats["orphaned_queues"] == {"default": 1}  # and no worker works on its queue
+        with pytest.raises(jsonschema_rs.ValidationError):
+            check("JobStats", {**stats, "orphaned_queues": {"default": 0}})
         check("Queue", http.post("/api/jobs/queues/mail/pause", headers=fresh.headers).json())
         queues = http.get("/api/jobs/queues", headers=fresh.headers).json()
         check("QueueList", queues)
@@ -202,6 +212,25 @@ def test_served_document_matches_and_real_responses_validate(fresh: Served) -> N
         check("Error", http.get("/api/jobs/stats").json())
         with pytest.raises(jsonschema_rs.ValidationError):
             check("Job", {**job, "status": "bogus"})
+        with pytest.raises(jsonschema_rs.ValidationError):
+            check("Job", {**failed, "errors": [{"at": "yesterday", "attempt": 1, "error": "x"}]})
+        with pytest.raises(jsonschema_rs.ValidationError):
+            check("Job", {**job, "timeout": "2.5"})
+
+
+def _fail_with_history(server: Served, job_id: str) -> None:
+    """Make the job failed after two attempts, each with its error (as a worker leaves it)."""
+    store = jobs.get_job_store(server.app)
+    assert store is not None
+    store.requeue(job_id)
+    at = "2025-01-08T12:00:00.000Z"
+    errors = [{"at": at, "attempt": n, "error": f"boom {n}"} for n in (1, 2)]
+    value = "CAST(? AS jsonb)" if server.app.is_postgres() else "?"
+    server.app.db.execute(
+        "UPDATE _jobs SET status = 'failed', last_error = 'boom 2', locked_until = run_at,"
+        f" errors = {value} WHERE id = ?",
+        (json.dumps(errors), job_id),
+    )
 
 
 # -- schemathesis --------------------------------------------------------------------------
@@ -212,7 +241,7 @@ def _seeded_job_ids(server: Served) -> list[str]:
     store = jobs.get_job_store(server.app)
     assert store is not None
     ids = []
-    for status in ("pending", "processing", "completed", "failed"):
+    for status in ("pending", "processing", "completed", "failed", "cancelled"):
         job = store.enqueue("seed", {"status": status})
         server.app.db.execute("UPDATE _jobs SET status = ? WHERE id = ?", (status, job.id))
         ids.append(job.id)

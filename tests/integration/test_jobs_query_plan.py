@@ -214,7 +214,7 @@ def test_dispatcher_functions_are_planned_once_and_claims_commit_lazily(
     with app.db.transaction() as tx:
         rows = tx.fetch_tuples(
             "SELECT id FROM _jobs_claim(?::text[], ?, ARRAY['default'], ARRAY[1],"
-            " ARRAY[NULL]::int[], ?, 'alone', false, 'node')",
+            " ARRAY[NULL]::int[], ?, 'alone', false, 'node', ARRAY[]::text[])",
             (["t"], now, lock_until),
         )
         assert len(rows) == 1

@@ -90,6 +90,9 @@ async function main() {
     result.userPause = await expectApiError("user pause", () =>
         userPb.send("/api/jobs/queues/mail/pause", { method: "POST" }),
     );
+    result.userCancel = await expectApiError("user cancel", () =>
+        userPb.send(`/api/jobs/${result.userJob.id}/cancel`, { method: "POST" }),
+    );
 
     // -- a guest ---------------------------------------------------------------------------
     const guest = new PocketBase(url);
@@ -99,6 +102,9 @@ async function main() {
     result.guestStats = await expectApiError("guest stats", () => guest.send("/api/jobs/stats", {}));
     result.guestResume = await expectApiError("guest resume", () =>
         guest.send("/api/jobs/queues/mail/resume", { method: "POST" }),
+    );
+    result.guestCancel = await expectApiError("guest cancel", () =>
+        guest.send(`/api/jobs/${result.userJob.id}/cancel`, { method: "POST" }),
     );
     result.openapi = await guest.send("/api/jobs/openapi.json", {});
 
@@ -138,7 +144,9 @@ async function main() {
 
 
     // -- named queues (after the counts above were taken) -----------------------------------
-    result.queueJob = await enqueue(pb, { topic: "sdk:other", queue: "mail", delay: 3600 });
+    result.queueJob = await enqueue(pb, {
+        topic: "sdk:other", queue: "mail", delay: 3600, timeout: 90,
+    });
     result.badQueue = await expectApiError("queue with a space", () =>
         enqueue(pb, { topic: "sdk:echo", queue: "no spaces" }),
     );
@@ -149,6 +157,26 @@ async function main() {
     result.badQueueName = await expectApiError("pause of a bad name", () =>
         pb.send(`/api/jobs/queues/${encodeURIComponent("a b")}/pause`, { method: "POST" }),
     );
+
+    // -- cancel (the mail job: no worker here works on its queue) ---------------------------
+    result.badTimeout = await expectApiError("timeout as text", () =>
+        enqueue(pb, { topic: "sdk:echo", timeout: "soon" }),
+    );
+    result.statsBeforeCancel = await pb.send("/api/jobs/stats", {});
+    const cancelPath = `/api/jobs/${result.queueJob.id}/cancel`;
+    result.cancelled = await pb.send(cancelPath, { method: "POST" });
+    result.cancelAgain = await pb.send(cancelPath, { method: "POST" });
+    result.cancelCompleted = await expectApiError("cancel of a completed job", () =>
+        pb.send(`/api/jobs/${result.userJob.id}/cancel`, { method: "POST" }),
+    );
+    result.cancelUnknown = await expectApiError("cancel of an unknown job", () =>
+        pb.send("/api/jobs/0190a8b2-0000-7000-8000-000000000000/cancel", { method: "POST" }),
+    );
+    result.statsAfterCancel = await pb.send("/api/jobs/stats", {});
+    result.listCancelled = await pb.send("/api/jobs", { query: { status: "cancelled" } });
+    result.requeueCancelled = await pb.send(`/api/jobs/${result.queueJob.id}/requeue`, {
+        method: "POST",
+    });
 
     process.stdout.write(JSON.stringify(result) + "\n");
 }

@@ -1,4 +1,5 @@
-"""The application kernel: :class:`BaseApp`, its events, database handle and auth records.
+"""The application kernel: :class:`BaseApp`, its events, database handle and auth records,
+and its log lines (:func:`configure_logging`, :func:`log_fields`).
 
 The kernel never imports :mod:`pocketjobs.cli` or :mod:`pocketjobs.apis`; the command line
 lives on :class:`pocketjobs.App`, a ``BaseApp`` subclass.
@@ -15,9 +16,17 @@ from pocketjobs.core.db import (
     Tx,
 )
 from pocketjobs.core.events import BootstrapEvent, ServeEvent, TerminateEvent
+from pocketjobs.core.logs import (
+    LOG_FIELDS,
+    JsonFormatter,
+    TextFormatter,
+    configure_logging,
+    log_fields,
+)
 from pocketjobs.core.migrations import Migration
 
 __all__ = [
+    "LOG_FIELDS",
     "AuthError",
     "AuthRecord",
     "AuthRecords",
@@ -28,11 +37,15 @@ __all__ = [
     "Database",
     "DatabaseError",
     "IntegrityError",
+    "JsonFormatter",
     "Migration",
     "OperationalError",
     "Queryable",
     "ServeEvent",
     "TerminateEvent",
+    "TextFormatter",
     "Tx",
     "ValidationError",
+    "configure_logging",
+    "log_fields",
 ]

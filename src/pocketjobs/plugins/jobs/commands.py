@@ -8,6 +8,7 @@
     python main.py jobs queues
     python main.py jobs pause mail        # every process stops claiming the queue's jobs
     python main.py jobs resume mail
+    python main.py jobs cancel JOB_ID     # pending: cancelled now; running: asked to stop
     python main.py worker --queues mail,default   # work on these queues only
     python main.py worker --queues mail:4         # ... with 4 slots for mail
 """
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 from pocketjobs.core import BackgroundOption, BaseApp, Command
 from pocketjobs.core.times import format_time
 from pocketjobs.plugins.jobs.config import parse_queue_sizes
+from pocketjobs.plugins.jobs.errors import JobsError
 from pocketjobs.plugins.jobs.job import JOB_STATUSES, JobFilter
 
 if TYPE_CHECKING:
@@ -56,6 +58,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     for action, text in (("pause", "stop claiming a queue's jobs, in every process"),
                          ("resume", "claim a paused queue's jobs again")):  # fmt: skip
         views.add_parser(action, help=text).add_argument("name", help="the queue")
+    cancel = views.add_parser("cancel", help="cancel a pending job, or stop a running one")
+    cancel.add_argument("job_id", metavar="ID", help="the job's id")
 
 
 def _one_line(text: str | None, width: int) -> str:
@@ -66,15 +70,35 @@ def _one_line(text: str | None, width: int) -> str:
 
 
 def _run(store: JobStore, args: argparse.Namespace) -> int:
+    try:
+        return _show(store, args)
+    except JobsError as exc:  # e.g. an unknown job: a message, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _orphans(title: str, column: str, counts: dict[str, int]) -> None:
+    if counts:
+        print(f"\n{title}:")
+        print(format_table([column, "pending"], [[k, str(n)] for k, n in sorted(counts.items())]))
+
+
+def _show(store: JobStore, args: argparse.Namespace) -> int:
     if args.view == "stats":
         stats = store.stats()
         rows = [[status, str(getattr(stats, status))] for status in JOB_STATUSES]
         rows += [["total", str(stats.total)], ["success rate", f"{stats.success_rate:.1%}"]]
         print(format_table(["status", "jobs"], rows))
-        if stats.orphaned_topics:
-            print("\nTopics with pending jobs and no handler in any running worker:")
-            orphans = sorted(stats.orphaned_topics.items())
-            print(format_table(["topic", "pending"], [[t, str(n)] for t, n in orphans]))
+        _orphans(
+            "Topics with pending jobs and no handler in any running worker",
+            "topic",
+            stats.orphaned_topics,
+        )
+        _orphans(
+            "Queues with pending jobs and no running worker working on them",
+            "queue",
+            stats.orphaned_queues,
+        )
         return 0
     if args.view == "queues":
         rows = [
@@ -91,6 +115,13 @@ def _run(store: JobStore, args: argparse.Namespace) -> int:
         else:
             store.resume_queue(args.name)
         print(f"queue {args.name} {'paused' if args.view == 'pause' else 'resumed'}")
+        return 0
+    if args.view == "cancel":
+        job = store.cancel(args.job_id)
+        if job.status == "processing":
+            print(f"job {job.id}: cancel requested (it is running)")
+        else:
+            print(f"job {job.id} cancelled")
         return 0
     if args.limit < 1 or args.offset < 0:
         print("error: --limit must be at least 1 and --offset at least 0", file=sys.stderr)

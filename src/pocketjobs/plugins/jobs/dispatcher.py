@@ -36,6 +36,9 @@ at), or past its timeout (the job's, else its handler's, else the config's
 handler's task is cancelled, a plain one sees ``job.cancel_requested``. A plain handler
 that ignores it keeps its slot until it returns (logged); its late result is discarded.
 
+Each lifecycle event (a job started, completed, retrying, failed, ...; the worker started
+or stopped) is one log line with stable fields, written by :class:`~.logs.JobLog`.
+
 Every write is fenced on the claim token: a dispatcher whose claim was lost (its lock
 expired and another dispatcher took the job) cannot overwrite the new owner's state.
 Database errors are logged and retried with backoff; nothing is lost or repeated.
@@ -68,6 +71,7 @@ from pocketjobs.plugins.jobs.events import JobDoneEvent, JobEvents, JobOutcome, 
 from pocketjobs.plugins.jobs.executor import Executor, JobHandler, is_async_handler
 from pocketjobs.plugins.jobs.handlers import HandlerOptions
 from pocketjobs.plugins.jobs.job import Job
+from pocketjobs.plugins.jobs.logs import JobLog
 from pocketjobs.plugins.jobs.maintenance import Maintenance
 from pocketjobs.plugins.jobs.notifier import Listener
 from pocketjobs.plugins.jobs.presence import Presence
@@ -75,7 +79,6 @@ from pocketjobs.plugins.jobs.retry import (
     BackoffError,
     Discard,
     Snooze,
-    error_summary,
     error_text,
     retry_at,
     storable_text,
@@ -132,6 +135,8 @@ class Dispatcher:
             db, driver, queues=self.queues, topics=lambda: list(handlers), now=self._clock(),
             logger=logger,
         )  # fmt: skip
+        self.node = self._presence.node  # attempted_by of its claims
+        self._log = JobLog(logger, self.node)
         self._maintenance = Maintenance(
             db,
             driver,
@@ -139,12 +144,10 @@ class Dispatcher:
             lock_duration=config.lock_duration,
             rescue_interval=config.poll_interval,
             clock=self._clock,
-            logger=logger,
+            log=self._log,
             presence=self._presence,
         )
         self._listener = Listener(db, self.wake, logger, cancel=self._cancel_notified)
-        info = self._presence.info
-        self.node = f"{info.host}:{info.pid}:{info.id}"  # attempted_by of its claims
         self._cancels: set[str] = set()  # job ids to stop (their cancel was requested)
         self._stops_lock = threading.Lock()  # guards _cancels and _next_deadline
         self._look_for_cancels = False  # a notification may hide a cancel: look
@@ -171,6 +174,7 @@ class Dispatcher:
             if self._started:
                 return
             self._started = True
+        self._log.worker_started(self.queues, list(self._handlers))  # before any job's line
         self._executor.start()
         self._listener.start()
         self._completer.start()
@@ -261,6 +265,7 @@ class Dispatcher:
             self._completer.finish(self._stop_deadline)
             self._executor.shutdown()
             self._leave()
+            self._log.worker_stopped()
             self._stopped.set()
 
     def _leave(self) -> None:
@@ -368,7 +373,7 @@ class Dispatcher:
                 until = min(until, self._next_due)
         timeout = (until - now).total_seconds()
         soonest = self._next_deadline
-        if self._look_for_cancels:
+        if self._look_for_cancels and self._running:
             look_at = self._cancels_seen_at + _CANCEL_CHECK_DELAY
             soonest = look_at if soonest is None else min(soonest, look_at)
         if soonest is not None:
@@ -390,6 +395,8 @@ class Dispatcher:
             for run in self._running.find(job_id):
                 self._stop(run, "cancelled")
         started = time.monotonic()
+        if not self._running:  # no claim held: no cancel to look for
+            self._look_for_cancels = False
         due = self._cancels_seen_at + (
             _CANCEL_CHECK_DELAY
             if self._look_for_cancels
@@ -433,15 +440,14 @@ class Dispatcher:
             future.cancel()
         ran = time.monotonic() - run.started if run.started else 0.0
         if why == "cancelled":
-            self._logger.warning(
-                "jobs: job %s (topic %r) cancelled while running", job.id, job.topic
-            )
+            self._log.cancelled(job, ran)
             self._completer.record(Cancelled(run.claim))
             if self._events.wants_done():
                 self._events.emit(JobDoneEvent(job, "cancelled", ran))
         else:
             limit = self._timeout_of(job)
             seconds = limit.total_seconds() if limit is not None else 0.0
+            self._log.timed_out(job, ran, limit)
             self._record_failure(run, TimeoutError(f"timed out after {seconds:g}s"), ran)
         self._wake_event.set()
 
@@ -476,6 +482,7 @@ class Dispatcher:
         events = self._events.wants_start()
         for run in self._running.start_waiting():
             run.started = time.monotonic()
+            self._log.started(run.job)
             if events:
                 now = self._clock()
                 waited = (now - run.job.run_at).total_seconds()
@@ -509,10 +516,7 @@ class Dispatcher:
             )
             return
         if at_timeout:
-            self._logger.warning(
-                "jobs dispatcher: released %d unfinished job(s) after the shutdown timeout",
-                released,
-            )
+            self._log.released(released)
 
     # -- outcomes ------------------------------------------------------------------------
 
@@ -525,24 +529,18 @@ class Dispatcher:
         if state == "stale":
             return None  # released at stop: the job is pending again, not ours
         if state == "stopped":
-            self._logger.info(
-                "jobs: the handler of job %s (topic %r) ended %.3fs after it started; it had"
-                " been stopped (%s), so its result was discarded",
-                run.job.id, run.job.topic, seconds, run.stopped,
-            )  # fmt: skip
+            self._log.late_result(run.job, seconds, run.stopped)
             following = self._start_waiting(take=on_thread)  # its slot is free now
             self._wake_event.set()
             return following
         if error is None:
+            self._log.completed(run.job, seconds)
             self._completer.record(run.claim)
             if self._events.wants_done():
                 self._events.emit(JobDoneEvent(run.job, "completed", seconds))
         elif isinstance(error, Snooze):
             run_at = self._clock() + error.wait
-            self._logger.info(
-                "jobs: job %s (topic %r) snoozed until %s", run.job.id, run.job.topic,
-                run_at.isoformat(),
-            )  # fmt: skip
+            self._log.snoozed(run.job, seconds, run_at)
             self._completer.record(Snoozed(run.claim, run_at))
             if self._events.wants_done():
                 self._events.emit(JobDoneEvent(run.job, "snoozed", seconds, error, run_at))
@@ -557,10 +555,7 @@ class Dispatcher:
         job = run.job
         when: datetime | None = None
         if isinstance(error, Discard):
-            self._logger.warning(
-                "jobs: job %s (topic %r) discarded by its handler at attempt %d: %s",
-                job.id, job.topic, job.retries + 1, error.reason,
-            )  # fmt: skip
+            self._log.discarded(job, seconds, error.reason)
             return Failure(run.claim, storable_text(f"Discarded: {error.reason}"), None)
         if will_retry(job):
             now = self._clock()
@@ -572,21 +567,11 @@ class Dispatcher:
             except BackoffError:
                 self._logger.exception("jobs: the backoff function failed for job %s", job.id)
                 when = now + max_wait
-        attempt, attempts = job.retries + 1, job.max_retries + 1
         if when is not None:
-            self._logger.warning(
-                "jobs: job %s (topic %r) attempt %d of %d failed after %.3fs, retrying at "
-                "%s: %s",
-                job.id, job.topic, attempt, attempts, seconds, when.isoformat(),
-                error_summary(error),
-            )  # fmt: skip
+            self._log.retrying(job, seconds, error, when)
         else:
-            self._logger.error(
-                "jobs: job %s (topic %r) failed for good: attempt %d of %d failed after "
-                "%.3fs: %s",
-                job.id, job.topic, attempt, attempts, seconds, error_summary(error),
-            )  # fmt: skip
-        self._logger.debug("jobs: job %s failed with", job.id, exc_info=error)
+            self._log.failed(job, seconds, error)
+        self._log.traceback(job, error)
         return Failure(run.claim, error_text(error), when)
 
     def _written(self, outcomes: Outcomes, written: int) -> None:
@@ -601,9 +586,7 @@ class Dispatcher:
         )
         lost = len(outcomes) - written
         if lost:
-            self._logger.warning(
-                "jobs dispatcher: %d result(s) discarded: their claim was taken over", lost
-            )
+            self._log.results_lost(lost)
         retries = [f.retry_at for f in outcomes.failed if f.retry_at is not None]
         retries += [snoozed.run_at for snoozed in outcomes.snoozed]
         if retries:

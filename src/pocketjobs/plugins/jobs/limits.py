@@ -22,6 +22,7 @@ __all__ = [
     "MAX_TIMEOUT",
     "MAX_TOPIC_LENGTH",
     "MAX_UNIQUE_KEY_LENGTH",
+    "MIN_TIMEOUT",
 ]
 
 #: The longest topic name, in characters.
@@ -48,3 +49,5 @@ MAX_ERROR_LENGTH: Final = 16_384
 MAX_RETRY_WAIT: Final = timedelta(days=365)
 #: The longest timeout of an attempt.
 MAX_TIMEOUT: Final = timedelta(days=7)
+#: The shortest timeout of an attempt (timeouts are kept in whole milliseconds).
+MIN_TIMEOUT: Final = timedelta(milliseconds=1)

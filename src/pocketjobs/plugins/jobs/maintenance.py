@@ -11,16 +11,18 @@ config's ``clock``), so tests drive them by moving that clock instead of sleepin
   stopped responding) count a failed attempt and become due again, or fail for good;
 * **announce**, every ``ANNOUNCE_INTERVAL`` (see ``presence.py``): the dispatcher's row in
   the workers table, and warnings about topics no running worker handles.
+
+Lost claims and rescues are logged as ``jobs.claim_lost`` and ``jobs.rescued`` (``logs.py``).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from pocketjobs.core import Database
 from pocketjobs.plugins.jobs.drivers import JobsDriver
+from pocketjobs.plugins.jobs.logs import JobLog
 from pocketjobs.plugins.jobs.presence import ANNOUNCE_INTERVAL, Presence
 from pocketjobs.plugins.jobs.retry import LOCK_EXPIRED_ERROR
 from pocketjobs.plugins.jobs.running import RunningClaims
@@ -40,7 +42,7 @@ class Maintenance:
         lock_duration: timedelta,
         rescue_interval: timedelta,
         clock: Callable[[], datetime],
-        logger: logging.Logger,
+        log: JobLog,
         presence: Presence | None = None,
     ) -> None:
         self._db = db
@@ -49,7 +51,7 @@ class Maintenance:
         self._lock_duration = lock_duration
         self._heartbeat_interval = lock_duration / 3
         self._rescue_interval = rescue_interval
-        self._logger = logger
+        self._log = log
         start = clock()
         self._heartbeat_at = start + self._heartbeat_interval
         self._rescue_at = start  # rescue once at start: workers may have died meanwhile
@@ -88,10 +90,11 @@ class Maintenance:
         owned = self._driver.jobs_extend_locks(self._db, claims, now + self._lock_duration)
         for claim in claims:
             if claim not in owned:
-                self._logger.warning("jobs dispatcher: lost the claim on job %s", claim.job_id)
+                run = next((r for r in self._running.find(claim.job_id) if r.claim == claim), None)
+                self._log.claim_lost(claim.job_id, run.job if run else None)
 
     def _rescue(self, now: datetime) -> None:
         self._rescue_at = now + self._rescue_interval
         rescued = self._driver.jobs_rescue_expired(self._db, now, LOCK_EXPIRED_ERROR)
         if rescued:
-            self._logger.warning("jobs dispatcher: recovered %d job(s) with expired locks", rescued)
+            self._log.rescued(rescued)

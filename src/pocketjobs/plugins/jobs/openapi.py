@@ -11,9 +11,12 @@ from pocketjobs.plugins.jobs.limits import (
     MAX_PRIORITY,
     MAX_QUEUE_LENGTH,
     MAX_RETRIES_LIMIT,
+    MAX_TIMEOUT,
     MAX_TOPIC_LENGTH,
     MAX_UNIQUE_KEY_LENGTH,
+    MIN_TIMEOUT,
 )
+from pocketjobs.plugins.jobs.validation import QUEUE_NAME_PATTERN
 
 __all__ = ["openapi_document"]
 
@@ -22,12 +25,24 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 _PRIORITY = {"type": "integer", "minimum": 0, "maximum": MAX_PRIORITY}
 _QUEUE = {
     "type": "string",
-    "pattern": f"^[A-Za-z0-9_.-]{{1,{MAX_QUEUE_LENGTH}}}$",
+    "pattern": f"^{QUEUE_NAME_PATTERN}$",
     "minLength": 1,
     "maxLength": MAX_QUEUE_LENGTH,
     "examples": ["default", "mail"],
 }
 _COUNT = {"type": "integer", "minimum": 0}
+_TIME_OR_NULL = {"oneOf": [_TIME, {"type": "null"}]}
+_ATTEMPT_ERROR = {
+    "type": "object",
+    "required": ["at", "attempt", "error"],
+    "additionalProperties": False,
+    "properties": {
+        "at": _TIME,
+        "attempt": {"type": "integer", "minimum": 1},
+        "error": {"type": "string"},
+    },
+}
+_PER_NAME = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1}}
 
 
 def _error_response(description: str) -> dict[str, Any]:
@@ -109,7 +124,8 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
         "required": [
             "id", "topic", "payload", "status", "run_at", "locked_until", "retries",
             "max_retries", "last_error", "created", "updated", "priority", "unique_key",
-            "queue", "duplicate",
+            "queue", "attempted_at", "first_attempted_at", "attempted_by", "finished_at",
+            "errors", "timeout", "cancel_requested_at", "duplicate",
         ],
         "additionalProperties": False,
         "properties": {
@@ -118,7 +134,7 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
             "payload": {"description": "The job's JSON payload (any JSON value)."},
             "status": {"type": "string", "enum": list(JOB_STATUSES)},
             "run_at": _TIME,
-            "locked_until": {"oneOf": [_TIME, {"type": "null"}]},
+            "locked_until": _TIME_OR_NULL,
             "retries": {"type": "integer", "minimum": 0},
             "max_retries": {"type": "integer", "minimum": 0},
             "last_error": {"type": ["string", "null"]},
@@ -127,6 +143,36 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
             "priority": _PRIORITY,
             "unique_key": {"type": ["string", "null"]},
             "queue": _QUEUE,
+            "attempted_at": {**_TIME_OR_NULL, "description": "When its latest attempt started."},
+            "first_attempted_at": {
+                **_TIME_OR_NULL,
+                "description": "When its first attempt started.",
+            },
+            "attempted_by": {
+                "type": ["string", "null"],
+                "description": "The node of its latest attempt: host:pid:node-id.",
+                "examples": ["web-1:4242:0190a8b2-0000-7000-8000-000000000000"],
+            },
+            "finished_at": {
+                **_TIME_OR_NULL,
+                "description": "When it completed, failed for good or was cancelled.",
+            },
+            "errors": {
+                "type": "array",
+                "items": _ATTEMPT_ERROR,
+                "description": "Its failed attempts, oldest first (the latest 25).",
+            },
+            "timeout": {
+                "type": ["number", "null"],
+                "minimum": MIN_TIMEOUT.total_seconds(),
+                "description": "Seconds one attempt may run (null: the handler's default, "
+                "else the server's).",
+            },
+            "cancel_requested_at": {
+                **_TIME_OR_NULL,
+                "description": "When a cancel of the running job was asked for (it stops and "
+                "becomes cancelled).",
+            },
             "duplicate": {
                 "type": "boolean",
                 "description": "On an enqueue: the job existed (its unique key was taken) "
@@ -164,6 +210,13 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
                 **_QUEUE,
                 "description": "The named queue the job waits in (default: the topic "
                 "handler's queue, else default).",
+            },
+            "timeout": {
+                "type": "number",
+                "minimum": MIN_TIMEOUT.total_seconds() / 2,  # whole ms: 0.0005 rounds to 1 ms
+                "maximum": MAX_TIMEOUT.total_seconds(),
+                "description": "Seconds one attempt may run (default: the topic handler's, "
+                "else the server's default_timeout).",
             },
         },
     }
@@ -223,22 +276,35 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
                         "processing",
                         "completed",
                         "failed",
+                        "cancelled",
                         "total",
                         "success_rate",
                         "orphaned_topics",
+                        "orphaned_queues",
                     ],
                     "properties": {
                         "pending": _COUNT,
                         "processing": _COUNT,
                         "completed": _COUNT,
                         "failed": _COUNT,
+                        "cancelled": _COUNT,
                         "total": _COUNT,
-                        "success_rate": {"type": "number", "minimum": 0, "maximum": 1},
+                        "success_rate": {
+                            "type": "number",
+                            "minimum": 0,
+                            "maximum": 1,
+                            "description": "completed / (completed + failed); cancelled jobs "
+                            "count neither way.",
+                        },
                         "orphaned_topics": {
-                            "type": "object",
-                            "additionalProperties": {"type": "integer", "minimum": 1},
+                            **_PER_NAME,
                             "description": "Pending jobs per topic that no running worker "
                             "(in any process) handles.",
+                        },
+                        "orphaned_queues": {
+                            **_PER_NAME,
+                            "description": "Pending jobs per queue that no running worker "
+                            "(in any process) works on.",
                         },
                     },
                 },
@@ -342,7 +408,7 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
                     },
                 },
                 "delete": {
-                    "summary": "Delete a pending or failed job",
+                    "summary": "Delete a pending, failed or cancelled job",
                     "operationId": "deleteJob",
                     "parameters": [_JOB_ID],
                     "responses": {
@@ -364,14 +430,36 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
                     },
                 },
             },
+            "/api/jobs/{job_id}/cancel": {
+                "post": {
+                    "summary": "Cancel a job",
+                    "description": "A pending job becomes cancelled at once. A processing one "
+                    "is asked to stop wherever it runs: it is returned still processing, with "
+                    "cancel_requested_at set, and becomes cancelled (never retried) when its "
+                    "worker stops it. Cancelling a cancelled job changes nothing.",
+                    "operationId": "cancelJob",
+                    "parameters": [_JOB_ID],
+                    "responses": {
+                        "200": _ok("The job.", "Job"),
+                        "400": _error_response("The job completed or failed."),
+                        "404": _error_response("No such job."),
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
             "/api/jobs/{job_id}/requeue": {
                 "post": {
-                    "summary": "Requeue a failed job",
+                    "summary": "Requeue a failed or cancelled job",
+                    "description": "It becomes pending, due now, with its retries reset (its "
+                    "attempt history is kept).",
                     "operationId": "requeueJob",
                     "parameters": [_JOB_ID],
                     "responses": {
                         "200": _ok("The requeued job.", "Job"),
-                        "400": _error_response("The job has not failed."),
+                        "400": _error_response(
+                            "The job is neither failed nor cancelled, or another pending or "
+                            "processing job holds its unique key."
+                        ),
                         "404": _error_response("No such job."),
                         **_AUTH_ERRORS,
                     },

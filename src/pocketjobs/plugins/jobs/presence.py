@@ -7,20 +7,20 @@ pruned. From these rows any process, even one that only enqueues, knows which to
 running worker handles and which queues one works on, so jobs that nothing will run are
 reported (:func:`orphaned_work`: ``stats().orphaned_topics`` and ``orphaned_queues``,
 ``/api/jobs/stats``, the dashboard) and each worker logs a warning once per such topic or
-queue.
+queue (``event=jobs.orphaned_topic`` / ``jobs.orphaned_queue``, with ``pending``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
-from pocketjobs.core import Queryable
+from pocketjobs.core import Queryable, log_fields
 from pocketjobs.plugins.jobs.drivers import JobsDriver, WorkerInfo
-from pocketjobs.plugins.jobs.job import uuid7
 
 __all__ = ["ANNOUNCE_INTERVAL", "WORKER_TIMEOUT", "Presence", "orphaned_work"]
 
@@ -63,9 +63,13 @@ class Presence:
         self._warned: set[str] = set()  # topics warned about
         self._warned_queues: set[str] = set()
         self.info = WorkerInfo(
-            id=uuid7(), host=socket.gethostname(), pid=os.getpid(), queues=dict(queues),
+            id=secrets.token_hex(6), host=socket.gethostname(), pid=os.getpid(),
+            queues=dict(queues),
             topics=[], started=now, seen=now,
         )  # fmt: skip
+        #: This worker as its claims' ``attempted_by`` and its log lines name it:
+        #: ``host:pid:node-id`` (the node id is its row's id).
+        self.node = f"{self.info.host}:{self.info.pid}:{self.info.id}"
 
     def announce(self, now: datetime) -> None:
         """Write this worker's row (seen ``now``), prune dead workers' rows, and warn once
@@ -79,16 +83,22 @@ class Presence:
         self._driver.workers_prune(self._q, seen_before=now - WORKER_TIMEOUT)
         orphaned, unserved = orphaned_work(self._q, self._driver, now)
         for topic in sorted(orphaned.keys() - self._warned):
-            self._logger.warning(
+            log_fields(
+                self._logger, logging.WARNING,
                 "jobs: %d pending job(s) of topic %r have no handler in any running worker; "
                 "register one (store.handler(%r)) or delete them",
                 orphaned[topic], topic, topic,
+                event="jobs.orphaned_topic", topic=topic, pending=orphaned[topic],
+                node=self.node,
             )  # fmt: skip
         for queue in sorted(unserved.keys() - self._warned_queues):
-            self._logger.warning(
+            log_fields(
+                self._logger, logging.WARNING,
                 "jobs: %d pending job(s) in queue %r, which no running worker works on; "
                 "start one with the queue (Config.queues, --queues %s)",
                 unserved[queue], queue, queue,
+                event="jobs.orphaned_queue", queue=queue, pending=unserved[queue],
+                node=self.node,
             )  # fmt: skip
         # A topic or queue served again, then orphaned again, warns again.
         self._warned, self._warned_queues = set(orphaned), set(unserved)

@@ -10,15 +10,22 @@ method and path                          rule            success
 ``POST /api/jobs/queues/{name}/pause``   manage_rule     200 the queue
 ``POST /api/jobs/queues/{name}/resume``  manage_rule     200 the queue
 ``GET /api/jobs/{id}``                   manage_rule     200 the job
+``POST /api/jobs/{id}/cancel``           manage_rule     200 the job
 ``POST /api/jobs/{id}/requeue``          manage_rule     200 the job
 ``DELETE /api/jobs/{id}``                manage_rule     200 ``{"ok": true}``
 ``GET /api/jobs/openapi.json``           public          200 the OpenAPI 3.1 document
 ``GET /api/jobs/metrics``                metrics_rule    200 Prometheus text (``exporter.py``)
 =======================================  ==============  ====================================
 
-An enqueue body may name its ``queue``; ``GET /api/jobs`` filters by ``topic``, ``status``
-and ``queue``. The statistics include ``orphaned_topics`` (pending jobs per topic that no
-running worker handles). Pausing or resuming a queue acts in every process.
+An enqueue body may name its ``queue`` and give a ``timeout`` (seconds an attempt may run);
+``GET /api/jobs`` filters by ``topic``, ``status`` and ``queue``. The statistics include
+``orphaned_topics`` and ``orphaned_queues`` (pending jobs per topic that no running worker
+handles, per queue that none works on). Pausing or resuming a queue acts in every process.
+
+Cancel makes a pending job ``cancelled`` at once and asks a processing one to stop wherever
+it runs (the job comes back still ``processing``, with ``cancel_requested_at`` set; it
+becomes ``cancelled`` when its worker stops it); a completed or failed job → 400. Requeue
+takes a failed or cancelled job; delete a pending, failed or cancelled one.
 
 Superusers pass every rule; a rule of ``None`` or ``""`` admits superusers only. Without a
 valid token where one is needed → 401; a rule that says no → 403. Bad input → 400 with
@@ -51,7 +58,7 @@ from pocketjobs.plugins.jobs.config import parse_duration
 from pocketjobs.plugins.jobs.errors import InvalidJobOptions, JobsError
 from pocketjobs.plugins.jobs.exporter import METRICS_PATH, metrics_endpoint
 from pocketjobs.plugins.jobs.job import JobFilter, JobStatus, QueueInfo
-from pocketjobs.plugins.jobs.limits import MAX_LIST_LIMIT, MAX_OFFSET
+from pocketjobs.plugins.jobs.limits import MAX_DELAY, MAX_LIST_LIMIT, MAX_OFFSET
 from pocketjobs.plugins.jobs.openapi import openapi_document
 from pocketjobs.plugins.jobs.validation import check_enqueue
 
@@ -63,8 +70,11 @@ __all__ = ["bind_routes", "to_api_error"]
 # Room for the envelope around the payload (topic, run_at, ...) in an enqueue body.
 _BODY_OVERHEAD = 64 * 1024
 _ENQUEUE_FIELDS = frozenset(
-    {"topic", "payload", "run_at", "delay", "max_retries", "priority", "unique_key", "queue"}
-)
+    {
+        "topic", "payload", "run_at", "delay", "max_retries", "priority", "unique_key", "queue",
+        "timeout",
+    }
+)  # fmt: skip
 _NOT_FOUND = "The requested job wasn't found."
 _ENQUEUE_FAILED = "Failed to enqueue the job."
 _BAD_QUERY = "Invalid query parameters."
@@ -114,7 +124,9 @@ def _wire_delay(value: Any) -> Any:
     wrong with it)."""
     if not isinstance(value, str):
         finite = isinstance(value, int | float) and not isinstance(value, bool)
-        return timedelta(seconds=value) if finite and abs(value) < 1e15 else value
+        # Beyond MAX_DELAY the store refuses it (and a timedelta may not even hold it).
+        convert = finite and abs(value) <= MAX_DELAY.total_seconds()
+        return timedelta(seconds=value) if convert else value
     try:
         return parse_duration(value)
     except ValueError:
@@ -147,6 +159,7 @@ def _enqueue_options(body: dict[str, Any]) -> tuple[dict[str, Any], list[JobsErr
         "priority": body.get("priority"),
         "unique_key": body.get("unique_key"),
         "queue": body.get("queue"),
+        "timeout": body.get("timeout"),  # seconds: the store checks the type and the range
     }
     for name, convert in (("run_at", _wire_run_at), ("delay", _wire_delay)):
         if body.get(name) is not None:
@@ -221,6 +234,7 @@ def bind_routes(event: ServeEvent, plugin: JobsPlugin) -> None:
                     options["topic"], [options["payload"]], options["run_at"], options["delay"],
                     options["max_retries"], now=store.now(), known=errors,
                     priority=options["priority"], queue=options["queue"],
+                    timeout=options["timeout"],
                     unique_keys=None if unique_key is None else [unique_key],
                     default_max_retries=config.max_retries, max_size=config.max_payload_size,
                     allowed=config.allowed_topics,
@@ -262,6 +276,11 @@ def bind_routes(event: ServeEvent, plugin: JobsPlugin) -> None:
         job = await store.aget(request.path_params["job_id"])
         return JSONResponse(job.to_json())
 
+    async def cancel(request: Request) -> JSONResponse:
+        await authorize(request, plugin.manage_rule)
+        job = await store.acancel(request.path_params["job_id"])
+        return JSONResponse(job.to_json())
+
     async def requeue(request: Request) -> JSONResponse:
         await authorize(request, plugin.manage_rule)
         job = await store.arequeue(request.path_params["job_id"])
@@ -296,4 +315,5 @@ def bind_routes(event: ServeEvent, plugin: JobsPlugin) -> None:
     router.add_route("/api/jobs/queues/{name}/resume", resume_queue, methods=["POST"])
     router.add_route("/api/jobs/{job_id}", get_job, methods=["GET"])
     router.add_route("/api/jobs/{job_id}", delete, methods=["DELETE"])
+    router.add_route("/api/jobs/{job_id}/cancel", cancel, methods=["POST"])
     router.add_route("/api/jobs/{job_id}/requeue", requeue, methods=["POST"])

@@ -13,6 +13,7 @@ Text that no database can store is refused alike everywhere: a NUL character
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,9 +38,11 @@ from pocketjobs.plugins.jobs.limits import (
     MAX_TIMEOUT,
     MAX_TOPIC_LENGTH,
     MAX_UNIQUE_KEY_LENGTH,
+    MIN_TIMEOUT,
 )
 
 __all__ = [
+    "QUEUE_NAME_PATTERN",
     "EnqueueSpec",
     "check_enqueue",
     "check_filter",
@@ -193,7 +196,7 @@ def check_schedule(now: datetime, run_at: object, delay: object) -> datetime:
             field="delay",
             code="validation_invalid_duration",
         )
-    seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else _seconds(delay)
     if not 0 <= seconds <= MAX_DELAY.total_seconds():  # also rejects NaN
         raise InvalidJobOptions(
             f"delay must be from zero to {MAX_DELAY.days} days",
@@ -201,6 +204,14 @@ def check_schedule(now: datetime, run_at: object, delay: object) -> datetime:
             code="validation_invalid_duration",
         )
     return to_millis(now + timedelta(seconds=seconds))
+
+
+def _seconds(number: float) -> float:
+    """``number`` as a float; an int too large for one is infinite (out of every range)."""
+    try:
+        return float(number)
+    except OverflowError:
+        return math.inf if number > 0 else -math.inf
 
 
 def check_small_int(value: object, field: str, highest: int) -> int | None:
@@ -233,21 +244,23 @@ def check_priority(priority: object) -> int:
 
 def check_timeout(timeout: object) -> timedelta | None:
     """``timeout`` (a ``timedelta`` or a number of seconds; ``None`` stays ``None``) as a
-    ``timedelta`` if it is more than 0 and at most ``MAX_TIMEOUT``; else
-    :class:`InvalidJobOptions`."""
+    ``timedelta`` in whole milliseconds (what both databases store) if it is from
+    ``MIN_TIMEOUT`` to ``MAX_TIMEOUT``; else :class:`InvalidJobOptions`."""
     if timeout is None:
         return None
     wait: timedelta | None = None
     if isinstance(timeout, timedelta):
         wait = timeout
     elif isinstance(timeout, int | float) and not isinstance(timeout, bool):
-        seconds = float(timeout)
+        seconds = _seconds(timeout)
         if 0 < seconds <= MAX_TIMEOUT.total_seconds():  # also refuses NaN
             wait = timedelta(seconds=seconds)
-    if wait is None or not timedelta(0) < wait <= MAX_TIMEOUT:
+    if wait is not None:
+        wait = timedelta(milliseconds=round(wait / timedelta(milliseconds=1)))
+    if wait is None or not MIN_TIMEOUT <= wait <= MAX_TIMEOUT:
         raise InvalidJobOptions(
-            f"timeout must be more than 0 and at most {MAX_TIMEOUT.days} days (seconds or a"
-            " timedelta)",
+            f"timeout must be from {MIN_TIMEOUT.total_seconds():g} seconds to"
+            f" {MAX_TIMEOUT.days} days (seconds or a timedelta)",
             field="timeout",
             code="validation_invalid_number",
         )
@@ -255,7 +268,8 @@ def check_timeout(timeout: object) -> timedelta | None:
 
 
 # Not only dots: "." and ".." cannot be a URL path segment (clients resolve them away).
-_QUEUE_NAME = re.compile(rf"(?!\.+$)[A-Za-z0-9_.-]{{1,{MAX_QUEUE_LENGTH}}}")
+QUEUE_NAME_PATTERN = rf"(?!\.+$)[A-Za-z0-9_.-]{{1,{MAX_QUEUE_LENGTH}}}"
+_QUEUE_NAME = re.compile(QUEUE_NAME_PATTERN)
 
 
 def check_queue(queue: object) -> str:

@@ -323,10 +323,17 @@ _CLAIM_0006 = _Function(
     body=_claim_by_queue("", f"{_RETURNING_0004}, j.priority, j.unique_key, j.queue"),
 )
 
-# Step 7: the claim also records the attempt (when, first when, by which node).
+# Step 7: the claim also records the attempt (when, first when, by which node); the queues
+# with a global limit come sorted in their own array (``locks``), so that a claim without
+# one runs no statement and evaluates no expression before the claim itself.
 _CLAIM = dataclasses.replace(
     _CLAIM_0006,
-    args=(*_CLAIM_0006.args, ("node", "text")),
+    args=(*_CLAIM_0006.args, ("node", "text"), ("locks", "text[]")),
+    declare="v_queue text;",
+    prelude=f"""{_CLAIM_0004.prelude}
+                FOREACH v_queue IN ARRAY :locks LOOP
+                    PERFORM pg_advisory_xact_lock({_QUEUE_LOCK_CLASS}, hashtext(v_queue));
+                END LOOP;""",
     returns=_CLAIM_COLUMNS,
     body=_claim_by_queue(
         """, attempted_at = :now,
@@ -682,6 +689,7 @@ def _claim_args(params: ClaimParams, *, durable: bool) -> tuple[Any, ...]:
     return (
         list(p.topics), p.now, [c.name for c in queues], [c.limit for c in queues],
         [c.global_limit for c in queues], p.lock_until, p.token, durable, p.node,
+        sorted(c.name for c in queues if c.global_limit is not None),
     )  # fmt: skip
 
 

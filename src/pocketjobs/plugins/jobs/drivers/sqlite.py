@@ -196,28 +196,31 @@ def _time_or_none(text: str | None) -> datetime | None:
 
 
 def _job(row: Sequence[Any]) -> Job:
+    # Positional (the fields' order is JOB_COLUMNS'), and the usual values without a
+    # parse: a claim decodes every job it takes.
+    payload, errors, timeout = row[2], row[18], row[19]
     return Job(
-        id=row[0],
-        topic=row[1],
-        payload=json.loads(row[2]),
-        status=row[3],
-        run_at=_time(row[4]),
-        locked_until=_time_or_none(row[5]),
-        retries=row[6],
-        max_retries=row[7],
-        last_error=row[8],
-        created=_time(row[9]),
-        updated=_time(row[10]),
-        priority=row[11],
-        unique_key=row[12],
-        queue=row[13],
-        attempted_at=_time_or_none(row[14]),
-        first_attempted_at=_time_or_none(row[15]),
-        attempted_by=row[16],
-        finished_at=_time_or_none(row[17]),
-        errors=json.loads(row[18]),
-        timeout=timedelta(milliseconds=row[19]) if row[19] is not None else None,
-        cancel_requested_at=_time_or_none(row[20]),
+        row[0],
+        row[1],
+        None if payload == "null" else json.loads(payload),
+        row[3],
+        _time(row[4]),
+        _time_or_none(row[5]),
+        row[6],
+        row[7],
+        row[8],
+        _time(row[9]),
+        _time(row[10]),
+        row[11],
+        row[12],
+        row[13],
+        _time_or_none(row[14]),
+        _time_or_none(row[15]),
+        row[16],
+        _time_or_none(row[17]),
+        [] if errors == "[]" else json.loads(errors),
+        None if timeout is None else timedelta(milliseconds=timeout),
+        _time_or_none(row[20]),
     )
 
 
@@ -244,11 +247,18 @@ def _claim_sql(topic_count: int, capped: tuple[bool, ...]) -> str:
     """The claim over one queue per item of ``capped`` (whether it has a global limit):
     per queue, an ordered range of idx_jobs_pending (queue, priority, run_at, id)."""
     topics = _placeholders(topic_count)
-    lanes = " UNION ALL ".join(
-        f"""SELECT id FROM (SELECT id FROM _jobs INDEXED BY idx_jobs_pending
+    selects = [
+        f"""SELECT id FROM _jobs INDEXED BY idx_jobs_pending
             WHERE status = 'pending' AND queue = ? AND run_at <= ? AND topic IN ({topics})
-            ORDER BY priority, run_at, id LIMIT {_CAPPED_LANE_LIMIT if cap else _LANE_LIMIT})"""
+            ORDER BY priority, run_at, id LIMIT {_CAPPED_LANE_LIMIT if cap else _LANE_LIMIT}"""
         for cap in capped
+    ]
+    # One queue (the usual case): its select as it is; several: each in a subquery (a
+    # compound select takes no LIMIT per part).
+    lanes = (
+        selects[0]
+        if len(selects) == 1
+        else " UNION ALL ".join(f"SELECT id FROM ({select})" for select in selects)
     )
     return f"""UPDATE _jobs SET status = 'processing', locked_until = ?, locked_by = ?, updated = ?,
             attempted_at = ?, first_attempted_at = COALESCE(first_attempted_at, ?),

@@ -161,6 +161,10 @@
     }
     const orphans = Object.entries(stats.orphaned_topics || {}).map(([topic, n]) => el("li",
       { "data-topic": topic }, `Topic ${topic}: ${n} pending job${n === 1 ? "" : "s"}, no worker handles it`));
+    for (const [queue, n] of Object.entries(stats.orphaned_queues || {})) {
+      orphans.push(el("li", { "data-queue": queue },
+        `Queue ${queue}: ${n} pending job${n === 1 ? "" : "s"}, no worker works on it`));
+    }
     $("orphans").replaceChildren(...orphans);
     $("orphans").hidden = !orphans.length;
   }
@@ -220,14 +224,23 @@
     setText($("d-queue"), job.queue);
     $("d-status").replaceChildren(badge(job.status));
     setText($("d-retries"), `${job.retries} of ${job.max_retries}`);
-    for (const key of ["run_at", "created", "updated", "locked_until"]) {
+    for (const key of ["run_at", "created", "updated", "locked_until", "first_attempted_at",
+      "attempted_at", "finished_at", "cancel_requested_at"]) {
       setText($(`d-${key}`), fullTime(job[key]));
     }
+    setText($("d-timeout"), job.timeout === null ? "—" : `${job.timeout}s`);
+    setText($("d-attempted_by"), job.attempted_by || "—");
+    const errors = (job.errors || []).map((e) => el("li", null,
+      el("span", { className: "muted" }, `${fmtTime(e.at)} · attempt ${e.attempt}`), el("pre", null, e.error)));
+    if (!errors.length) errors.push(el("li", { className: "muted" }, "—"));
+    $("d-errors").replaceChildren(...errors);
     setText($("d-payload"), JSON.stringify(job.payload === undefined ? null : job.payload, null, 2));
     setText($("d-error"), job.last_error || "—");
     $("d-error").classList.toggle("none", !job.last_error);
-    $("requeue").hidden = job.status !== "failed";
-    $("delete").hidden = job.status !== "pending" && job.status !== "failed";
+    const is = (...statuses) => statuses.includes(job.status);
+    $("requeue").hidden = !is("failed", "cancelled");
+    $("delete").hidden = !is("pending", "failed", "cancelled");
+    $("cancel").hidden = !is("pending", "processing") || !!job.cancel_requested_at;
     $("details").hidden = false;
     for (const tr of $("rows").querySelectorAll("tr[data-id]")) {
       tr.classList.toggle("selected", tr.dataset.id === job.id);
@@ -287,16 +300,20 @@
   async function act(kind) {
     const job = state.job;
     if (!job) return;
-    const question = kind === "requeue"
-      ? `Requeue job ${job.id} (${job.topic})?\n\nIt becomes pending and runs again with its retries reset.`
-      : `Delete job ${job.id} (${job.topic})?\n\nThis cannot be undone.`;
-    if (!window.confirm(question)) return;
-    $("requeue").disabled = $("delete").disabled = true;
+    const question = {
+      requeue: "It becomes pending and runs again with its retries reset.",
+      cancel: "A pending job never runs; a running one is asked to stop.",
+      delete: "This cannot be undone.",
+    }[kind];
+    if (!window.confirm(`${kind[0].toUpperCase()}${kind.slice(1)} job ${job.id} (${job.topic})?\n\n${question}`)) return;
+    const buttons = ["requeue", "cancel", "delete"].map($);
+    for (const b of buttons) b.disabled = true;
     try {
       const path = `/api/jobs/${encodeURIComponent(job.id)}`;
-      if (kind === "requeue") {
-        renderDetails(await api("POST", `${path}/requeue`));
-        notice("Job requeued.");
+      if (kind !== "delete") {
+        const done = await api("POST", `${path}/${kind}`);
+        renderDetails(done);
+        notice(kind === "requeue" ? "Job requeued." : done.status === "cancelled" ? "Job cancelled." : "Cancel requested.");
       } else {
         await api("DELETE", path);
         closeDetails();
@@ -305,7 +322,7 @@
     } catch (e) {
       if (e.status !== 401) showBanner(e.message, "action");
     } finally {
-      $("requeue").disabled = $("delete").disabled = false;
+      for (const b of buttons) b.disabled = false;
       refresh();
     }
   }
@@ -354,6 +371,7 @@
     $("details-close").addEventListener("click", closeDetails);
     $("requeue").addEventListener("click", () => act("requeue"));
     $("delete").addEventListener("click", () => act("delete"));
+    $("cancel").addEventListener("click", () => act("cancel"));
     let debounce = null;
     $("topic").addEventListener("input", () => {
       clearTimeout(debounce);
