@@ -144,6 +144,17 @@ def test_killed_worker_job_is_taken_over_after_lock_expiry(
         attempts = invocations_of(app, job.id)
         assert [a["pid"] for a in attempts] == [worker_a.pid, worker_b.pid], attempts
         assert "recovered 1 job(s) with expired locks" in worker_b.log_text()
+        # The attempt history across the takeover: two attempts, on two nodes; the lost
+        # one is in the errors.
+        done = store.get(job.id)
+        assert [entry["attempt"] for entry in done.errors] == [1], done.errors
+        assert done.errors[0]["error"].startswith("lock expired"), done.errors
+        assert done.first_attempted_at is not None
+        assert done.attempted_at is not None
+        assert done.finished_at is not None
+        assert done.first_attempted_at < done.attempted_at <= done.finished_at
+        assert done.attempted_by is not None
+        assert done.attempted_by.split(":")[1] == str(worker_b.pid)
         worker_b.stop_cleanly(signal.SIGTERM)
 
 
