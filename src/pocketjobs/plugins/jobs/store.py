@@ -12,7 +12,7 @@ import dataclasses
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 
 from pocketjobs.core import IntegrityError, Tx
 from pocketjobs.plugins.jobs.config import Config
@@ -47,6 +47,18 @@ if TYPE_CHECKING:
 __all__ = ["JobStore"]
 
 H = TypeVar("H", bound=JobHandler)
+
+
+class HandlerArgs(TypedDict, total=False):
+    """The options of :meth:`JobStore.register`, as the decorators pass them on."""
+
+    priority: int | None
+    max_retries: int | None
+    backoff: Callable[[int], timedelta] | None
+    queue: str | None
+    timeout: timedelta | float | None
+
+
 _EVENTS_FLUSH_SECONDS = 5.0
 
 
@@ -382,46 +394,23 @@ class JobStore:
             self._handlers[topic] = fn
         self._wake(None)
 
-    def handler(
-        self,
-        topic: str,
-        *,
-        priority: int | None = None,
-        max_retries: int | None = None,
-        backoff: Callable[[int], timedelta] | None = None,
-        queue: str | None = None,
-        timeout: timedelta | float | None = None,
-    ) -> Callable[[H], H]:
-        """Decorator form of :meth:`register`; returns the function unchanged."""
+    def handler(self, topic: str, **options: Unpack[HandlerArgs]) -> Callable[[H], H]:
+        """Decorator form of :meth:`register` (the same options); returns the function
+        unchanged."""
 
         def decorate(fn: H) -> H:
-            self.register(
-                topic, fn, priority=priority, max_retries=max_retries, backoff=backoff,
-                queue=queue, timeout=timeout,
-            )  # fmt: skip
+            self.register(topic, fn, **options)
             return fn
 
         return decorate
 
-    def task(
-        self,
-        topic: str,
-        *,
-        priority: int | None = None,
-        max_retries: int | None = None,
-        backoff: Callable[[int], timedelta] | None = None,
-        queue: str | None = None,
-        timeout: timedelta | float | None = None,
-    ) -> Callable[[JobHandler], Task]:
+    def task(self, topic: str, **options: Unpack[HandlerArgs]) -> Callable[[JobHandler], Task]:
         """Decorator like :meth:`handler` that returns a :class:`Task`: the handler, with
         ``.enqueue(payload, **options)`` / ``.aenqueue(...)`` for its topic (a payload may
         be a dataclass or a pydantic model)."""
 
         def decorate(fn: JobHandler) -> Task:
-            self.register(
-                topic, fn, priority=priority, max_retries=max_retries, backoff=backoff,
-                queue=queue, timeout=timeout,
-            )  # fmt: skip
+            self.register(topic, fn, **options)
             return Task(self, topic, fn)
 
         return decorate
