@@ -48,9 +48,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import secrets
 import threading
 import time
-import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Literal
@@ -307,7 +307,7 @@ class Dispatcher:
         lanes = [] if stopping or not topics else self._lanes()
         params = None
         if lanes:
-            token = uuid.uuid4().hex
+            token = secrets.token_hex(16)
             limit = sum(lane.limit for lane in lanes)
             lock_until = now + self._config.lock_duration
             params = ClaimParams(topics, limit, now, lock_until, token, lanes, self.node)

@@ -46,6 +46,9 @@ class Executor:
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_lock = threading.Lock()
+        # Per topic, its handler when last looked at and whether it is async (inspect's
+        # check costs about a microsecond, a job's whole dispatch a few dozen).
+        self._kinds: dict[str, tuple[JobHandler, bool]] = {}
 
     def start(self) -> None:
         """Start the handler threads."""
@@ -58,18 +61,28 @@ class Executor:
 
     def runs_on_thread(self, run: Run) -> bool:
         """Whether ``run``'s handler is a plain function (it runs on a handler thread)."""
-        handler = self._handlers.get(run.job.topic)
-        return handler is None or not is_async_handler(handler)
+        return not self._is_async(run.job.topic)
 
     def submit(self, run: Run) -> None:
         """Run ``run``'s handler (its slot is already taken). An async handler's future
         is kept on the run (``run.future``): cancelling it cancels the handler."""
-        handler = self._handlers.get(run.job.topic)
-        if handler is not None and is_async_handler(handler):
+        topic = run.job.topic
+        if self._is_async(topic):
+            handler = self._handlers[topic]
             coroutine = self._run_async(handler, run)
             run.future = asyncio.run_coroutine_threadsafe(coroutine, self._event_loop())
         else:
             self._work.put(run)
+
+    def _is_async(self, topic: str) -> bool:
+        """Whether the handler of ``topic`` is async (no handler: no)."""
+        handler = self._handlers.get(topic)
+        kind = self._kinds.get(topic)
+        if kind is None or kind[0] is not handler:
+            if handler is None:
+                return False
+            kind = self._kinds[topic] = (handler, is_async_handler(handler))
+        return kind[1]
 
     def shutdown(self) -> None:
         """Let the handler threads end once idle and stop the event loop (coroutines still

@@ -27,13 +27,22 @@ from pocketjobs.plugins.jobs.drivers.base import (
 )
 from pocketjobs.plugins.jobs.job import Job, JobFilter
 
-__all__ = ["JOB_COLUMNS", "PortableSQLDriver", "queue_counts"]
+__all__ = ["CLAIMED_COLUMNS", "JOB_COLUMNS", "PortableSQLDriver", "queue_counts"]
 
 #: The columns of a :class:`Job`, in the order of its fields (what ``decode_job`` reads).
 JOB_COLUMNS: Final = (
     "id, topic, payload, status, run_at, locked_until, retries, max_retries, last_error,"
     " created, updated, priority, unique_key, queue, attempted_at, first_attempted_at,"
     " attempted_by, finished_at, errors, timeout, cancel_requested_at"
+)
+
+#: The columns a claim returns: a claimed job's other fields are what the claim set
+#: (status ``processing``, ``locked_until``, ``locked_by``, ``updated`` and
+#: ``attempted_at`` now, ``attempted_by`` the node) or none (``finished_at``), so the
+#: driver fills them in rather than fetch and decode them for every job claimed.
+CLAIMED_COLUMNS: Final = (
+    "id, topic, payload, run_at, retries, max_retries, last_error, created, priority,"
+    " unique_key, queue, first_attempted_at, errors, timeout, cancel_requested_at"
 )
 
 _GET_SQL: Final = f"SELECT {JOB_COLUMNS} FROM _jobs WHERE id = ?"

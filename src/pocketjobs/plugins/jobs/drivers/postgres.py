@@ -30,8 +30,13 @@ from pocketjobs.plugins.jobs.drivers.base import (
     Outcomes,
     QueueCounts,
 )
-from pocketjobs.plugins.jobs.drivers.portable import JOB_COLUMNS, PortableSQLDriver, queue_counts
-from pocketjobs.plugins.jobs.job import MAX_ERRORS_KEPT, Job
+from pocketjobs.plugins.jobs.drivers.portable import (
+    CLAIMED_COLUMNS,
+    JOB_COLUMNS,
+    PortableSQLDriver,
+    queue_counts,
+)
+from pocketjobs.plugins.jobs.job import MAX_ERRORS_KEPT, Job, build_job
 from pocketjobs.plugins.jobs.limits import MAX_PRIORITY
 
 __all__ = ["PostgresJobsDriver"]
@@ -670,7 +675,47 @@ def _seconds_json(duration: timedelta | None) -> str:
 
 
 def _job(row: Sequence[Any]) -> Job:
-    return Job(*row)
+    return build_job(row)
+
+
+# The claim, reading CLAIMED_COLUMNS of what the function returns; the payload and the
+# errors as text: decoded here with no work for the usual "[]" (psycopg's json loader
+# decodes bytes first, per value).
+_CLAIMED_AS_TEXT = CLAIMED_COLUMNS.replace("payload", "payload::text").replace(
+    "errors", "errors::text"
+)
+_CLAIM_SQL = _CLAIM.call().replace("SELECT *", f"SELECT {_CLAIMED_AS_TEXT}", 1)
+
+
+def _claimed_job(row: Sequence[Any], params: ClaimParams) -> Job:
+    """A job as claimed with ``params``, from its CLAIMED_COLUMNS."""
+    payload, errors = row[2], row[12]
+    now = params.now
+    return build_job(
+        (
+            row[0],
+            row[1],
+            None if payload == "null" else json.loads(payload),
+            "processing",
+            row[3],
+            params.lock_until,
+            row[4],
+            row[5],
+            row[6],
+            row[7],
+            now,
+            row[8],
+            row[9],
+            row[10],
+            now,
+            row[11],
+            params.node,
+            None,
+            [] if errors == "[]" else json.loads(errors),
+            row[13],
+            row[14],
+        )
+    )
 
 
 def _claim_order(job: Job) -> tuple[int, datetime, str]:
@@ -761,8 +806,8 @@ class PostgresJobsDriver(PortableSQLDriver):
         # On the database itself the claim is its own transaction; in a caller's, whose other
         # writes must stay durable, it is committed as they are.
         durable = not isinstance(q, Database)
-        rows = q.fetch_tuples(_CLAIM.call(), _claim_args(params, durable=durable))
-        jobs = [_job(row) for row in rows]
+        rows = q.fetch_tuples(_CLAIM_SQL, _claim_args(params, durable=durable))
+        jobs = [_claimed_job(row, params) for row in rows]
         jobs.sort(key=_claim_order)  # RETURNING order is unspecified
         return jobs
 

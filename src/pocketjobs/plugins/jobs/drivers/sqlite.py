@@ -18,8 +18,13 @@ from typing import Any
 from pocketjobs.core import Database, Migration, Queryable, Tx
 from pocketjobs.core.times import format_time
 from pocketjobs.plugins.jobs.drivers.base import Claim, ClaimParams, NewJob, Outcomes, QueueCounts
-from pocketjobs.plugins.jobs.drivers.portable import JOB_COLUMNS, PortableSQLDriver, queue_counts
-from pocketjobs.plugins.jobs.job import MAX_ERRORS_KEPT, Job
+from pocketjobs.plugins.jobs.drivers.portable import (
+    CLAIMED_COLUMNS,
+    JOB_COLUMNS,
+    PortableSQLDriver,
+    queue_counts,
+)
+from pocketjobs.plugins.jobs.job import MAX_ERRORS_KEPT, Job, build_job
 from pocketjobs.plugins.jobs.limits import MAX_PRIORITY
 
 __all__ = ["SQLiteJobsDriver"]
@@ -199,28 +204,61 @@ def _job(row: Sequence[Any]) -> Job:
     # Positional (the fields' order is JOB_COLUMNS'), and the usual values without a
     # parse: a claim decodes every job it takes.
     payload, errors, timeout = row[2], row[18], row[19]
-    return Job(
-        row[0],
-        row[1],
-        None if payload == "null" else json.loads(payload),
-        row[3],
-        _time(row[4]),
-        _time_or_none(row[5]),
-        row[6],
-        row[7],
-        row[8],
-        _time(row[9]),
-        _time(row[10]),
-        row[11],
-        row[12],
-        row[13],
-        _time_or_none(row[14]),
-        _time_or_none(row[15]),
-        row[16],
-        _time_or_none(row[17]),
-        [] if errors == "[]" else json.loads(errors),
-        None if timeout is None else timedelta(milliseconds=timeout),
-        _time_or_none(row[20]),
+    return build_job(
+        (
+            row[0],
+            row[1],
+            None if payload == "null" else json.loads(payload),
+            row[3],
+            _time(row[4]),
+            _time_or_none(row[5]),
+            row[6],
+            row[7],
+            row[8],
+            _time(row[9]),
+            _time(row[10]),
+            row[11],
+            row[12],
+            row[13],
+            _time_or_none(row[14]),
+            _time_or_none(row[15]),
+            row[16],
+            _time_or_none(row[17]),
+            [] if errors == "[]" else json.loads(errors),
+            None if timeout is None else timedelta(milliseconds=timeout),
+            _time_or_none(row[20]),
+        )
+    )
+
+
+def _claimed_job(row: Sequence[Any], now: datetime, lock_until: datetime, node: str) -> Job:
+    """A job as claimed at ``now`` (decoded from the stored text), from its
+    CLAIMED_COLUMNS."""
+    payload, errors, timeout = row[2], row[12], row[13]
+    return build_job(
+        (
+            row[0],
+            row[1],
+            None if payload == "null" else json.loads(payload),
+            "processing",
+            _time(row[3]),
+            lock_until,
+            row[4],
+            row[5],
+            row[6],
+            _time(row[7]),
+            now,
+            row[8],
+            row[9],
+            row[10],
+            now,
+            _time(row[11]),
+            node,
+            None,
+            [] if errors == "[]" else json.loads(errors),
+            None if timeout is None else timedelta(milliseconds=timeout),
+            _time_or_none(row[14]),
+        )
     )
 
 
@@ -263,7 +301,7 @@ def _claim_sql(topic_count: int, capped: tuple[bool, ...]) -> str:
     return f"""UPDATE _jobs SET status = 'processing', locked_until = ?, locked_by = ?, updated = ?,
             attempted_at = ?, first_attempted_at = COALESCE(first_attempted_at, ?),
             attempted_by = ?
-        WHERE id IN ({lanes}) RETURNING {JOB_COLUMNS}"""
+        WHERE id IN ({lanes}) RETURNING {CLAIMED_COLUMNS}"""
 
 
 def _claim_query(params: ClaimParams) -> tuple[str, tuple[Any, ...]]:
@@ -441,7 +479,9 @@ class SQLiteJobsDriver(PortableSQLDriver):
         if params.limit <= 0 or not params.topics:
             return []
         rows = q.fetch_tuples(*_claim_query(params))
-        jobs = [_job(row) for row in rows]
+        # The times as stored (milliseconds), as every other read of the jobs gives them.
+        now, lock_until = _time(format_time(params.now)), _time(format_time(params.lock_until))
+        jobs = [_claimed_job(row, now, lock_until, params.node) for row in rows]
         # RETURNING order is unspecified
         jobs.sort(key=lambda job: (job.priority, job.run_at, job.id))
         return jobs
