@@ -353,6 +353,15 @@ def test_claim_takes_only_the_given_topics(queue: Queue) -> None:
     assert queue.driver.jobs_count_by_status(queue.db) == {"processing": 2, "pending": 1}
 
 
+def test_claim_takes_topics_whatever_their_characters(queue: Queue) -> None:
+    """Topics reach the claim intact (PostgreSQL receives them as an array literal)."""
+    odd = ['a"b', "c\\d", "e,f", "{g}", "NULL", " spaced ", "ü'x", '\\"']
+    added = {queue.add(topic).id: topic for topic in odd}
+    queue.add("a")  # a topic not asked for, next to 'a"b'
+    claimed = queue.claim([*odd, "nobody"], limit=20)
+    assert {job.id: job.topic for job in claimed} == added
+
+
 def test_claim_takes_the_oldest_run_at_then_id_first_up_to_the_limit(queue: Queue) -> None:
     # Inserted out of order, over two topics, some sharing a run_at (then the id decides).
     minute = timedelta(minutes=1)

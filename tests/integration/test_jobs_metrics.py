@@ -31,7 +31,6 @@ from pocketjobs import App
 from pocketjobs.core.times import now_utc
 from pocketjobs.plugins import jobs
 from pocketjobs.plugins.jobs.drivers import QueueCounts, driver_for
-from pocketjobs.plugins.jobs.metrics import DONE_HANDLER_ID
 from support import clear_jobs_env, free_port, run_app, run_cli, run_process
 
 harness = harness_fixture
@@ -413,16 +412,26 @@ def test_metrics_off_bind_no_hook_and_hide_the_endpoint(harness: Harness) -> Non
         assert response.json()["message"] == "The jobs metrics are off."
 
 
-def test_metrics_bind_one_done_handler_with_a_stable_id(harness: Harness) -> None:
-    """One done event per attempt feeds every metric: no start event is built for them."""
+def test_metrics_bind_no_hook_and_count_past_a_hook_that_stops_the_chain(
+    harness: Harness,
+) -> None:
+    """The metrics count ended attempts on the events thread, not through a hook: none is
+    bound, and a done hook that never calls ``e.next()`` cannot keep one from being
+    counted."""
     node = harness.node(auto_start=False)
     metrics = node.store.metrics
     assert metrics is not None
-    assert (node.store.on_job_start.length(), node.store.on_job_done.length()) == (0, 1)
-    metrics.bind(node.store.on_job_done)  # the same id: replaced, not added
-    assert node.store.on_job_done.length() == 1
-    node.store.on_job_done.unbind(DONE_HANDLER_ID)
-    assert node.store.on_job_done.length() == 0
+    assert (node.store.on_job_start.length(), node.store.on_job_done.length()) == (0, 0)
+    seen: list[str] = []
+    node.store.on_job_done.bind_func(lambda e: seen.append(e.job.id))  # no e.next()
+    node.store.register("ok", lambda job: None)
+    job = node.store.enqueue("ok")
+    node.store.start()
+    node.wait_status(job.id, "completed")
+    node.store.stop()  # hands the last events to the hooks
+    assert seen == [job.id]
+    samples = parse(metrics.render(None)[0].decode())
+    assert by_queue_topic(samples, "pocketjobs_jobs_completed_total") == {("default", "ok"): 1}
 
 
 # -- worker and serve --metrics ------------------------------------------------------------

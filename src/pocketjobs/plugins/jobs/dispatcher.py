@@ -67,7 +67,7 @@ from pocketjobs.plugins.jobs.drivers import (
     QueueClaim,
     Snoozed,
 )
-from pocketjobs.plugins.jobs.events import JobDoneEvent, JobEvents, JobOutcome, JobStartEvent
+from pocketjobs.plugins.jobs.events import JobEvents, JobOutcome, JobStartEvent
 from pocketjobs.plugins.jobs.executor import Executor, JobHandler, is_async_handler
 from pocketjobs.plugins.jobs.handlers import HandlerOptions
 from pocketjobs.plugins.jobs.job import Job
@@ -442,8 +442,7 @@ class Dispatcher:
         if why == "cancelled":
             self._log.cancelled(job, ran)
             self._completer.record(Cancelled(run.claim))
-            if self._events.wants_done():
-                self._events.emit(JobDoneEvent(job, "cancelled", ran))
+            self._events.done(job, "cancelled", ran)
         else:
             limit = self._timeout_of(job)
             seconds = limit.total_seconds() if limit is not None else 0.0
@@ -455,9 +454,8 @@ class Dispatcher:
         """Record the failed attempt of ``run`` (retried or failed for good)."""
         failure = self._failure(run, error, seconds)
         self._completer.record(failure)
-        if self._events.wants_done():
-            outcome: JobOutcome = "failed" if failure.retry_at is None else "retrying"
-            self._events.emit(JobDoneEvent(run.job, outcome, seconds, error, failure.retry_at))
+        outcome: JobOutcome = "failed" if failure.retry_at is None else "retrying"
+        self._events.done(run.job, outcome, seconds, error, failure.retry_at)
 
     def _timeout_of(self, job: Job) -> timedelta | None:
         """How long an attempt of ``job`` may run: its own timeout, else its handler's,
@@ -479,10 +477,17 @@ class Dispatcher:
         just finished asks for its next one: the first plain run is returned to run on that
         thread at once rather than handed to another through the queue."""
         taken: Run | None = None
+        runs = self._running.start_waiting()
+        if not runs:
+            return None
+        # Looked at once for the batch: whether anything wants the start, the time.
         events = self._events.wants_start()
-        for run in self._running.start_waiting():
-            run.started = time.monotonic()
-            self._log.started(run.job)
+        logged = self._log.logs_starts()
+        started = time.monotonic()
+        for run in runs:
+            run.started = started
+            if logged:
+                self._log.started(run.job)
             if events:
                 now = self._clock()
                 waited = (now - run.job.run_at).total_seconds()
@@ -536,14 +541,12 @@ class Dispatcher:
         if error is None:
             self._log.completed(run.job, seconds)
             self._completer.record(run.claim)
-            if self._events.wants_done():
-                self._events.emit(JobDoneEvent(run.job, "completed", seconds))
+            self._events.done(run.job, "completed", seconds)
         elif isinstance(error, Snooze):
             run_at = self._clock() + error.wait
             self._log.snoozed(run.job, seconds, run_at)
             self._completer.record(Snoozed(run.claim, run_at))
-            if self._events.wants_done():
-                self._events.emit(JobDoneEvent(run.job, "snoozed", seconds, error, run_at))
+            self._events.done(run.job, "snoozed", seconds, error, run_at)
         else:
             self._record_failure(run, error, seconds)
         following = self._start_waiting(take=on_thread)

@@ -19,6 +19,10 @@ hooks with no handler bound are not even created. An exception in a hook is logg
 does not stop the events that follow. The ``done`` outcome is the attempt's outcome as
 the worker decided it: ``completed``, ``failed`` (for good), ``retrying`` (failed, to run
 again at ``retry_at``), ``cancelled`` or ``snoozed``.
+
+The store's metrics count attempts on the same thread, through :meth:`JobEvents.count_with`
+rather than a hook: no event object, no handler chain, and no hook of the user's that
+forgets ``e.next()`` can keep an attempt from being counted.
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, TypeAlias
 
 from pocketjobs.plugins.jobs.job import Job
 from pocketjobs.tools.hook import Event, Hook
@@ -36,6 +41,11 @@ from pocketjobs.tools.hook import Event, Hook
 __all__ = ["JobDoneEvent", "JobEvents", "JobOutcome", "JobStartEvent"]
 
 JobOutcome = Literal["completed", "failed", "retrying", "cancelled", "snoozed"]
+#: Counts an ended attempt: ``(job, outcome, duration)`` (see :meth:`JobEvents.count_with`).
+AttemptCounter: TypeAlias = Callable[[Job, JobOutcome, float], None]
+# An ended attempt as the dispatcher queues it: (job, outcome, duration, error, retry_at);
+# the JobDoneEvent is built on the events thread, and only for a bound hook.
+_Done: TypeAlias = tuple[Job, JobOutcome, float, BaseException | None, datetime | None]
 _THREAD_NAME = "pocketjobs-events"
 #: How long the events thread lets a burst of events gather before it triggers them.
 _GATHER_SECONDS = 0.05
@@ -80,9 +90,10 @@ class JobEvents:
         self.on_job_done: Hook[JobDoneEvent] = Hook()
         self._logger = logger
         # Events (and flush markers) in order; appended and popped without a lock.
-        self._queue: collections.deque[JobStartEvent | JobDoneEvent | threading.Event] = (
+        self._queue: collections.deque[JobStartEvent | _Done | threading.Event] = (
             collections.deque()
         )
+        self._counter: AttemptCounter | None = None
         self._wake = threading.Event()
         self._gather = threading.Event()  # set by flush: trigger what waits, at once
         self._sleeping = False  # the thread waits on _wake (emit must set it)
@@ -93,13 +104,33 @@ class JobEvents:
         """Whether a start event would reach a handler."""
         return self.on_job_start.length() > 0
 
-    def wants_done(self) -> bool:
-        """Whether a done event would reach a handler."""
-        return self.on_job_done.length() > 0
+    def count_with(self, counter: AttemptCounter | None) -> None:
+        """Call ``counter`` for every ended attempt, on the events thread, before the
+        ``on_job_done`` hook (``None``: stop)."""
+        self._counter = counter
+
+    def done(
+        self,
+        job: Job,
+        outcome: JobOutcome,
+        duration: float,
+        error: BaseException | None = None,
+        retry_at: datetime | None = None,
+    ) -> None:
+        """An attempt of ``job`` ended (see :class:`JobDoneEvent`): queue it for the
+        counter and the hook, if either wants it (returns at once)."""
+        if self._counter is not None or self.on_job_done.length():
+            self._put((job, outcome, duration, error, retry_at))
 
     def emit(self, event: JobStartEvent | JobDoneEvent) -> None:
-        """Queue ``event`` for its hook (returns at once)."""
-        self._queue.append(event)
+        """Queue ``event`` (for a done event: for the counter too; returns at once)."""
+        if isinstance(event, JobDoneEvent):
+            self._put((event.job, event.outcome, event.duration, event.error, event.retry_at))
+        else:
+            self._put(event)
+
+    def _put(self, item: JobStartEvent | _Done) -> None:
+        self._queue.append(item)
         # The thread sets _sleeping before it looks at the queue a last time, and emit
         # appends before it reads _sleeping: one of the two sees the other's write.
         if self._sleeping:
@@ -132,25 +163,36 @@ class JobEvents:
         while True:
             self._gather.wait(_GATHER_SECONDS)  # a flush cuts it short
             self._gather.clear()
+            counter = self._counter
             while pending:
                 item = popleft()
-                try:
-                    if isinstance(item, JobDoneEvent):
-                        on_done.trigger(item)
-                    elif isinstance(item, JobStartEvent):
+                if isinstance(item, tuple):
+                    job, outcome, duration = item[0], item[1], item[2]
+                    if counter is not None:
+                        try:
+                            counter(job, outcome, duration)
+                        except Exception:
+                            self._logger.exception(
+                                "jobs: counting the attempt of %s failed", job.id
+                            )
+                    if on_done.length():
+                        try:
+                            on_done.trigger(JobDoneEvent(job, outcome, duration, item[3], item[4]))
+                        except Exception:
+                            self._hook_failed("done", job)
+                elif isinstance(item, JobStartEvent):
+                    try:
                         on_start.trigger(item)
-                    else:
-                        item.set()  # a flush marker: everything before it was triggered
-                except Exception:
-                    assert not isinstance(item, threading.Event)
-                    self._logger.exception(
-                        "jobs: a %s hook failed for job %s",
-                        "start" if isinstance(item, JobStartEvent) else "done",
-                        item.job.id,
-                    )
+                    except Exception:
+                        self._hook_failed("start", item.job)
+                else:
+                    item.set()  # a flush marker: everything before it was triggered
             self._sleeping = True
             if pending:  # emitted before it saw _sleeping: go on
                 self._sleeping = False
                 continue
             self._wake.wait()
             self._wake.clear()
+
+    def _hook_failed(self, hook: str, job: Job) -> None:
+        self._logger.exception("jobs: a %s hook failed for job %s", hook, job.id)

@@ -72,6 +72,10 @@ class JobLog:
 
     # -- a job's run ---------------------------------------------------------------------
 
+    def logs_starts(self) -> bool:
+        """Whether :meth:`started` writes anything (its lines are debug ones)."""
+        return self.logger.isEnabledFor(_DEBUG)
+
     def started(self, job: Job) -> None:
         if self.logger.isEnabledFor(_DEBUG):
             self._job(

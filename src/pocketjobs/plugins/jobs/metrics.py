@@ -7,24 +7,27 @@ metric                                     labels           fed by
 =========================================  ===============  ===============================
 ``pocketjobs_jobs_enqueued_total``         queue, topic     ``enqueue_many``: jobs inserted
                                                             (not duplicates), on commit
-``pocketjobs_jobs_completed_total``        queue, topic     ``on_job_done``: ``completed``
-``pocketjobs_jobs_failed_total``           queue, topic     ``on_job_done``: ``failed``
+``pocketjobs_jobs_completed_total``        queue, topic     ended attempts: ``completed``
+``pocketjobs_jobs_failed_total``           queue, topic     ended attempts: ``failed``
                                                             (for good)
-``pocketjobs_jobs_retried_total``          queue, topic     ``on_job_done``: ``retrying``
-``pocketjobs_jobs_cancelled_total``        queue, topic     ``on_job_done``: ``cancelled``
+``pocketjobs_jobs_retried_total``          queue, topic     ended attempts: ``retrying``
+``pocketjobs_jobs_cancelled_total``        queue, topic     ended attempts: ``cancelled``
                                                             (running), and ``store.cancel``
                                                             of a pending job
-``pocketjobs_jobs_snoozed_total``          queue, topic     ``on_job_done``: ``snoozed``
-``pocketjobs_job_run_seconds``             queue, topic     ``on_job_done``: every attempt's
+``pocketjobs_jobs_snoozed_total``          queue, topic     ended attempts: ``snoozed``
+``pocketjobs_job_run_seconds``             queue, topic     ended attempts: every attempt's
                                                             duration, whatever its outcome
-``pocketjobs_job_queue_wait_seconds``      queue, topic     ``on_job_done``: each attempt's
+``pocketjobs_job_queue_wait_seconds``      queue, topic     ended attempts: each attempt's
                                                             wait, due → claimed
 ``pocketjobs_jobs``                        queue, status    the database, at scrape time
 =========================================  ===============  ===============================
 
-Counters and histograms count what *this process* saw: its enqueues, the attempts its
-dispatcher ran, its cancels of pending jobs. Sum them over processes (``sum by (queue,
-topic)``); they start at zero when a process starts, as Prometheus counters do. The gauge
+"Ended attempts" are the ones the ``on_job_done`` hook sees, counted on the events thread
+(:meth:`~pocketjobs.plugins.jobs.events.JobEvents.count_with`), not by a handler of that
+hook: no event is built for them. Counters and histograms count what *this process* saw:
+its enqueues, the attempts its dispatcher ran, its cancels of pending jobs. Sum them over
+processes (``sum by (queue, topic)``); they start at zero when a process starts, as
+Prometheus counters do. The gauge
 ``pocketjobs_jobs`` (``status`` ``pending`` or ``processing``) is read from the database
 when scraped, so every process reports the same numbers for all of them: take ``max``, not
 ``sum``, across processes. It costs a bounded amount of work whatever the backlog: pending
@@ -50,22 +53,16 @@ from prometheus_client.metrics_core import (
 )
 
 from pocketjobs.plugins.jobs.drivers import QueueCounts
-from pocketjobs.plugins.jobs.events import JobDoneEvent, JobOutcome
-from pocketjobs.tools.hook import Handler, Hook
+from pocketjobs.plugins.jobs.events import JobEvents, JobOutcome
+from pocketjobs.plugins.jobs.job import Job
 
 __all__ = [
-    "DONE_HANDLER_ID",
-    "HANDLER_PRIORITY",
     "PENDING_COUNT_CAP",
     "QUEUE_WAIT_BUCKETS",
     "RUN_SECONDS_BUCKETS",
     "JobMetrics",
 ]
 
-DONE_HANDLER_ID = "__pbJobsMetricsOnJobDone__"
-#: The metrics handler runs first: a later handler that never calls ``e.next()`` cannot
-#: keep an event from being counted.
-HANDLER_PRIORITY = -999
 #: Pending jobs are counted per queue up to this number at each scrape.
 PENDING_COUNT_CAP = 10_000
 #: Attempt durations (upper bounds, seconds): from 5 ms to an hour.
@@ -114,13 +111,13 @@ class JobMetrics:
     ``count_by_queue(cap)`` reads the pending (capped) and processing jobs per queue from
     the database at scrape time; ``queues()`` names the queues this process works on
     (reported even when empty). :meth:`bind` feeds the counters and histograms from the
-    store's ``on_job_done`` hook; the store calls :meth:`count_enqueued` and
+    store's ended attempts; the store calls :meth:`count_enqueued` and
     :meth:`count_cancelled`.
 
     The numbers are plain integers turned into metric families when scraped (a custom
-    collector), not ``prometheus_client`` counters: an event costs a dictionary lookup
+    collector), not ``prometheus_client`` counters: an attempt costs a dictionary lookup
     and a few additions on the events thread, no lock. The events thread alone writes
-    what the hooks count; enqueues and cancels, from any thread, write series of their
+    what the attempts count; enqueues and cancels, from any thread, write series of their
     own under a lock."""
 
     def __init__(
@@ -141,14 +138,13 @@ class JobMetrics:
         self._calls_lock = threading.Lock()
         self.registry.register(_Collector(self))
 
-    def bind(self, on_job_done: Hook[JobDoneEvent]) -> None:
-        """Count attempts from the store's ``on_job_done`` hook (handler
-        ``DONE_HANDLER_ID``, first in its chain). One event per attempt feeds every
-        counter and both histograms: the attempt's wait is the claimed job's
-        ``attempted_at - run_at`` (due to claimed, as the database records it), so no
-        start event needs to be built for the metrics (each event costs the dispatcher;
-        see ``bench/``)."""
-        on_job_done.bind(Handler(fn=self._on_done, id=DONE_HANDLER_ID, priority=HANDLER_PRIORITY))
+    def bind(self, events: JobEvents) -> None:
+        """Count the ended attempts of the store's ``events`` (no hook is bound: see
+        :meth:`~pocketjobs.plugins.jobs.events.JobEvents.count_with`). Each ended attempt
+        feeds every counter and both histograms: its wait is the claimed job's
+        ``attempted_at - run_at`` (due to claimed, as the database records it), so nothing
+        is queued when an attempt starts."""
+        events.count_with(self._count_attempt)
 
     def count_enqueued(self, queue: str, topic: str, count: int) -> None:
         """``count`` jobs of ``topic`` were inserted into ``queue``."""
@@ -172,13 +168,11 @@ class JobMetrics:
                 series = self._calls[(queue, topic)] = _Series()
             series.counts[index] += count
 
-    def _on_done(self, event: JobDoneEvent) -> None:
-        job = event.job
+    def _count_attempt(self, job: Job, outcome: JobOutcome, duration: float) -> None:
         series = self._attempts.get((job.queue, job.topic))
         if series is None:  # one writer: the events thread
             series = self._attempts[(job.queue, job.topic)] = _Series()
-        series.counts[_OUTCOME_INDEX[event.outcome]] += 1
-        duration = event.duration
+        series.counts[_OUTCOME_INDEX[outcome]] += 1
         series.run_buckets[bisect_left(RUN_SECONDS_BUCKETS, duration)] += 1
         series.run_sum += duration
         attempted_at = job.attempted_at
@@ -186,7 +180,6 @@ class JobMetrics:
             waited = max(0.0, (attempted_at - job.run_at).total_seconds())
             series.wait_buckets[bisect_left(QUEUE_WAIT_BUCKETS, waited)] += 1
             series.wait_sum += waited
-        event.next()
 
     # -- scrape --------------------------------------------------------------------------
 

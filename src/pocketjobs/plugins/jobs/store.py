@@ -85,7 +85,7 @@ class JobStore:
         self.metrics: JobMetrics | None = None
         if config.metrics:
             self.metrics = JobMetrics(self._count_by_queue, self.queue_sizes, app.logger)
-            self.metrics.bind(self.on_job_done)
+            self.metrics.bind(self._events)
 
     def attach(self, driver: JobsDriver) -> None:
         """Use ``driver`` for the app's (now open) database. Called by the plugin on bootstrap."""

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -727,14 +727,31 @@ def _claim_arrays(claims: Sequence[Claim]) -> tuple[list[str], list[str]]:
     return [claim.job_id for claim in claims], [claim.token for claim in claims]
 
 
+def _array(values: Iterable[str | int | None]) -> str:
+    """``values`` as a PostgreSQL array literal (``{"a",NULL,3}``), for a ``?::type[]``
+    argument: psycopg's list dumper inspects every list it sends, which for the claim's
+    five small arrays cost ~27 us a call against ~3 us for strings, on the control
+    thread that every claim waits for."""
+    return "{" + ",".join(map(_array_element, values)) + "}"
+
+
+def _array_element(value: str | int | None) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, int):
+        return str(value)
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _claim_args(params: ClaimParams, *, durable: bool) -> tuple[Any, ...]:
     """The claim function's arguments (see :data:`_CLAIM`)."""
     p = params
     queues = p.queues
     return (
-        list(p.topics), p.now, [c.name for c in queues], [c.limit for c in queues],
-        [c.global_limit for c in queues], p.lock_until, p.token, durable, p.node,
-        sorted(c.name for c in queues if c.global_limit is not None),
+        _array(p.topics), p.now, _array([c.name for c in queues]),
+        _array([c.limit for c in queues]), _array([c.global_limit for c in queues]),
+        p.lock_until, p.token, durable, p.node,
+        _array(sorted(c.name for c in queues if c.global_limit is not None)),
     )  # fmt: skip
 
 
