@@ -18,10 +18,16 @@ def format_time(moment: datetime) -> str:
 
     Raises ``ValueError`` for a naive datetime (its zone would be a guess).
     """
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError("naive datetime: pass a timezone-aware datetime")
-    # isoformat pads the year to 4 digits and ends in "+00:00" for UTC.
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    if moment.tzinfo is not UTC:
+        if moment.tzinfo is None or moment.utcoffset() is None:
+            raise ValueError("naive datetime: pass a timezone-aware datetime")
+        moment = moment.astimezone(UTC)
+    # By hand: twice as fast as isoformat(timespec="milliseconds"), and every enqueue,
+    # claim and outcome formats times.
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031 - the fastest way
+        moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second,
+        moment.microsecond // 1000,
+    )  # fmt: skip
 
 
 _RFC3339 = re.compile(

@@ -304,10 +304,10 @@ def _claim_sql(topic_count: int, capped: tuple[bool, ...]) -> str:
         WHERE id IN ({lanes}) RETURNING {CLAIMED_COLUMNS}"""
 
 
-def _claim_query(params: ClaimParams) -> tuple[str, tuple[Any, ...]]:
-    stamp = format_time(params.now)
-    args: list[Any] = [format_time(params.lock_until), params.token, stamp, stamp, stamp,
-                       params.node]  # fmt: skip
+def _claim_query(params: ClaimParams, stamp: str, lock_stamp: str) -> tuple[str, tuple[Any, ...]]:
+    """The claim with ``params``; ``stamp`` and ``lock_stamp``: its now and lock_until as
+    stored."""
+    args: list[Any] = [lock_stamp, params.token, stamp, stamp, stamp, params.node]
     for lane in params.queues:
         args += (lane.name, stamp, *params.topics, lane.name, lane.limit)
         if lane.global_limit is not None:
@@ -478,16 +478,17 @@ class SQLiteJobsDriver(PortableSQLDriver):
     def jobs_claim(self, q: Queryable, params: ClaimParams) -> list[Job]:
         if params.limit <= 0 or not params.topics:
             return []
-        rows = q.fetch_tuples(*_claim_query(params))
+        stamp, lock_stamp = format_time(params.now), format_time(params.lock_until)
+        rows = q.fetch_tuples(*_claim_query(params, stamp, lock_stamp))
         # The times as stored (milliseconds), as every other read of the jobs gives them.
-        now, lock_until = _time(format_time(params.now)), _time(format_time(params.lock_until))
+        now, lock_until = _time(stamp), _time(lock_stamp)
         jobs = [_claimed_job(row, now, lock_until, params.node) for row in rows]
         # RETURNING order is unspecified
         jobs.sort(key=lambda job: (job.priority, job.run_at, job.id))
         return jobs
 
     def claim_plan(self, db: Database, params: ClaimParams) -> str:
-        sql, args = _claim_query(params)
+        sql, args = _claim_query(params, format_time(params.now), format_time(params.lock_until))
         rows = db.fetch_tuples("EXPLAIN QUERY PLAN " + sql, args)
         return "\n".join(str(row[-1]) for row in rows)
 
