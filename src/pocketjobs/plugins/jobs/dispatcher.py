@@ -67,7 +67,7 @@ from pocketjobs.plugins.jobs.drivers import (
     QueueClaim,
     Snoozed,
 )
-from pocketjobs.plugins.jobs.events import JobEvents, JobOutcome, JobStartEvent
+from pocketjobs.plugins.jobs.events import AttemptCounter, JobEvents, JobOutcome, JobStartEvent
 from pocketjobs.plugins.jobs.executor import Executor, JobHandler, is_async_handler
 from pocketjobs.plugins.jobs.handlers import HandlerOptions
 from pocketjobs.plugins.jobs.job import Job
@@ -108,9 +108,11 @@ class Dispatcher:
         options: Mapping[str, HandlerOptions] | None = None,
         queues: Mapping[str, int] | None = None,
         events: JobEvents | None = None,
+        count_attempt: AttemptCounter | None = None,
     ) -> None:
         self._db = db
         self._events = events if events is not None else JobEvents(logger)
+        self._count_attempt = count_attempt  # the store's metrics, when on
         self._driver = driver
         self._config = config
         self._handlers = handlers
@@ -442,7 +444,7 @@ class Dispatcher:
         if why == "cancelled":
             self._log.cancelled(job, ran)
             self._completer.record(Cancelled(run.claim))
-            self._events.done(job, "cancelled", ran)
+            self._ended(job, "cancelled", ran)
         else:
             limit = self._timeout_of(job)
             seconds = limit.total_seconds() if limit is not None else 0.0
@@ -455,7 +457,20 @@ class Dispatcher:
         failure = self._failure(run, error, seconds)
         self._completer.record(failure)
         outcome: JobOutcome = "failed" if failure.retry_at is None else "retrying"
-        self._events.done(run.job, outcome, seconds, error, failure.retry_at)
+        self._ended(run.job, outcome, seconds, error, failure.retry_at)
+
+    def _ended(
+        self,
+        job: Job,
+        outcome: JobOutcome,
+        seconds: float,
+        error: BaseException | None = None,
+        retry_at: datetime | None = None,
+    ) -> None:
+        """An attempt of ``job`` ended: count it (metrics) and tell the hook."""
+        if self._count_attempt is not None:
+            self._count_attempt(job, outcome, seconds)
+        self._events.done(job, outcome, seconds, error, retry_at)
 
     def _timeout_of(self, job: Job) -> timedelta | None:
         """How long an attempt of ``job`` may run: its own timeout, else its handler's,
@@ -541,12 +556,12 @@ class Dispatcher:
         if error is None:
             self._log.completed(run.job, seconds)
             self._completer.record(run.claim)
-            self._events.done(run.job, "completed", seconds)
+            self._ended(run.job, "completed", seconds)
         elif isinstance(error, Snooze):
             run_at = self._clock() + error.wait
             self._log.snoozed(run.job, seconds, run_at)
             self._completer.record(Snoozed(run.claim, run_at))
-            self._events.done(run.job, "snoozed", seconds, error, run_at)
+            self._ended(run.job, "snoozed", seconds, error, run_at)
         else:
             self._record_failure(run, error, seconds)
         following = self._start_waiting(take=on_thread)

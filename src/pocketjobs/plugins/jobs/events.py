@@ -19,10 +19,6 @@ hooks with no handler bound are not even created. An exception in a hook is logg
 does not stop the events that follow. The ``done`` outcome is the attempt's outcome as
 the worker decided it: ``completed``, ``failed`` (for good), ``retrying`` (failed, to run
 again at ``retry_at``), ``cancelled`` or ``snoozed``.
-
-The store's metrics count attempts on the same thread, through :meth:`JobEvents.count_with`
-rather than a hook: no event object, no handler chain, and no hook of the user's that
-forgets ``e.next()`` can keep an attempt from being counted.
 """
 
 from __future__ import annotations
@@ -38,10 +34,10 @@ from typing import Literal, TypeAlias
 from pocketjobs.plugins.jobs.job import Job
 from pocketjobs.tools.hook import Event, Hook
 
-__all__ = ["JobDoneEvent", "JobEvents", "JobOutcome", "JobStartEvent"]
+__all__ = ["AttemptCounter", "JobDoneEvent", "JobEvents", "JobOutcome", "JobStartEvent"]
 
 JobOutcome = Literal["completed", "failed", "retrying", "cancelled", "snoozed"]
-#: Counts an ended attempt: ``(job, outcome, duration)`` (see :meth:`JobEvents.count_with`).
+#: Counts an ended attempt ``(job, outcome, duration)``: the store's metrics.
 AttemptCounter: TypeAlias = Callable[[Job, JobOutcome, float], None]
 # An ended attempt as the dispatcher queues it: (job, outcome, duration, error, retry_at);
 # the JobDoneEvent is built on the events thread, and only for a bound hook.
@@ -93,7 +89,6 @@ class JobEvents:
         self._queue: collections.deque[JobStartEvent | _Done | threading.Event] = (
             collections.deque()
         )
-        self._counter: AttemptCounter | None = None
         self._wake = threading.Event()
         self._gather = threading.Event()  # set by flush: trigger what waits, at once
         self._sleeping = False  # the thread waits on _wake (emit must set it)
@@ -104,11 +99,6 @@ class JobEvents:
         """Whether a start event would reach a handler."""
         return self.on_job_start.length() > 0
 
-    def count_with(self, counter: AttemptCounter | None) -> None:
-        """Call ``counter`` for every ended attempt, on the events thread, before the
-        ``on_job_done`` hook (``None``: stop)."""
-        self._counter = counter
-
     def done(
         self,
         job: Job,
@@ -117,13 +107,14 @@ class JobEvents:
         error: BaseException | None = None,
         retry_at: datetime | None = None,
     ) -> None:
-        """An attempt of ``job`` ended (see :class:`JobDoneEvent`): queue it for the
-        counter and the hook, if either wants it (returns at once)."""
-        if self._counter is not None or self.on_job_done.length():
+        """An attempt of ``job`` ended (see :class:`JobDoneEvent`): queue it for the hook
+        if a handler is bound (returns at once; the event is built on the events
+        thread)."""
+        if self.on_job_done.length():
             self._put((job, outcome, duration, error, retry_at))
 
     def emit(self, event: JobStartEvent | JobDoneEvent) -> None:
-        """Queue ``event`` (for a done event: for the counter too; returns at once)."""
+        """Queue ``event`` for its hook (returns at once)."""
         if isinstance(event, JobDoneEvent):
             self._put((event.job, event.outcome, event.duration, event.error, event.retry_at))
         else:
@@ -163,23 +154,14 @@ class JobEvents:
         while True:
             self._gather.wait(_GATHER_SECONDS)  # a flush cuts it short
             self._gather.clear()
-            counter = self._counter
             while pending:
                 item = popleft()
                 if isinstance(item, tuple):
-                    job, outcome, duration = item[0], item[1], item[2]
-                    if counter is not None:
-                        try:
-                            counter(job, outcome, duration)
-                        except Exception:
-                            self._logger.exception(
-                                "jobs: counting the attempt of %s failed", job.id
-                            )
-                    if on_done.length():
-                        try:
-                            on_done.trigger(JobDoneEvent(job, outcome, duration, item[3], item[4]))
-                        except Exception:
-                            self._hook_failed("done", job)
+                    job, outcome, duration, error, retry_at = item
+                    try:
+                        on_done.trigger(JobDoneEvent(job, outcome, duration, error, retry_at))
+                    except Exception:
+                        self._hook_failed("done", job)
                 elif isinstance(item, JobStartEvent):
                     try:
                         on_start.trigger(item)

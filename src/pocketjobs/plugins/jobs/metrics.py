@@ -22,9 +22,9 @@ metric                                     labels           fed by
 ``pocketjobs_jobs``                        queue, status    the database, at scrape time
 =========================================  ===============  ===============================
 
-"Ended attempts" are the ones the ``on_job_done`` hook sees, counted on the events thread
-(:meth:`~pocketjobs.plugins.jobs.events.JobEvents.count_with`), not by a handler of that
-hook: no event is built for them. Counters and histograms count what *this process* saw:
+"Ended attempts" are the ones the ``on_job_done`` hook sees, counted by the dispatcher as
+they end (:meth:`JobMetrics.count_attempt`), not by a handler of that hook: no event is
+built or queued for them. Counters and histograms count what *this process* saw:
 its enqueues, the attempts its dispatcher ran, its cancels of pending jobs. Sum them over
 processes (``sum by (queue, topic)``); they start at zero when a process starts, as
 Prometheus counters do. The gauge
@@ -53,7 +53,7 @@ from prometheus_client.metrics_core import (
 )
 
 from pocketjobs.plugins.jobs.drivers import QueueCounts
-from pocketjobs.plugins.jobs.events import JobEvents, JobOutcome
+from pocketjobs.plugins.jobs.events import JobOutcome
 from pocketjobs.plugins.jobs.job import Job
 
 __all__ = [
@@ -104,21 +104,32 @@ class _Series:
         self.wait_buckets = [0] * (len(QUEUE_WAIT_BUCKETS) + 1)
         self.wait_sum = 0.0
 
+    def add(self, other: _Series) -> None:
+        """Add ``other``'s numbers to these."""
+        for mine, theirs in (
+            (self.counts, other.counts),
+            (self.run_buckets, other.run_buckets),
+            (self.wait_buckets, other.wait_buckets),
+        ):
+            for index, value in enumerate(theirs):
+                mine[index] += value
+        self.run_sum += other.run_sum
+        self.wait_sum += other.wait_sum
+
 
 class JobMetrics:
     """The metrics of one store (see the module's docstring).
 
     ``count_by_queue(cap)`` reads the pending (capped) and processing jobs per queue from
     the database at scrape time; ``queues()`` names the queues this process works on
-    (reported even when empty). :meth:`bind` feeds the counters and histograms from the
-    store's ended attempts; the store calls :meth:`count_enqueued` and
-    :meth:`count_cancelled`.
+    (reported even when empty). The dispatcher calls :meth:`count_attempt` as each
+    attempt ends; the store calls :meth:`count_enqueued` and :meth:`count_cancelled`.
 
     The numbers are plain integers turned into metric families when scraped (a custom
-    collector), not ``prometheus_client`` counters: an attempt costs a dictionary lookup
-    and a few additions on the events thread, no lock. The events thread alone writes
-    what the attempts count; enqueues and cancels, from any thread, write series of their
-    own under a lock."""
+    collector), not ``prometheus_client`` counters (a lock per update). Each thread that
+    counts writes a shard of its own (a dictionary of series that no other thread
+    writes), so counting takes no lock and queues nothing: an attempt costs a lookup and
+    a few additions on the thread where it ended. A scrape sums the shards."""
 
     def __init__(
         self,
@@ -133,45 +144,17 @@ class JobMetrics:
         self._count_by_queue = count_by_queue
         self._queues = queues
         self._logger = logger
-        self._attempts: dict[tuple[str, str], _Series] = {}  # the events thread's
-        self._calls: dict[tuple[str, str], _Series] = {}  # enqueues and cancels
-        self._calls_lock = threading.Lock()
+        self._local = threading.local()  # .shard: this thread's series
+        self._shards: list[dict[tuple[str, str], _Series]] = []  # every thread's, kept
+        self._shards_lock = threading.Lock()
         self.registry.register(_Collector(self))
 
-    def bind(self, events: JobEvents) -> None:
-        """Count the ended attempts of the store's ``events`` (no hook is bound: see
-        :meth:`~pocketjobs.plugins.jobs.events.JobEvents.count_with`). Each ended attempt
+    def count_attempt(self, job: Job, outcome: JobOutcome, duration: float) -> None:
+        """An attempt of ``job`` ended with ``outcome`` after ``duration`` seconds. It
         feeds every counter and both histograms: its wait is the claimed job's
-        ``attempted_at - run_at`` (due to claimed, as the database records it), so nothing
-        is queued when an attempt starts."""
-        events.count_with(self._count_attempt)
-
-    def count_enqueued(self, queue: str, topic: str, count: int) -> None:
-        """``count`` jobs of ``topic`` were inserted into ``queue``."""
-        self._count_call(queue, topic, _ENQUEUED, count)
-
-    def count_cancelled(self, queue: str, topic: str) -> None:
-        """A pending job of ``topic`` in ``queue`` was cancelled (it never ran here)."""
-        self._count_call(queue, topic, _CANCELLED, 1)
-
-    def render(self, accept: str | None) -> tuple[bytes, str]:
-        """The metrics (the gauges read from the database now) and their content type:
-        OpenMetrics when ``accept`` (an HTTP ``Accept`` header) asks for it, else the
-        Prometheus text format."""
-        encode, content_type = choose_encoder(accept or "")
-        return encode(self.registry), content_type
-
-    def _count_call(self, queue: str, topic: str, index: int, count: int) -> None:
-        with self._calls_lock:
-            series = self._calls.get((queue, topic))
-            if series is None:
-                series = self._calls[(queue, topic)] = _Series()
-            series.counts[index] += count
-
-    def _count_attempt(self, job: Job, outcome: JobOutcome, duration: float) -> None:
-        series = self._attempts.get((job.queue, job.topic))
-        if series is None:  # one writer: the events thread
-            series = self._attempts[(job.queue, job.topic)] = _Series()
+        ``attempted_at - run_at`` (due to claimed, as the database records it), so
+        nothing is counted when an attempt starts."""
+        series = self._series(job.queue, job.topic)
         series.counts[_OUTCOME_INDEX[outcome]] += 1
         series.run_buckets[bisect_left(RUN_SECONDS_BUCKETS, duration)] += 1
         series.run_sum += duration
@@ -181,19 +164,58 @@ class JobMetrics:
             series.wait_buckets[bisect_left(QUEUE_WAIT_BUCKETS, waited)] += 1
             series.wait_sum += waited
 
+    def count_enqueued(self, queue: str, topic: str, count: int) -> None:
+        """``count`` jobs of ``topic`` were inserted into ``queue``."""
+        self._series(queue, topic).counts[_ENQUEUED] += count
+
+    def count_cancelled(self, queue: str, topic: str) -> None:
+        """A pending job of ``topic`` in ``queue`` was cancelled (it never ran here)."""
+        self._series(queue, topic).counts[_CANCELLED] += 1
+
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        """The metrics (the gauges read from the database now) and their content type:
+        OpenMetrics when ``accept`` (an HTTP ``Accept`` header) asks for it, else the
+        Prometheus text format."""
+        encode, content_type = choose_encoder(accept or "")
+        return encode(self.registry), content_type
+
+    def _series(self, queue: str, topic: str) -> _Series:
+        """The calling thread's series of ``(queue, topic)``."""
+        try:
+            shard: dict[tuple[str, str], _Series] = self._local.shard
+        except AttributeError:  # this thread's first count
+            shard = self._local.shard = {}
+            with self._shards_lock:
+                self._shards.append(shard)
+        series = shard.get((queue, topic))
+        if series is None:
+            series = shard[(queue, topic)] = _Series()
+        return series
+
+    def _totals(self) -> dict[tuple[str, str], _Series]:
+        """The shards summed (each read as it is now: a count made meanwhile is in this
+        scrape or the next)."""
+        with self._shards_lock:
+            shards = list(self._shards)
+        totals: dict[tuple[str, str], _Series] = {}
+        for shard in shards:
+            for key, series in list(shard.items()):
+                total = totals.get(key)
+                if total is None:
+                    total = totals[key] = _Series()
+                total.add(series)
+        return totals
+
     # -- scrape --------------------------------------------------------------------------
 
     def families(self) -> Iterator[Metric]:
         """Every metric now (see the module's docstring)."""
-        attempts = dict(self._attempts)  # the events thread may add series meanwhile
-        with self._calls_lock:
-            calls = {key: list(series.counts) for key, series in self._calls.items()}
+        totals = self._totals()
+        keys = sorted(totals)
         for index, (name, what) in enumerate(_COUNTERS):
             family = CounterMetricFamily(f"pocketjobs_jobs_{name}", what, labels=_LABELS)
-            for key in sorted(attempts.keys() | calls.keys()):
-                value = (attempts[key].counts[index] if key in attempts else 0) + (
-                    calls[key][index] if key in calls else 0
-                )
+            for key in keys:
+                value = totals[key].counts[index]
                 if value:
                     family.add_metric(key, value)
             yield family
@@ -205,8 +227,8 @@ class JobMetrics:
             "How long jobs waited from due to started.",
             labels=_LABELS,
         )
-        for key in sorted(attempts):
-            series = attempts[key]
+        for key in keys:
+            series = totals[key]
             if any(series.run_buckets):
                 run.add_metric(key, _cumulative(RUN_SECONDS_BUCKETS, series.run_buckets),
                                series.run_sum)  # fmt: skip
@@ -215,7 +237,7 @@ class JobMetrics:
                                 series.wait_sum)  # fmt: skip
         yield run
         yield wait
-        yield self.queue_gauges(attempts.keys() | calls.keys())
+        yield self.queue_gauges(keys)
 
     def queue_gauges(self, seen: Iterable[tuple[str, str]] = ()) -> GaugeMetricFamily:
         """``pocketjobs_jobs{queue, status}`` now: per queue with jobs, worked on here or

@@ -85,7 +85,6 @@ class JobStore:
         self.metrics: JobMetrics | None = None
         if config.metrics:
             self.metrics = JobMetrics(self._count_by_queue, self.queue_sizes, app.logger)
-            self.metrics.bind(self._events)
 
     def attach(self, driver: JobsDriver) -> None:
         """Use ``driver`` for the app's (now open) database. Called by the plugin on bootstrap."""
@@ -426,6 +425,7 @@ class JobStore:
                 self._dispatcher = Dispatcher(
                     self._app.db, self._driver, self.config, self._handlers, self._app.logger,
                     options=self._options, queues=self._queue_sizes, events=self._events,
+                    count_attempt=self.metrics.count_attempt if self.metrics else None,
                 )  # fmt: skip
             self._dispatcher.start()
 
