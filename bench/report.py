@@ -216,7 +216,7 @@ def compute_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         1,
         label,
     )
-    # The cost of the metrics (the done hook bound): at most 5% of the burn-down.
+    # The cost of the metrics (every attempt counted): at most 5% of the burn-down.
     for db, row in ((POSTGRES, pg), (SQLITE, lite)):
         off = pj(db, "pocketjobs (metrics off)")
         if off is not None:

@@ -2,9 +2,9 @@
 worker process that runs the dispatcher with ``Config(workers=10, batch_size=10)`` and a
 plain (thread-pool) no-op handler -- what ``python main.py worker`` does.
 
-Its metrics are on (the default: the ``on_job_done`` hook bound, every attempt counted); the
-"metrics off" rows (``Config(metrics=False)``: no hook bound, no event built) run the same
-enqueue and burn-down beside them, so the table shows what the metrics cost.
+Its metrics are on (the default: every attempt counted as it ends); the "metrics off" rows
+(``Config(metrics=False)``: nothing counted) run the same enqueue and burn-down beside
+them, so the table shows what the metrics cost.
 
 Also the pocketjobs-only helpers of the backlog workload (bulk-inserting finished rows,
 capturing the claim query's plan).
@@ -131,8 +131,8 @@ class _PocketjobsNoMetrics:
     workloads = (ENQUEUE, BURNDOWN)
     notes = (
         "pocketjobs (metrics off): the same producer and worker with Config(metrics=False) "
-        "(PB_JOBS_METRICS=0): no job event hook bound, so no event is built; the pocketjobs "
-        "rows have the metrics on, the default.",
+        "(PB_JOBS_METRICS=0): no attempt counted; the pocketjobs rows have the metrics on, "
+        "the default.",
     )
 
 

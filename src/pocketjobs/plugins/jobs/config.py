@@ -152,8 +152,8 @@ class Config:
     queues: dict[str, int] | None = None
     queue_limits: dict[str, int] = dataclasses.field(default_factory=dict)
     default_timeout: timedelta | None = None
-    #: Prometheus metrics (``metrics.py``): counters and histograms fed by the job event
-    #: hooks, ``GET /api/jobs/metrics``, ``--metrics``. Off: no hook is bound, no event built.
+    #: Prometheus metrics (``metrics.py``): counters and histograms of the attempts this
+    #: process ran, ``GET /api/jobs/metrics``, ``--metrics``. Off: nothing is counted.
     metrics: bool = True
     metrics_rule: str | None = None
 
