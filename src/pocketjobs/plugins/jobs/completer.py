@@ -190,7 +190,8 @@ class ThreadedCompleter(Completer):
         self._thread = threading.Thread(target=self._write_loop, name=_THREAD_NAME, daemon=True)
 
     def _notify(self) -> None:
-        self._event.set()
+        if not self._event.is_set():  # set already: the writer will look (a lock saved)
+            self._event.set()
 
     def wants_round(self) -> bool:
         return False

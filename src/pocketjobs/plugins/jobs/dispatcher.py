@@ -565,7 +565,8 @@ class Dispatcher:
         else:
             self._record_failure(run, error, seconds)
         following = self._start_waiting(take=on_thread)
-        self._wake_event.set()
+        if not self._wake_event.is_set():  # set already: the control thread will look
+            self._wake_event.set()
         return following
 
     def _failure(self, run: Run, error: BaseException, seconds: float) -> Failure:
