@@ -231,28 +231,33 @@ def _job(row: Sequence[Any]) -> Job:
     )
 
 
-def _claimed_job(row: Sequence[Any], now: datetime, lock_until: datetime, node: str) -> Job:
+def _claimed_job(
+    row: Sequence[Any], now: datetime, lock_until: datetime, node: str, times: dict[str, datetime]
+) -> Job:
     """A job as claimed at ``now`` (decoded from the stored text), from its
-    CLAIMED_COLUMNS."""
+    CLAIMED_COLUMNS; ``times`` caches the claim's parsed times (a batch enqueued together
+    shares its ``run_at`` and ``created``; a first attempt's ``first_attempted_at`` is
+    the claim's own time)."""
     payload, errors, timeout = row[2], row[12], row[13]
+    run_at, created, first = row[3], row[7], row[11]
     return build_job(
         (
             row[0],
             row[1],
             None if payload == "null" else json.loads(payload),
             "processing",
-            _time(row[3]),
+            times[run_at] if run_at in times else times.setdefault(run_at, _time(run_at)),
             lock_until,
             row[4],
             row[5],
             row[6],
-            _time(row[7]),
+            times[created] if created in times else times.setdefault(created, _time(created)),
             now,
             row[8],
             row[9],
             row[10],
             now,
-            _time(row[11]),
+            times[first] if first in times else _time(first),
             node,
             None,
             [] if errors == "[]" else json.loads(errors),
@@ -482,7 +487,8 @@ class SQLiteJobsDriver(PortableSQLDriver):
         rows = q.fetch_tuples(*_claim_query(params, stamp, lock_stamp))
         # The times as stored (milliseconds), as every other read of the jobs gives them.
         now, lock_until = _time(stamp), _time(lock_stamp)
-        jobs = [_claimed_job(row, now, lock_until, params.node) for row in rows]
+        times = {stamp: now}
+        jobs = [_claimed_job(row, now, lock_until, params.node, times) for row in rows]
         # RETURNING order is unspecified
         jobs.sort(key=lambda job: (job.priority, job.run_at, job.id))
         return jobs
