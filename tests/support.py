@@ -8,6 +8,7 @@ Import them from any test module (``tests/`` is on ``sys.path``)::
 * :func:`run_cli` -- run a one-shot command (``superuser upsert ...``) to completion.
 * :func:`run_app` -- context manager: ``serve`` on a free port, wait for ``/api/health``,
   yield a :class:`ServerProcess`, stop it (SIGTERM, SIGKILL after 15 s) on exit.
+* :func:`login` -- a token from ``auth-with-password`` on an httpx client (200 asserted).
 * :func:`start_app` / :func:`run_process` -- the same machinery for any long-running
   command, e.g. ``worker`` (wait for a log line with :meth:`AppProcess.wait_for_log`).
 
@@ -388,3 +389,15 @@ def run_app_as_superuser(
     assert created.returncode == 0, created.stderr
     with run_app(data_dir=data_dir, db_url=db_url) as server:
         yield server, server.superuser_token(email, password)
+
+
+def login(http: httpx.Client, collection: str, email: str, password: str) -> str:
+    """The token of ``email`` in ``collection`` (``_superusers``, ``users``, ...), signed in
+    through ``http`` (an httpx client on the app); asserts the sign-in succeeded."""
+    response = http.post(
+        f"/api/collections/{collection}/auth-with-password",
+        json={"identity": email, "password": password},
+    )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["token"]
+    return token

@@ -21,19 +21,10 @@ from pocketjobs.apis import (
     read_json,
 )
 from pocketjobs.core import ServeEvent
+from support import login
 
 SUPER_EMAIL, SUPER_PASSWORD = "root@example.com", "super-secret-1"
 USER_EMAIL, USER_PASSWORD = "alice@example.com", "alice-password"
-
-
-def login(http: httpx.Client, collection: str, email: str, password: str) -> str:
-    response = http.post(
-        f"/api/collections/{collection}/auth-with-password",
-        json={"identity": email, "password": password},
-    )
-    assert response.status_code == 200, response.text
-    token: str = response.json()["token"]
-    return token
 
 
 def assert_error(response: httpx.Response, status: int, message: str | None = None) -> Any:

@@ -28,7 +28,7 @@ from pgfixtures import temporary_database
 from pocketjobs import App
 from pocketjobs.core.times import now_utc, parse_time
 from pocketjobs.plugins import jobs
-from support import clear_jobs_env
+from support import clear_jobs_env, login
 
 SUPER_EMAIL, SUPER_PASSWORD = "root@example.com", "super-secret-1"
 USER_EMAIL, USER_PASSWORD = "alice@example.com", "alice-password"
@@ -118,6 +118,11 @@ class JobsServer:
         return self.headers("user")
 
     def enqueue(self, body: Any, who: str | None = "super") -> httpx.Response:
+        """POST ``body`` to ``/api/jobs/enqueue``: as JSON, or ``bytes`` sent as they are
+        (JSON no client library would encode)."""
+        if isinstance(body, bytes):
+            headers = {**self.headers(who), "Content-Type": "application/json"}
+            return self.http.post("/api/jobs/enqueue", content=body, headers=headers)
         return self.http.post("/api/jobs/enqueue", json=body, headers=self.headers(who))
 
     def new_job(self, topic: str = "t", payload: Any = None, **extra: Any) -> dict[str, Any]:
@@ -141,16 +146,6 @@ class JobsServer:
         self.live.stop()
         if self.app.is_bootstrapped():
             self.app.terminate()
-
-
-def login(http: httpx.Client, collection: str, email: str, password: str) -> str:
-    response = http.post(
-        f"/api/collections/{collection}/auth-with-password",
-        json={"identity": email, "password": password},
-    )
-    assert response.status_code == 200, response.text
-    token: str = response.json()["token"]
-    return token
 
 
 def start_server(
@@ -805,9 +800,7 @@ def test_deeply_nested_json_is_400_not_500(srv: JobsServer) -> None:
     depth = 20000
     body = b'{"topic": "t", "payload": ' + b"[" * depth + b"]" * depth + b"}"
     assert len(body) < MAX_PAYLOAD + 64 * 1024  # within the body cap: the parser is reached
-    response = srv.http.post(
-        "/api/jobs/enqueue", content=body, headers={**srv.su, "Content-Type": "application/json"}
-    )
+    response = srv.enqueue(body)
     assert_error(response, 400)
     assert srv.count() == 0
 
@@ -865,8 +858,7 @@ def test_huge_delay_string_names_the_delay_field(srv: JobsServer) -> None:
     ids=["beyond-timedelta", "int-beyond-float", "negative-int-beyond-float"],
 )
 def test_huge_delay_number_is_400_not_500(srv: JobsServer, body: bytes) -> None:
-    headers = {**srv.su, "Content-Type": "application/json"}
-    response = srv.http.post("/api/jobs/enqueue", content=body, headers=headers)
+    response = srv.enqueue(body)
     assert_field_error(response, "delay", "validation_invalid_duration")
     assert srv.count() == 0
 

@@ -31,7 +31,7 @@ from pocketjobs import App
 from pocketjobs.core.times import now_utc
 from pocketjobs.plugins import jobs
 from pocketjobs.plugins.jobs.drivers import QueueCounts, driver_for
-from support import clear_jobs_env, free_port, run_app, run_cli, run_process
+from support import clear_jobs_env, free_port, login, run_app, run_cli, run_process
 
 harness = harness_fixture
 
@@ -78,16 +78,6 @@ def counters(samples: Samples) -> dict[str, dict[tuple[str, str], float]]:
     out."""
     found = {name: by_queue_topic(samples, f"pocketjobs_jobs_{name}_total") for name in COUNTERS}
     return {name: values for name, values in found.items() if values}
-
-
-def login(http: httpx.Client, collection: str, email: str, password: str) -> str:
-    response = http.post(
-        f"/api/collections/{collection}/auth-with-password",
-        json={"identity": email, "password": password},
-    )
-    assert response.status_code == 200, response.text
-    token: str = response.json()["token"]
-    return token
 
 
 @dataclass
