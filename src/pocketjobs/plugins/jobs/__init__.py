@@ -29,6 +29,8 @@ from pocketjobs.plugins.jobs.errors import (
     JobsError,
     PayloadTooLarge,
     PluginAlreadyRegistered,
+    ScheduleAlreadyRegistered,
+    ScheduleNotFound,
     TopicAlreadyRegistered,
 )
 from pocketjobs.plugins.jobs.events import JobDoneEvent, JobOutcome, JobStartEvent
@@ -41,7 +43,9 @@ from pocketjobs.plugins.jobs.register import (
     must_register,
     register,
 )
+from pocketjobs.plugins.jobs.retention import Retention
 from pocketjobs.plugins.jobs.retry import Discard, JobCancelled, Snooze
+from pocketjobs.plugins.jobs.schedules import Schedule, ScheduleInfo
 from pocketjobs.plugins.jobs.store import JobStore
 from pocketjobs.plugins.jobs.task import Task
 
@@ -73,6 +77,11 @@ __all__ = [
     "PluginAlreadyRegistered",
     "PluginDisabled",
     "QueueInfo",
+    "Retention",
+    "Schedule",
+    "ScheduleAlreadyRegistered",
+    "ScheduleInfo",
+    "ScheduleNotFound",
     "Snooze",
     "Task",
     "TopicAlreadyRegistered",

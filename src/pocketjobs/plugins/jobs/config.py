@@ -24,6 +24,10 @@ field                 default                         env override
 ``default_timeout``   ``None`` (no timeout)           ``PB_JOBS_DEFAULT_TIMEOUT`` (duration)
 ``metrics``           ``True``                        ``PB_JOBS_METRICS`` (bool)
 ``metrics_rule``      ``None`` (superusers only)      —
+``retention``         completed 1 day, failed and     ``PB_JOBS_RETENTION_COMPLETED``,
+                      cancelled 7 days                ``..._FAILED``, ``..._CANCELLED``
+                                                      (duration, or ``none``: kept for ever)
+``prune_interval``    1 min                           ``PB_JOBS_PRUNE_INTERVAL`` (duration)
 ====================  ==============================  ==========================================
 
 Env values:
@@ -41,6 +45,12 @@ Queues: ``queues`` maps each queue this process works on to its number of worker
 (its concurrency here); without it, the process works on the ``default`` queue alone with
 ``workers`` slots. ``queue_limits`` caps the jobs of a queue running at once across *all*
 processes (give every process the same limits: each enforces the ones it has).
+
+Retention (``retention.py``): finished jobs are deleted once older than their status's
+:class:`Retention` (``None`` for a status keeps it for ever; ``retention=None`` keeps every
+finished job). A ``PB_JOBS_RETENTION_*`` variable sets its status's field (on a
+``retention=None`` config, the others are then kept for ever). ``prune_interval``: how often
+the fleet prunes (one process per interval takes its turn).
 
 Surrounding whitespace is ignored. A variable that is unset or empty leaves its field alone
 (except ``PB_JOBS_ALLOWED_TOPICS``, as said). A value that does not parse raises
@@ -65,6 +75,7 @@ from pocketjobs.core.times import now_utc
 from pocketjobs.plugins.jobs.errors import InvalidJobOptions
 from pocketjobs.plugins.jobs.job import DEFAULT_QUEUE
 from pocketjobs.plugins.jobs.limits import MAX_RETRIES_LIMIT, MAX_RETRY_WAIT, MAX_TOPIC_LENGTH
+from pocketjobs.plugins.jobs.retention import DEFAULT_RETENTION, FINISHED_STATUSES, Retention
 from pocketjobs.plugins.jobs.validation import check_queue, check_timeout
 
 __all__ = [
@@ -101,7 +112,9 @@ def default_backoff(attempt: int) -> timedelta:
 
 
 # Field groups, used by normalisation, validation and the typing test.
-_DURATION_FIELDS = ("poll_interval", "lock_duration", "shutdown_timeout", "max_backoff")
+_DURATION_FIELDS = (
+    "poll_interval", "lock_duration", "shutdown_timeout", "max_backoff", "prune_interval",
+)  # fmt: skip
 _BOOL_FIELDS = ("disabled", "http_enabled", "auto_start", "metrics")
 _INT_FIELDS = ("workers", "batch_size", "max_retries", "max_payload_size")
 _RULE_FIELDS = ("enqueue_rule", "manage_rule", "metrics_rule")
@@ -156,6 +169,9 @@ class Config:
     #: process ran, ``GET /api/jobs/metrics``, ``--metrics``. Off: nothing is counted.
     metrics: bool = True
     metrics_rule: str | None = None
+    #: How long finished jobs are kept (``retention.py``); ``None``: for ever.
+    retention: Retention | None = DEFAULT_RETENTION
+    prune_interval: timedelta = timedelta(minutes=1)
 
     if TYPE_CHECKING:
         # What the constructor accepts; the run-time __init__ is the generated one.
@@ -182,6 +198,8 @@ class Config:
             default_timeout: timedelta | float | None = ...,
             metrics: bool = ...,
             metrics_rule: str | None = ...,
+            retention: Retention | None = ...,
+            prune_interval: timedelta | float = ...,
         ) -> None: ...
 
     def __post_init__(self) -> None:
@@ -317,6 +335,27 @@ def _parse_env_duration(text: str) -> timedelta:
         ) from None
 
 
+_FOREVER = frozenset({"none", "forever"})
+_DAYS = re.compile(rf"\+?({_NUMBER})d")
+
+
+def _parse_kept(text: str) -> timedelta | None:
+    """A ``PB_JOBS_RETENTION_*`` value: a duration (``24h``; also whole or decimal days,
+    ``7d``), or ``none``/``forever``."""
+    if text.lower() in _FOREVER:
+        return None
+    days = _DAYS.fullmatch(text)
+    try:
+        if days is not None:
+            return timedelta(days=float(days.group(1)))
+        return parse_duration(text)
+    except (ValueError, OverflowError):
+        raise ValueError(
+            f"invalid retention {text!r} (a duration like 24h, 90m or 7d, or none to keep"
+            " finished jobs for ever)"
+        ) from None
+
+
 def _parse_topics(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
@@ -367,6 +406,11 @@ _ENV_OVERRIDES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("PB_JOBS_QUEUE_LIMITS", "queue_limits", parse_queue_sizes),
     ("PB_JOBS_DEFAULT_TIMEOUT", "default_timeout", _parse_env_duration),
     ("PB_JOBS_METRICS", "metrics", _parse_bool),
+    ("PB_JOBS_PRUNE_INTERVAL", "prune_interval", _parse_env_duration),
+)
+# (variable, retention field): each sets one field of ``retention``.
+_RETENTION_ENV: tuple[tuple[str, str], ...] = tuple(
+    (f"PB_JOBS_RETENTION_{status.upper()}", status) for status in FINISHED_STATUSES
 )
 _BLANK_MEANS_DEFAULT = frozenset({"PB_JOBS_ALLOWED_TOPICS"})
 
@@ -394,6 +438,19 @@ def apply_env(config: Config, environ: Mapping[str, str] | None = None) -> Confi
             changes[field_name] = parse(text)
         except ValueError as exc:
             raise ConfigError(f"{variable}: {exc}") from exc
+    kept: dict[str, timedelta | None] = {}
+    for variable, status in _RETENTION_ENV:
+        text = env.get(variable, "").strip()
+        if text:
+            try:
+                kept[status] = _parse_kept(text)
+            except ValueError as exc:
+                raise ConfigError(f"{variable}: {exc}") from exc
+    if kept:
+        base = config.retention if isinstance(config.retention, Retention) else None
+        if base is None:
+            base = Retention(completed=None, failed=None, cancelled=None)
+        changes["retention"] = dataclasses.replace(base, **kept)
     if not changes:
         return config
     return dataclasses.replace(config, **changes)
@@ -448,6 +505,12 @@ def _problems(config: Config) -> list[str]:
             problems.append(
                 f"default_timeout: {exc} or None, got {_describe(config.default_timeout)}"
             )
+    if config.retention is not None:
+        if isinstance(config.retention, Retention):
+            problems.extend(config.retention.problems())
+        else:
+            problems.append(f"retention must be a Retention or None, got "
+                            f"{_describe(config.retention)}")  # fmt: skip
     if not callable(config.backoff):
         problems.append(
             f"backoff must be a callable (attempt: int) -> timedelta, "

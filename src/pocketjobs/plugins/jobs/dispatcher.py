@@ -51,7 +51,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -72,7 +72,7 @@ from pocketjobs.plugins.jobs.executor import Executor, JobHandler, is_async_hand
 from pocketjobs.plugins.jobs.handlers import HandlerOptions
 from pocketjobs.plugins.jobs.job import Job
 from pocketjobs.plugins.jobs.logs import JobLog
-from pocketjobs.plugins.jobs.maintenance import Maintenance
+from pocketjobs.plugins.jobs.maintenance import Chore, Maintenance
 from pocketjobs.plugins.jobs.notifier import Listener
 from pocketjobs.plugins.jobs.presence import Presence
 from pocketjobs.plugins.jobs.retry import (
@@ -109,6 +109,7 @@ class Dispatcher:
         queues: Mapping[str, int] | None = None,
         events: JobEvents | None = None,
         count_attempt: AttemptCounter | None = None,
+        chores: Callable[[str, datetime], Sequence[Chore]] | None = None,
     ) -> None:
         self._db = db
         self._events = events if events is not None else JobEvents(logger)
@@ -148,6 +149,7 @@ class Dispatcher:
             clock=self._clock,
             log=self._log,
             presence=self._presence,
+            chores=chores(self.node, self._clock()) if chores is not None else (),
         )
         self._listener = Listener(db, self.wake, logger, cancel=self._cancel_notified)
         self._cancels: set[str] = set()  # job ids to stop (their cancel was requested)
@@ -264,6 +266,7 @@ class Dispatcher:
                     self._wake_event.wait(self._sleep_seconds())
                     self._sleeping = False
         finally:
+            self._maintenance.stop()
             self._completer.finish(self._stop_deadline)
             self._executor.shutdown()
             self._leave()

@@ -4,14 +4,16 @@ converts every one of them the same way::
 
     JobsError                                                              status
      ├── JobNotFound              no job with that id                         404
-     ├── JobCannotDelete          only pending, failed or cancelled jobs      400
+     ├── JobCannotDelete          a processing job (cancel it first)          400
      ├── JobCannotRequeue         only failed or cancelled jobs               400
      ├── JobCannotCancel          a completed or failed job                   400
      ├── InvalidTopic             empty, too long, not valid text, not allowed 400  field topic
      ├── InvalidPayload           not JSON-serializable, too deep, bad text   400  field payload
      │    └── PayloadTooLarge     JSON longer than max_payload_size            400  field payload
      ├── InvalidJobOptions        bad run_at / delay / max_retries / filter   400  field named
+     ├── ScheduleNotFound         no schedule with that name                  404
      ├── TopicAlreadyRegistered   a handler for that topic exists             (not over HTTP)
+     ├── ScheduleAlreadyRegistered a schedule of that name exists here        (not over HTTP)
      ├── InvalidHandler           not callable with one Job, bad options      (not over HTTP)
      └── PluginAlreadyRegistered  the plugin is already registered on the app (not over HTTP)
 """
@@ -32,6 +34,8 @@ __all__ = [
     "JobsError",
     "PayloadTooLarge",
     "PluginAlreadyRegistered",
+    "ScheduleAlreadyRegistered",
+    "ScheduleNotFound",
     "TopicAlreadyRegistered",
 ]
 
@@ -65,8 +69,7 @@ class JobNotFound(JobsError):
 
 
 class JobCannotDelete(JobsError):
-    """The job is processing or completed; only pending, failed and cancelled jobs can be
-    deleted."""
+    """The job is processing: a running job cannot be deleted (cancel it first)."""
 
 
 class JobCannotRequeue(JobsError):
@@ -102,6 +105,19 @@ class PayloadTooLarge(InvalidPayload):
 class InvalidJobOptions(JobsError, ValueError):
     """An option is invalid (``run_at``, ``delay``, ``max_retries``, or a list filter's
     ``status``, ``topic``, ``limit``, ``offset``); ``field`` names it."""
+
+
+class ScheduleNotFound(JobsError):
+    """No schedule has that name."""
+
+    status = 404
+
+
+class ScheduleAlreadyRegistered(JobsError):
+    """This process has a schedule of that name already (``store.periodic``, or a
+    handler's ``cron=``)."""
+
+    status = 409
 
 
 class TopicAlreadyRegistered(JobsError):

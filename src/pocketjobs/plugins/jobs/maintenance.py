@@ -1,7 +1,7 @@
-"""The dispatcher's maintenance: heartbeating its locks, rescuing dead workers' jobs, and
-announcing itself.
+"""The dispatcher's maintenance: heartbeating its locks, rescuing dead workers' jobs,
+announcing itself, and its chores.
 
-All three run on the dispatcher's control thread, scheduled on the injected clock (the
+All of them run on the dispatcher's control thread, scheduled on the injected clock (the
 config's ``clock``), so tests drive them by moving that clock instead of sleeping:
 
 * **heartbeat**, every ``lock_duration / 3`` while claims are held: every held claim's
@@ -10,15 +10,19 @@ config's ``clock``), so tests drive them by moving that clock instead of sleepin
 * **rescue**, every ``poll_interval``: jobs whose lock expired (their worker died or
   stopped responding) count a failed attempt and become due again, or fail for good;
 * **announce**, every ``ANNOUNCE_INTERVAL`` (see ``presence.py``): the dispatcher's row in
-  the workers table, and warnings about topics no running worker handles.
+  the workers table, and warnings about topics no running worker handles;
+* **chores**, each when it says it is due (:class:`Chore`): the schedules of periodic jobs
+  (``schedules.py``) and retention's pruning (``retention.py``). None runs while the
+  dispatcher stops.
 
 Lost claims and rescues are logged as ``jobs.claim_lost`` and ``jobs.rescued`` (``logs.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from pocketjobs.core import Database
 from pocketjobs.plugins.jobs.drivers import JobsDriver
@@ -27,7 +31,23 @@ from pocketjobs.plugins.jobs.presence import ANNOUNCE_INTERVAL, Presence
 from pocketjobs.plugins.jobs.retry import LOCK_EXPIRED_ERROR
 from pocketjobs.plugins.jobs.running import RunningClaims
 
-__all__ = ["Maintenance"]
+__all__ = ["Chore", "Maintenance"]
+
+
+class Chore(Protocol):
+    """Work a dispatcher's maintenance runs on its clock, besides its own."""
+
+    def next_at(self) -> datetime:
+        """When :meth:`run_due` should next be called."""
+        ...
+
+    def run_due(self, now: datetime) -> None:
+        """Do what is due at ``now``; may raise :class:`~pocketjobs.core.DatabaseError`."""
+        ...
+
+    def stop(self) -> None:
+        """The dispatcher stops: finish or abandon work under way elsewhere."""
+        ...
 
 
 class Maintenance:
@@ -44,6 +64,7 @@ class Maintenance:
         clock: Callable[[], datetime],
         log: JobLog,
         presence: Presence | None = None,
+        chores: Sequence[Chore] = (),
     ) -> None:
         self._db = db
         self._driver = driver
@@ -57,10 +78,13 @@ class Maintenance:
         self._rescue_at = start  # rescue once at start: workers may have died meanwhile
         self._presence = presence
         self._announce_at = start
+        self._chores = tuple(chores)
 
     def next_at(self) -> datetime:
         """When maintenance is next due (the heartbeat only counts while claims are held)."""
         due = min(self._rescue_at, self._announce_at) if self._presence else self._rescue_at
+        for chore in self._chores:
+            due = min(due, chore.next_at())
         if self._running:
             return min(self._heartbeat_at, due)
         return due
@@ -72,8 +96,9 @@ class Maintenance:
             self._heartbeat_at = now + self._heartbeat_interval
 
     def run_due(self, now: datetime, *, rescue: bool = True) -> None:
-        """Heartbeat and (when ``rescue``) rescue if due at ``now``. Raises
-        :class:`~pocketjobs.core.DatabaseError`; what failed is retried next time."""
+        """Heartbeat and (when ``rescue``: not stopping) rescue and the chores if due at
+        ``now``. Raises :class:`~pocketjobs.core.DatabaseError`; what failed is retried
+        next time."""
         if self._running and now >= self._heartbeat_at:
             self._heartbeat(now)
         if rescue and now >= self._rescue_at:
@@ -81,6 +106,15 @@ class Maintenance:
         if self._presence is not None and now >= self._announce_at:
             self._announce_at = now + ANNOUNCE_INTERVAL
             self._presence.announce(now)
+        if rescue:
+            for chore in self._chores:
+                if now >= chore.next_at():
+                    chore.run_due(now)
+
+    def stop(self) -> None:
+        """The dispatcher stops: so do the chores."""
+        for chore in self._chores:
+            chore.stop()
 
     def _heartbeat(self, now: datetime) -> None:
         self._heartbeat_at = now + self._heartbeat_interval

@@ -13,6 +13,8 @@ method and path                          rule            success
 ``POST /api/jobs/{id}/cancel``           manage_rule     200 the job
 ``POST /api/jobs/{id}/requeue``          manage_rule     200 the job
 ``DELETE /api/jobs/{id}``                manage_rule     200 ``{"ok": true}``
+``GET /api/jobs/schedules``              manage_rule     200 ``{items}``: every schedule
+``DELETE /api/jobs/schedules/{name}``    manage_rule     200 ``{"ok": true}``
 ``GET /api/jobs/openapi.json``           public          200 the OpenAPI 3.1 document
 ``GET /api/jobs/metrics``                metrics_rule    200 Prometheus text (``exporter.py``)
 =======================================  ==============  ====================================
@@ -25,7 +27,10 @@ handles, per queue that none works on). Pausing or resuming a queue acts in ever
 Cancel makes a pending job ``cancelled`` at once and asks a processing one to stop wherever
 it runs (the job comes back still ``processing``, with ``cancel_requested_at`` set; it
 becomes ``cancelled`` when its worker stops it); a completed or failed job → 400. Requeue
-takes a failed or cancelled job; delete a pending, failed or cancelled one.
+takes a failed or cancelled job; delete any job but a processing one. The schedules are
+the periodic jobs' (``schedules.py``), each with its ``next_run``, its last slot and job,
+and whether a running process registers it (``active``); deleting one forgets a schedule
+no process registers any more.
 
 Superusers pass every rule; a rule of ``None`` or ``""`` admits superusers only. Without a
 valid token where one is needed → 401; a rule that says no → 403. Bad input → 400 with
@@ -55,7 +60,7 @@ from pocketjobs.apis import (
 from pocketjobs.core import ServeEvent
 from pocketjobs.core.times import parse_time
 from pocketjobs.plugins.jobs.config import parse_duration
-from pocketjobs.plugins.jobs.errors import InvalidJobOptions, JobsError
+from pocketjobs.plugins.jobs.errors import InvalidJobOptions, JobsError, ScheduleNotFound
 from pocketjobs.plugins.jobs.exporter import METRICS_PATH, metrics_endpoint
 from pocketjobs.plugins.jobs.job import JobFilter, JobStatus, QueueInfo
 from pocketjobs.plugins.jobs.limits import MAX_DELAY, MAX_LIST_LIMIT, MAX_OFFSET
@@ -76,6 +81,7 @@ _ENQUEUE_FIELDS = frozenset(
     }
 )  # fmt: skip
 _NOT_FOUND = "The requested job wasn't found."
+_NOT_FOUND_SCHEDULE = "The requested schedule wasn't found."
 _ENQUEUE_FAILED = "Failed to enqueue the job."
 _BAD_QUERY = "Invalid query parameters."
 _BAD_QUEUE = "Invalid queue name."
@@ -85,7 +91,9 @@ def to_api_error(exc: JobsError, message: str | None = None) -> ApiError:
     """The plugin's error as an HTTP error: its own status; an error about one field puts
     that field's code and text in ``data`` under ``message`` (default: the error's text)."""
     if exc.status == 404:
-        return NotFoundError(_NOT_FOUND)
+        return NotFoundError(
+            _NOT_FOUND_SCHEDULE if isinstance(exc, ScheduleNotFound) else _NOT_FOUND
+        )
     if exc.field is None:
         return ApiError(str(exc), status=exc.status)
     data: dict[str, Any] = {}
@@ -291,6 +299,16 @@ def bind_routes(event: ServeEvent, plugin: JobsPlugin) -> None:
         await store.adelete(request.path_params["job_id"])
         return JSONResponse({"ok": True})
 
+    async def list_schedules(request: Request) -> JSONResponse:
+        await authorize(request, plugin.manage_rule)
+        items = [schedule.to_dict() for schedule in await store.aschedules()]
+        return JSONResponse({"items": items})
+
+    async def delete_schedule(request: Request) -> JSONResponse:
+        await authorize(request, plugin.manage_rule)
+        await store.adelete_schedule(request.path_params["name"])
+        return JSONResponse({"ok": True})
+
     document = openapi_document(plugin.config.max_payload_size)
 
     async def openapi(request: Request) -> JSONResponse:
@@ -313,6 +331,8 @@ def bind_routes(event: ServeEvent, plugin: JobsPlugin) -> None:
     router.add_route("/api/jobs/queues", list_queues, methods=["GET"])
     router.add_route("/api/jobs/queues/{name}/pause", pause_queue, methods=["POST"])
     router.add_route("/api/jobs/queues/{name}/resume", resume_queue, methods=["POST"])
+    router.add_route("/api/jobs/schedules", list_schedules, methods=["GET"])
+    router.add_route("/api/jobs/schedules/{name}", delete_schedule, methods=["DELETE"])
     router.add_route("/api/jobs/{job_id}", get_job, methods=["GET"])
     router.add_route("/api/jobs/{job_id}", delete, methods=["DELETE"])
     router.add_route("/api/jobs/{job_id}/cancel", cancel, methods=["POST"])

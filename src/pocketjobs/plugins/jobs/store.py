@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import dataclasses
+import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -24,13 +26,35 @@ from pocketjobs.plugins.jobs.errors import (
     JobCannotDelete,
     JobCannotRequeue,
     JobNotFound,
+    ScheduleAlreadyRegistered,
+    ScheduleNotFound,
     TopicAlreadyRegistered,
 )
 from pocketjobs.plugins.jobs.events import JobEvents
 from pocketjobs.plugins.jobs.handlers import HandlerOptions, check_handler
-from pocketjobs.plugins.jobs.job import Job, JobFilter, JobList, JobStats, QueueInfo, uuid7
+from pocketjobs.plugins.jobs.job import (
+    DEFAULT_QUEUE,
+    Job,
+    JobFilter,
+    JobList,
+    JobStats,
+    QueueInfo,
+    uuid7,
+)
+from pocketjobs.plugins.jobs.maintenance import Chore
 from pocketjobs.plugins.jobs.metrics import JobMetrics
 from pocketjobs.plugins.jobs.presence import orphaned_work
+from pocketjobs.plugins.jobs.retention import FINISHED_STATUSES, Pruner, prune
+from pocketjobs.plugins.jobs.schedules import (
+    CATCH_UP,
+    CatchUp,
+    Schedule,
+    ScheduleInfo,
+    Scheduler,
+    check_cron,
+    check_tz,
+    list_schedules,
+)
 from pocketjobs.plugins.jobs.task import Task
 from pocketjobs.plugins.jobs.validation import (
     check_enqueue,
@@ -57,6 +81,8 @@ class HandlerArgs(TypedDict, total=False):
     backoff: Callable[[int], timedelta] | None
     queue: str | None
     timeout: timedelta | float | None
+    cron: str | None
+    tz: str
 
 
 _EVENTS_FLUSH_SECONDS = 5.0
@@ -72,7 +98,8 @@ class JobStore:
         self._driver_instance: JobsDriver | None = None
         self._handlers: dict[str, JobHandler] = {}
         self._options: dict[str, HandlerOptions] = {}
-        self._handlers_lock = threading.Lock()
+        self._handlers_lock = threading.Lock()  # guards the handlers and the schedules
+        self._schedules: dict[str, Schedule] = {}
         self._dispatcher: Dispatcher | None = None
         self._dispatcher_lock = threading.Lock()
         self._queue_sizes = config.queue_sizes()
@@ -302,14 +329,41 @@ class JobStore:
         self._queue_sizes = checked
 
     def delete(self, job_id: str) -> None:
-        """Delete a pending, failed or cancelled job; raises :class:`JobNotFound` or
-        :class:`JobCannotDelete` (processing or completed)."""
+        """Delete a job that is not running (pending, completed, failed or cancelled);
+        raises :class:`JobNotFound` or :class:`JobCannotDelete` (processing: cancel it)."""
         if check_job_id(job_id) and self._driver.jobs_delete(self._app.db, job_id):
             return
         job = self.get(job_id)
         raise JobCannotDelete(
-            f"job {job_id} is {job.status}; only pending, failed or cancelled jobs can be deleted"
+            f"job {job_id} is {job.status}; a running job cannot be deleted (cancel it first)"
         )
+
+    def prune(
+        self,
+        *,
+        older_than: timedelta | float | None = None,
+        statuses: Sequence[str] | None = None,
+    ) -> dict[str, int]:
+        """Delete finished jobs now, in batches (see ``retention.py``), and return how many
+        per status: those the config's ``retention`` says are due or, with ``older_than``
+        (a ``timedelta`` or seconds), those that finished longer ago than that. ``statuses``
+        limits it to some of ``completed``, ``failed`` and ``cancelled``. Pending and
+        processing jobs are never deleted. Raises :class:`InvalidJobOptions` for a bad
+        argument, or when neither ``older_than`` nor a retention says what is due."""
+        chosen = _finished_statuses(statuses)
+        now = self.now()
+        if older_than is not None:
+            kept = _positive_duration(older_than, "older_than")
+            cutoffs = dict.fromkeys(chosen, now - kept)
+        elif self.config.retention is None:
+            raise InvalidJobOptions(
+                "the config keeps finished jobs for ever (retention=None): give older_than",
+                field="older_than", code="validation_required",
+            )  # fmt: skip
+        else:
+            due = self.config.retention.cutoffs(now)
+            cutoffs = {status: due[status] for status in chosen if status in due}
+        return prune(self._app.db, self._driver, cutoffs)
 
     def cancel(self, job_id: str) -> Job:
         """Cancel a job, from any process. A pending job becomes ``cancelled`` at once. A
@@ -372,25 +426,34 @@ class JobStore:
         backoff: Callable[[int], timedelta] | None = None,
         queue: str | None = None,
         timeout: timedelta | float | None = None,
+        cron: str | None = None,
+        tz: str = "UTC",
     ) -> None:
         """Run ``fn(job)`` for jobs of ``topic`` (a plain or ``async`` function).
 
         ``queue``, ``priority`` and ``max_retries`` are the topic's defaults for jobs enqueued in
         this process without their own; ``timeout`` (seconds or a ``timedelta``) bounds each attempt
         of its jobs that have none of their own; ``backoff`` replaces the config's for its failed
-        attempts (capped at ``max_backoff`` all the same). Raises :class:`InvalidHandler` when
-        ``fn`` cannot be called with one argument (the job) or ``backoff`` is not callable,
-        :class:`InvalidJobOptions` for a bad default, and :class:`TopicAlreadyRegistered` if the
-        topic has a handler.
+        attempts (capped at ``max_backoff`` all the same). ``cron`` (with ``tz``) also enqueues a
+        job of the topic (payload ``None``) on that schedule: :meth:`periodic`, named after the
+        topic. Raises :class:`InvalidHandler` when ``fn`` cannot be called with one argument (the
+        job) or ``backoff`` is not callable, :class:`InvalidJobOptions` for a bad default or
+        schedule, :class:`TopicAlreadyRegistered` if the topic has a handler and
+        :class:`ScheduleAlreadyRegistered` if a schedule has its name.
         """
         check_topic(topic)
         options = HandlerOptions.checked(priority, max_retries, backoff, queue, timeout)
         check_handler(fn)
+        schedule = None if cron is None else self._schedule(cron, topic, None, topic, tz, "skip")
         with self._handlers_lock:
             if topic in self._handlers:
                 raise TopicAlreadyRegistered(f"a handler for topic {topic!r} is already registered")
+            if schedule is not None and schedule.name in self._schedules:
+                raise ScheduleAlreadyRegistered(f"a schedule named {topic!r} is registered")
             self._options[topic] = options
             self._handlers[topic] = fn
+            if schedule is not None:
+                self._schedules[schedule.name] = schedule
         self._wake(None)
 
     def handler(self, topic: str, **options: Unpack[HandlerArgs]) -> Callable[[H], H]:
@@ -418,6 +481,141 @@ class JobStore:
         """The topics that have a handler."""
         return list(self._handlers)
 
+    # -- periodic jobs -------------------------------------------------------------------
+
+    def periodic(
+        self,
+        cron: str,
+        topic: str,
+        payload: Any = None,
+        *,
+        name: str | None = None,
+        tz: str = "UTC",
+        catch_up: CatchUp = "skip",
+        queue: str | None = None,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        timeout: timedelta | float | None = None,
+    ) -> Schedule:
+        """Enqueue a job of ``topic`` with ``payload`` at every time ``cron`` names in time
+        zone ``tz`` (an IANA name): exactly one per slot however many processes register
+        the same schedule (see ``schedules.py``). The running dispatchers enqueue them, so
+        register it where ``serve`` or ``worker`` runs, before or after start.
+
+        ``name`` (default: the topic) identifies the schedule across processes;
+        ``catch_up``: ``"skip"`` (the default) skips the slots missed while no process ran,
+        ``"last"`` runs the latest of them once. ``queue``, ``priority``, ``max_retries``
+        and ``timeout`` are its jobs' options (default: the topic's handler's, as for an
+        enqueue). Raises :class:`InvalidJobOptions` (bad cron, tz, catch-up or option),
+        :class:`InvalidTopic`, :class:`InvalidPayload`, or
+        :class:`ScheduleAlreadyRegistered` if this process has a schedule of that name."""
+        schedule = self._schedule(
+            cron, topic, payload, topic if name is None else name, tz, catch_up,
+            queue=queue, priority=priority, max_retries=max_retries, timeout=timeout,
+        )  # fmt: skip
+        with self._handlers_lock:
+            if schedule.name in self._schedules:
+                raise ScheduleAlreadyRegistered(f"a schedule named {schedule.name!r} is registered")
+            self._schedules[schedule.name] = schedule
+        self._wake(None)
+        return schedule
+
+    def _schedule(
+        self,
+        cron: object,
+        topic: str,
+        payload: Any,
+        name: object,
+        tz: object,
+        catch_up: object,
+        **options: Any,
+    ) -> Schedule:
+        """A checked :class:`Schedule`; its jobs' options are checked as an enqueue's."""
+        if not isinstance(name, str) or not name.strip() or len(name) > 255:
+            raise InvalidJobOptions(
+                "a schedule's name must be a non-empty string of at most 255 characters",
+                field="name",
+            )  # fmt: skip
+        if catch_up not in CATCH_UP:
+            raise InvalidJobOptions(
+                f"catch_up must be one of {', '.join(CATCH_UP)}, got {catch_up!r}",
+                field="catch_up",
+            )  # fmt: skip
+        text = check_cron(cron)
+        zone = check_tz(tz)
+        spec = check_enqueue(
+            topic, [payload], None, None, options["max_retries"], now=self.now(),
+            priority=options["priority"], queue=options["queue"], timeout=options["timeout"],
+            default_max_retries=self.config.max_retries, max_size=self.config.max_payload_size,
+        )  # fmt: skip
+        given = {key: getattr(spec, key) if value is not None else None
+                 for key, value in options.items()}  # fmt: skip
+        payload_json = spec.payload_texts[0]
+        return Schedule(
+            name, spec.topic, text, zone.key, json.loads(payload_json), payload_json,
+            catch_up, given["queue"], given["priority"], given["max_retries"],
+            given["timeout"],
+        )  # fmt: skip
+
+    def schedules(self) -> builtins.list[ScheduleInfo]:
+        """Every schedule: those in the database (written by the running dispatchers of
+        every process, ``active`` while one registers it) and this process's, with their
+        next slot and the last job they enqueued; by name."""
+        rows = self._driver.schedules_list(self._app.db)
+        with self._handlers_lock:
+            here = dict(self._schedules)
+        return list_schedules(rows, here, self.now(), self._queue_of)
+
+    def delete_schedule(self, name: str) -> None:
+        """Forget the schedule ``name`` in the database (one that no process registers any
+        more; a running process that registers it writes it again within seconds). Raises
+        :class:`ScheduleNotFound`."""
+        if not (isinstance(name, str) and self._driver.schedules_delete(self._app.db, name)):
+            raise ScheduleNotFound(f"schedule {name!r} not found")
+
+    def _queue_of(self, schedule: Schedule) -> str:
+        """The queue a schedule's jobs go to (its own, else its topic's handler's)."""
+        if schedule.queue is not None:
+            return schedule.queue
+        options = self._options.get(schedule.topic)
+        return options.queue if options is not None and options.queue else DEFAULT_QUEUE
+
+    def _enqueue_slot(self, tx: Tx, schedule: Schedule, slot: datetime) -> Job:
+        s = schedule
+        return self.enqueue(
+            s.topic, s.payload, run_at=slot, max_retries=s.max_retries, priority=s.priority,
+            queue=s.queue, timeout=s.timeout, tx=tx,
+        )  # fmt: skip
+
+    def _chores(self, node: str, now: datetime) -> builtins.list[Chore]:
+        """A dispatcher's chores: the schedules, and pruning when retention is on."""
+        db, logger = self._app.db, self._app.logger
+        chores: builtins.list[Chore] = [
+            Scheduler(
+                db,
+                self._driver,
+                self._schedules,
+                enqueue=self._enqueue_slot,
+                queue_of=self._queue_of,
+                logger=logger,
+                node=node,
+                now=now,
+            )
+        ]
+        if self.config.retention is not None:
+            chores.append(
+                Pruner(
+                    db,
+                    self._driver,
+                    self.config.retention,
+                    interval=self.config.prune_interval,
+                    node=node,
+                    logger=logger,
+                    now=now,
+                )
+            )
+        return chores
+
     def start(self) -> None:
         """Start processing jobs in this process (automatic when ``auto_start`` is on)."""
         with self._dispatcher_lock:
@@ -426,6 +624,7 @@ class JobStore:
                     self._app.db, self._driver, self.config, self._handlers, self._app.logger,
                     options=self._options, queues=self._queue_sizes, events=self._events,
                     count_attempt=self.metrics.count_attempt if self.metrics else None,
+                    chores=self._chores,
                 )  # fmt: skip
             self._dispatcher.start()
 
@@ -526,6 +725,54 @@ class JobStore:
     async def arequeue(self, job_id: str) -> Job:
         """Awaitable :meth:`requeue`."""
         return await asyncio.to_thread(self.requeue, job_id)
+
+    async def aprune(
+        self,
+        *,
+        older_than: timedelta | float | None = None,
+        statuses: Sequence[str] | None = None,
+    ) -> dict[str, int]:
+        """Awaitable :meth:`prune`."""
+        return await asyncio.to_thread(self.prune, older_than=older_than, statuses=statuses)
+
+    async def aschedules(self) -> builtins.list[ScheduleInfo]:
+        """Awaitable :meth:`schedules`."""
+        return await asyncio.to_thread(self.schedules)
+
+    async def adelete_schedule(self, name: str) -> None:
+        """Awaitable :meth:`delete_schedule`."""
+        await asyncio.to_thread(self.delete_schedule, name)
+
+
+def _finished_statuses(statuses: object) -> builtins.list[str]:
+    """``statuses`` (``None``: all three) if each is a finished status; else
+    :class:`InvalidJobOptions`."""
+    if statuses is None:
+        return list(FINISHED_STATUSES)
+    if isinstance(statuses, str) or not isinstance(statuses, Sequence) or not statuses:
+        raise InvalidJobOptions("statuses must be a list of finished statuses", field="status")
+    for status in statuses:
+        if status not in FINISHED_STATUSES:
+            raise InvalidJobOptions(
+                f"only finished jobs are pruned: status must be one of "
+                f"{', '.join(FINISHED_STATUSES)}, got {status!r}",
+                field="status", code="validation_invalid_status",
+            )  # fmt: skip
+    return list(dict.fromkeys(statuses))
+
+
+def _positive_duration(value: object, field: str) -> timedelta:
+    """``value`` (a timedelta or seconds) if it is a positive duration; else
+    :class:`InvalidJobOptions`."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        with contextlib.suppress(OverflowError, ValueError):
+            value = timedelta(seconds=value)
+    if not isinstance(value, timedelta) or value <= timedelta(0):
+        raise InvalidJobOptions(
+            f"{field} must be a positive timedelta or number of seconds, got {value!r}",
+            field=field, code="validation_invalid_duration",
+        )  # fmt: skip
+    return value
 
 
 def _queue_name(name: object) -> str:

@@ -25,6 +25,7 @@ from pocketjobs.plugins.jobs.drivers.base import (
     QueueClaim,
     QueueCounts,
     QueueState,
+    ScheduleRow,
     Snoozed,
     WorkerInfo,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "QueueClaim",
     "QueueCounts",
     "QueueState",
+    "ScheduleRow",
     "Snoozed",
     "WorkerInfo",
     "driver_for",

@@ -35,6 +35,7 @@ __all__ = [
     "QueueClaim",
     "QueueCounts",
     "QueueState",
+    "ScheduleRow",
     "Snoozed",
     "WorkerInfo",
 ]
@@ -136,6 +137,27 @@ class WorkerInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """A periodic schedule as ``_jobs_schedules`` holds it: what it enqueues (``topic``,
+    ``payload_json`` into ``queue``), when (``cron`` in time zone ``tz``, missed slots
+    handled per ``catch_up``), the slot it enqueues next (``next_run``), the last slot it
+    enqueued a job for and that job, and when a process last registered it (``seen``)."""
+
+    name: str
+    topic: str
+    cron: str
+    tz: str
+    catch_up: str
+    queue: str
+    payload_json: str
+    next_run: datetime
+    created: datetime
+    seen: datetime
+    last_run: datetime | None = None
+    last_job_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Failure:
     """A failed attempt of a claimed job: retried at ``retry_at``, or failed for good
     when ``retry_at`` is ``None``."""
@@ -224,8 +246,15 @@ class JobsDriver(abc.ABC):
 
     @abc.abstractmethod
     def jobs_delete(self, q: Queryable, job_id: str) -> bool:
-        """Delete the job if it is pending, failed or cancelled; return whether it was
+        """Delete the job unless it is processing (or missing); return whether it was
         deleted."""
+
+    @abc.abstractmethod
+    def jobs_prune(self, q: Queryable, status: str, finished_before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` jobs of the finished ``status`` (completed, failed or
+        cancelled) that finished before ``finished_before``, oldest finished first, read
+        from their index (no other rows read or locked; on PostgreSQL rows another
+        transaction holds are skipped). Return how many were deleted."""
 
     @abc.abstractmethod
     def jobs_requeue(self, q: Queryable, job_id: str, now: datetime) -> Job | None:
@@ -328,6 +357,50 @@ class JobsDriver(abc.ABC):
     def count_by_queue_plan(self, db: Database, *, pending_cap: int) -> str:
         """The database's query plan of :meth:`jobs_count_by_queue` (for diagnostics and
         tests; on PostgreSQL with the rows each step read)."""
+
+    @abc.abstractmethod
+    def schedules_sync(self, q: Queryable, rows: Sequence[ScheduleRow]) -> dict[str, datetime]:
+        """Register ``rows`` (insert, or update what they enqueue and their ``seen``) and
+        return each one's ``next_run`` as stored: the row's own one, unless its ``cron`` or
+        ``tz`` changed (then the one given). ``last_run`` and ``last_job_id`` are kept."""
+
+    @abc.abstractmethod
+    def schedules_list(self, q: Queryable) -> list[ScheduleRow]:
+        """Every schedule in the database, by name."""
+
+    @abc.abstractmethod
+    def schedule_next_run(self, q: Queryable, name: str) -> datetime | None:
+        """The stored ``next_run`` of schedule ``name``, or ``None`` if there is none."""
+
+    @abc.abstractmethod
+    def schedule_advance(
+        self,
+        q: Queryable,
+        name: str,
+        *,
+        expected: datetime,
+        next_run: datetime,
+        last_run: datetime | None,
+    ) -> bool:
+        """Move schedule ``name``'s ``next_run`` from ``expected`` to ``next_run`` (and its
+        ``last_run`` to ``last_run`` unless ``None``) if it is still ``expected``: the one
+        write that decides which process enqueues a slot. Return whether it moved."""
+
+    @abc.abstractmethod
+    def schedule_set_last_job(self, q: Queryable, name: str, job_id: str) -> None:
+        """Record ``job_id`` as the job schedule ``name`` enqueued last."""
+
+    @abc.abstractmethod
+    def schedules_delete(self, q: Queryable, name: str) -> bool:
+        """Forget schedule ``name``; return whether there was one."""
+
+    @abc.abstractmethod
+    def lease_acquire(
+        self, q: Queryable, name: str, holder: str, *, now: datetime, until: datetime
+    ) -> bool:
+        """Take the lease ``name`` for ``holder`` until ``until`` if nobody holds it at
+        ``now`` (its last holder's time ran out); return whether it was taken. One
+        statement: of processes racing for it, one wins."""
 
     @abc.abstractmethod
     def workers_announce(self, q: Queryable, worker: WorkerInfo) -> None:

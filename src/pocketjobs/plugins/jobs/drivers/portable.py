@@ -23,11 +23,19 @@ from pocketjobs.plugins.jobs.drivers.base import (
     JobsDriver,
     QueueCounts,
     QueueState,
+    ScheduleRow,
     WorkerInfo,
 )
 from pocketjobs.plugins.jobs.job import Job, JobFilter
 
-__all__ = ["CLAIMED_COLUMNS", "JOB_COLUMNS", "PortableSQLDriver", "queue_counts"]
+__all__ = [
+    "CLAIMED_COLUMNS",
+    "JOB_COLUMNS",
+    "LEASES_DDL",
+    "SCHEDULES_DDL",
+    "PortableSQLDriver",
+    "queue_counts",
+]
 
 #: The columns of a :class:`Job`, in the order of its fields (what ``decode_job`` reads).
 JOB_COLUMNS: Final = (
@@ -47,9 +55,7 @@ CLAIMED_COLUMNS: Final = (
 
 _GET_SQL: Final = f"SELECT {JOB_COLUMNS} FROM _jobs WHERE id = ?"
 _COUNT_BY_STATUS_SQL: Final = "SELECT status, COUNT(*) FROM _jobs GROUP BY status"
-_DELETE_SQL: Final = (
-    "DELETE FROM _jobs WHERE id = ? AND status IN ('pending', 'failed', 'cancelled')"
-)
+_DELETE_SQL: Final = "DELETE FROM _jobs WHERE id = ? AND status <> 'processing'"
 _REQUEUE_SQL: Final = f"""UPDATE _jobs SET status = 'pending', retries = 0, run_at = ?,
         locked_until = NULL, locked_by = NULL, updated = ?, finished_at = NULL,
         cancel_requested_at = NULL
@@ -93,6 +99,50 @@ _ANNOUNCE_SQL: Final = f"""INSERT INTO _jobs_workers ({_WORKER_COLUMNS})
     VALUES (?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (id) DO UPDATE SET queues = excluded.queues, topics = excluded.topics,
         seen = excluded.seen"""
+
+# The DDL of the schedule and lease tables, with each database's time type.
+SCHEDULES_DDL: Final = """CREATE TABLE _jobs_schedules (
+        name        TEXT PRIMARY KEY NOT NULL,
+        topic       TEXT NOT NULL,
+        cron        TEXT NOT NULL,
+        tz          TEXT NOT NULL,
+        catch_up    TEXT NOT NULL,
+        queue       TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        next_run    {time} NOT NULL,
+        created     {time} NOT NULL,
+        seen        {time} NOT NULL,
+        last_run    {time},
+        last_job_id TEXT
+    )"""
+LEASES_DDL: Final = """CREATE TABLE _jobs_leases (
+        name   TEXT PRIMARY KEY NOT NULL,
+        holder TEXT NOT NULL,
+        until  {time} NOT NULL
+    )"""
+_SCHEDULE_COLUMNS: Final = (
+    "name, topic, cron, tz, catch_up, queue, payload, next_run, created, seen, last_run,"
+    " last_job_id"
+)
+# A changed cron or time zone restarts the schedule from the next_run given (every SET
+# expression reads the row as it was).
+_SCHEDULE_SYNC_SQL: Final = """INSERT INTO _jobs_schedules
+        (name, topic, cron, tz, catch_up, queue, payload, next_run, created, seen)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (name) DO UPDATE SET topic = excluded.topic, catch_up = excluded.catch_up,
+        queue = excluded.queue, payload = excluded.payload, seen = excluded.seen,
+        cron = excluded.cron, tz = excluded.tz,
+        next_run = CASE WHEN _jobs_schedules.cron = excluded.cron
+            AND _jobs_schedules.tz = excluded.tz
+            THEN _jobs_schedules.next_run ELSE excluded.next_run END
+    RETURNING next_run"""
+_SCHEDULE_ADVANCE_SQL: Final = """UPDATE _jobs_schedules
+    SET next_run = ?, last_run = COALESCE(?, last_run)
+    WHERE name = ? AND next_run = ?"""
+_LEASE_SQL: Final = """INSERT INTO _jobs_leases (name, holder, until) VALUES (?, ?, ?)
+    ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+    WHERE _jobs_leases.until <= ?
+    RETURNING name"""
 
 
 class PortableSQLDriver(JobsDriver, abc.ABC):
@@ -232,6 +282,60 @@ class PortableSQLDriver(JobsDriver, abc.ABC):
                        self.decode_time(started), self.decode_time(seen))
             for worker_id, host, pid, queues, topics, started, seen in rows
         ]  # fmt: skip
+
+    def schedules_sync(self, q: Queryable, rows: Sequence[ScheduleRow]) -> dict[str, datetime]:
+        stored: dict[str, datetime] = {}
+        for r in rows:
+            found = q.fetch_value(
+                _SCHEDULE_SYNC_SQL,
+                (r.name, r.topic, r.cron, r.tz, r.catch_up, r.queue, r.payload_json,
+                 self.encode_time(r.next_run), self.encode_time(r.created),
+                 self.encode_time(r.seen)),
+            )  # fmt: skip
+            stored[r.name] = self.decode_time(found)
+        return stored
+
+    def schedules_list(self, q: Queryable) -> list[ScheduleRow]:
+        rows = q.fetch_tuples(f"SELECT {_SCHEDULE_COLUMNS} FROM _jobs_schedules ORDER BY name")
+        t = self.decode_time
+        return [
+            ScheduleRow(name, topic, cron, tz, catch_up, queue, payload, t(next_run),
+                        t(created), t(seen), None if last_run is None else t(last_run),
+                        last_job_id)
+            for (name, topic, cron, tz, catch_up, queue, payload, next_run, created, seen,
+                 last_run, last_job_id) in rows
+        ]  # fmt: skip
+
+    def schedule_next_run(self, q: Queryable, name: str) -> datetime | None:
+        value = q.fetch_value("SELECT next_run FROM _jobs_schedules WHERE name = ?", (name,))
+        return None if value is None else self.decode_time(value)
+
+    def schedule_advance(
+        self,
+        q: Queryable,
+        name: str,
+        *,
+        expected: datetime,
+        next_run: datetime,
+        last_run: datetime | None,
+    ) -> bool:
+        encode = self.encode_time
+        last = None if last_run is None else encode(last_run)
+        moved = q.execute(_SCHEDULE_ADVANCE_SQL, (encode(next_run), last, name, encode(expected)))
+        return moved > 0
+
+    def schedule_set_last_job(self, q: Queryable, name: str, job_id: str) -> None:
+        q.execute("UPDATE _jobs_schedules SET last_job_id = ? WHERE name = ?", (job_id, name))
+
+    def schedules_delete(self, q: Queryable, name: str) -> bool:
+        return q.execute("DELETE FROM _jobs_schedules WHERE name = ?", (name,)) > 0
+
+    def lease_acquire(
+        self, q: Queryable, name: str, holder: str, *, now: datetime, until: datetime
+    ) -> bool:
+        encode = self.encode_time
+        rows = q.fetch_tuples(_LEASE_SQL, (name, holder, encode(until), encode(now)))
+        return bool(rows)
 
     def jobs_pending_outside(self, q: Queryable, topics: Collection[str]) -> dict[str, int]:
         return _pending_outside(q, _DISTINCT_TOPICS_SQL, _PENDING_OF_TOPIC_SQL, topics)

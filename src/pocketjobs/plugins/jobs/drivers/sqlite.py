@@ -21,6 +21,8 @@ from pocketjobs.plugins.jobs.drivers.base import Claim, ClaimParams, NewJob, Out
 from pocketjobs.plugins.jobs.drivers.portable import (
     CLAIMED_COLUMNS,
     JOB_COLUMNS,
+    LEASES_DDL,
+    SCHEDULES_DDL,
     PortableSQLDriver,
     queue_counts,
 )
@@ -178,6 +180,22 @@ def _add_attempts_and_cancel(tx: Tx) -> None:
     tx.execute("CREATE INDEX idx_jobs_status ON _jobs (status, id)")
     tx.execute("CREATE INDEX idx_jobs_topic ON _jobs (topic, id)")
     tx.execute(f"CREATE UNIQUE INDEX idx_jobs_unique ON _jobs (topic, unique_key) {_UNIQUE_WHERE}")
+
+
+def _add_schedules_and_retention(tx: Tx) -> None:
+    """The schedules of periodic jobs, the leases of fleet-wide chores (pruning), and the
+    index retention prunes by: finished jobs by status and finish time. Jobs finished
+    before ``finished_at`` existed get their last update as their finish time."""
+    tx.execute(SCHEDULES_DDL.format(time="TEXT"))
+    tx.execute(LEASES_DDL.format(time="TEXT"))
+    tx.execute(
+        "UPDATE _jobs SET finished_at = updated WHERE finished_at IS NULL"
+        " AND status IN ('completed', 'failed', 'cancelled')"
+    )
+    tx.execute(
+        "CREATE INDEX idx_jobs_finished ON _jobs (status, finished_at)"
+        " WHERE finished_at IS NOT NULL"
+    )
 
 
 # The rows the unique index covers (the ON CONFLICT target repeats it).
@@ -421,6 +439,7 @@ class SQLiteJobsDriver(PortableSQLDriver):
             Migration("jobs_0005_priority_unique_key", _add_priority_and_unique_key),
             Migration("jobs_0006_queues", _add_queues),
             Migration("jobs_0007_attempts_and_cancel", _add_attempts_and_cancel),
+            Migration("jobs_0008_schedules_and_retention", _add_schedules_and_retention),
         ]
 
     def encode_time(self, moment: datetime) -> str:
@@ -561,6 +580,14 @@ class SQLiteJobsDriver(PortableSQLDriver):
         stamp = format_time(now)
         return q.execute_many(
             _RELEASE_SQL, [(stamp, stamp, claim.job_id, claim.token) for claim in claims]
+        )
+
+    def jobs_prune(self, q: Queryable, status: str, finished_before: datetime, limit: int) -> int:
+        return q.execute(
+            """DELETE FROM _jobs WHERE rowid IN (
+                SELECT rowid FROM _jobs INDEXED BY idx_jobs_finished
+                WHERE status = ? AND finished_at < ? ORDER BY finished_at LIMIT ?)""",
+            (status, format_time(finished_before), limit),
         )
 
     def jobs_rescue_expired(self, q: Queryable, now: datetime, error: str) -> int:
