@@ -30,6 +30,12 @@ ISO 8601 UTC with microseconds), then:
     the exact number of rows at that point of a serial order, and a row exists only while
     its handler runs, so ``MAX(running)`` never exceeds the jobs running at once.
 
+Periodic jobs: with ``PB_TEST_CRON`` set, the app registers that schedule for ``record``
+jobs (payload ``{"scheduled": true}``). With ``PB_TEST_CLOCK_START`` (ISO 8601) the
+plugin's clock runs ``PB_TEST_CLOCK_SPEED`` times faster than the wall's from that time,
+which it is at the wall time ``PB_TEST_CLOCK_WALL`` (seconds since the epoch): processes
+given the same three values share one simulated clock.
+
 The plugin logs ``Jobs plugin initialized`` once bootstrapped and ``worker`` logs
 ``Worker started``. ``invocations`` is created on bootstrap (``IF NOT EXISTS``); on
 PostgreSQL, tests create it before starting several processes at once, because
@@ -46,7 +52,8 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from pocketjobs import App
 from pocketjobs.core import BootstrapEvent, OperationalError
@@ -55,8 +62,22 @@ from pocketjobs.plugins import jobs
 INVOCATIONS_DDL = "CREATE TABLE IF NOT EXISTS invocations (job_id TEXT, pid INTEGER, at TEXT)"
 _RECORD_ATTEMPTS = 100
 
+
+def _fast_clock() -> Callable[[], datetime] | None:
+    start = os.environ.get("PB_TEST_CLOCK_START")
+    if not start:
+        return None
+    origin = datetime.fromisoformat(start)
+    wall = float(os.environ["PB_TEST_CLOCK_WALL"])
+    speed = float(os.environ.get("PB_TEST_CLOCK_SPEED", "1"))
+    return lambda: origin + timedelta(seconds=(time.time() - wall) * speed)
+
+
 app = App()
-store = jobs.must_register(app, jobs.Config())
+_clock = _fast_clock()
+store = jobs.must_register(app, jobs.Config(clock=_clock) if _clock else jobs.Config())
+if os.environ.get("PB_TEST_CRON"):
+    store.periodic(os.environ["PB_TEST_CRON"], "record", {"scheduled": True})
 
 
 def _create_invocations(event: BootstrapEvent) -> None:

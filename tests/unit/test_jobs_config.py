@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pocketjobs.core.times import now_utc
+from pocketjobs.plugins import jobs
 from pocketjobs.plugins.jobs import config as config_module
 from pocketjobs.plugins.jobs.config import (
     Config,
@@ -49,6 +50,10 @@ SPEC_DEFAULTS: dict[str, Any] = {
     "default_timeout": None,
     "metrics": True,
     "metrics_rule": None,
+    "retention": jobs.Retention(
+        completed=timedelta(days=1), failed=timedelta(days=7), cancelled=timedelta(days=7)
+    ),
+    "prune_interval": timedelta(minutes=1),
 }
 
 
@@ -59,6 +64,7 @@ def test_public_surface() -> None:
         "apply_env",
         "default_backoff",
         "default_config",
+        "parse_age",
         "parse_duration",
         "parse_queue_sizes",
         "resolve_config",
@@ -207,6 +213,7 @@ def test_typing_only_init_signature_matches_the_fields() -> None:
         "queues": "Mapping[str, int] | None",
         "queue_limits": "Mapping[str, int]",
         "default_timeout": "timedelta | float | None",
+        "prune_interval": "timedelta | float",
     }
     for param, field in zip(params, fields, strict=True):
         assert param.annotation is not None
@@ -355,6 +362,7 @@ DURATION_VARIABLES = [
     ("PB_JOBS_POLL_INTERVAL", "poll_interval"),
     ("PB_JOBS_LOCK_DURATION", "lock_duration"),
     ("PB_JOBS_SHUTDOWN_TIMEOUT", "shutdown_timeout"),
+    ("PB_JOBS_PRUNE_INTERVAL", "prune_interval"),
     ("PB_JOBS_MAX_BACKOFF", "max_backoff"),
 ]
 ALL_VARIABLES = [
@@ -479,6 +487,7 @@ def test_env_all_variables_at_once() -> None:
         "PB_JOBS_SHUTDOWN_TIMEOUT": "1m",
         "PB_JOBS_MAX_BACKOFF": "2h",
         "PB_JOBS_METRICS": "0",
+        "PB_JOBS_PRUNE_INTERVAL": "5m",
     }
     rule_backoff = Config(enqueue_rule="true", manage_rule="", backoff=lambda n: timedelta(n))
     config = apply_env(rule_backoff, environ)
@@ -495,6 +504,7 @@ def test_env_all_variables_at_once() -> None:
         allowed_topics=("a", "b"),
         auto_start=False,
         shutdown_timeout=timedelta(minutes=1),
+        prune_interval=timedelta(minutes=5),
         max_backoff=timedelta(hours=2),
         metrics=False,
     )
@@ -770,3 +780,49 @@ def test_default_timeout_from_code_and_environment() -> None:
         validate(Config(default_timeout=0))
     with pytest.raises(ConfigError, match="default_timeout"):
         validate(Config(default_timeout=timedelta(days=30)))
+
+
+# --------------------------------------------------------------------------- retention
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("24h", timedelta(hours=24)), ("90m", timedelta(minutes=90)), ("7d", timedelta(days=7)),
+     ("1.5d", timedelta(hours=36)), ("3600", timedelta(hours=1)), ("none", None),
+     ("Forever", None)],
+)  # fmt: skip
+def test_env_retention_sets_its_status(text: str, expected: timedelta | None) -> None:
+    config = apply_env(Config(), {"PB_JOBS_RETENTION_FAILED": f" {text} "})
+    assert config.retention == jobs.Retention(failed=expected)
+    assert validate(config) is config
+
+
+def test_env_retention_on_a_config_that_keeps_everything() -> None:
+    config = apply_env(Config(retention=None), {"PB_JOBS_RETENTION_COMPLETED": "2h"})
+    assert config.retention == jobs.Retention(timedelta(hours=2), None, None)
+
+
+@pytest.mark.parametrize("text", ["abc", "-1h", "7 days", "d", "0x10"])
+def test_env_retention_that_does_not_parse_names_the_variable(text: str) -> None:
+    with pytest.raises(ConfigError, match=f"PB_JOBS_RETENTION_CANCELLED: invalid duration {text!r}"):
+        apply_env(Config(), {"PB_JOBS_RETENTION_CANCELLED": text})
+
+
+def test_retention_numbers_are_seconds_and_bad_values_are_reported() -> None:
+    assert jobs.Retention(completed=60).completed == timedelta(minutes=1)
+    assert validate(Config(retention=None)).retention is None
+    bad = [jobs.Retention(completed=0), jobs.Retention(failed=-5),
+           jobs.Retention(cancelled="7d")]  # type: ignore[arg-type]  # fmt: skip
+    for retention in bad:
+        with pytest.raises(ConfigError, match="retention"):
+            validate(Config(retention=retention))
+    with pytest.raises(ConfigError, match="retention must be a Retention or None"):
+        validate(Config(retention={"completed": 60}))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="prune_interval must be positive"):
+        validate(Config(prune_interval=0))
+
+
+def test_retention_cutoffs_leave_out_the_statuses_kept_for_ever() -> None:
+    now = now_utc()
+    cutoffs = jobs.Retention(completed=timedelta(hours=1), failed=None).cutoffs(now)
+    assert cutoffs == {"completed": now - timedelta(hours=1), "cancelled": now - timedelta(days=7)}

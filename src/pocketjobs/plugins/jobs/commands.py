@@ -9,6 +9,9 @@
     python main.py jobs pause mail        # every process stops claiming the queue's jobs
     python main.py jobs resume mail
     python main.py jobs cancel JOB_ID     # pending: cancelled now; running: asked to stop
+    python main.py jobs schedules         # periodic jobs: cron, next run, last run
+    python main.py jobs prune             # delete the finished jobs retention says are due
+    python main.py jobs prune --older-than 2h --status completed
     python main.py worker --queues mail,default   # work on these queues only
     python main.py worker --queues mail:4         # ... with 4 slots for mail
 """
@@ -18,13 +21,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from pocketjobs.core import BackgroundOption, BaseApp, Command
 from pocketjobs.core.times import format_time
-from pocketjobs.plugins.jobs.config import parse_queue_sizes
+from pocketjobs.plugins.jobs.config import parse_age, parse_queue_sizes
 from pocketjobs.plugins.jobs.errors import JobsError
 from pocketjobs.plugins.jobs.job import JOB_STATUSES, JobFilter
+from pocketjobs.plugins.jobs.retention import FINISHED_STATUSES
 
 if TYPE_CHECKING:
     from pocketjobs.plugins.jobs.store import JobStore
@@ -60,6 +65,25 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         views.add_parser(action, help=text).add_argument("name", help="the queue")
     cancel = views.add_parser("cancel", help="cancel a pending job, or stop a running one")
     cancel.add_argument("job_id", metavar="ID", help="the job's id")
+    views.add_parser("schedules", help="periodic jobs: their cron, next and last run")
+    pruning = views.add_parser(
+        "prune", help="delete finished jobs now (those retention says are due, by default)"
+    )
+    pruning.add_argument(
+        "--older-than", metavar="DURATION", type=_duration,
+        help="delete the ones that finished longer ago than this (e.g. 2h, 30m, 7d)",
+    )  # fmt: skip
+    pruning.add_argument(
+        "--status", action="append", choices=FINISHED_STATUSES,
+        help="only jobs of this status (repeatable; default: completed, failed, cancelled)",
+    )  # fmt: skip
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return parse_age(text.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _one_line(text: str | None, width: int) -> str:
@@ -123,6 +147,13 @@ def _show(store: JobStore, args: argparse.Namespace) -> int:
         else:
             print(f"job {job.id} cancelled")
         return 0
+    if args.view == "schedules":
+        _show_schedules(store)
+        return 0
+    if args.view == "prune":
+        deleted = store.prune(older_than=args.older_than, statuses=args.status)
+        print(format_table(["status", "deleted"], [[s, str(n)] for s, n in deleted.items()]))
+        return 0
     if args.limit < 1 or args.offset < 0:
         print("error: --limit must be at least 1 and --offset at least 0", file=sys.stderr)
         return 2
@@ -145,6 +176,20 @@ def _show(store: JobStore, args: argparse.Namespace) -> int:
     shown = f"{page.offset + 1}-{page.offset + len(page.items)}" if page.items else "none"
     print(f"\n{shown} of {page.total}")
     return 0
+
+
+def _show_schedules(store: JobStore) -> None:
+    def when(moment: datetime | None) -> str:
+        return format_time(moment) if moment is not None else "-"
+
+    rows = [
+        [s.name, s.topic, s.cron, s.tz, when(s.next_run), when(s.last_run), s.last_job_id or "-",
+         s.catch_up, "active" if s.active else ("registered here" if s.here else "inactive")]
+        for s in store.schedules()
+    ]  # fmt: skip
+    headers = ["name", "topic", "cron", "tz", "next run", "last run", "last job", "catch-up",
+               "state"]  # fmt: skip
+    print(format_table(headers, rows))
 
 
 def jobs_command(store: JobStore) -> Command:

@@ -84,6 +84,7 @@ __all__ = [
     "apply_env",
     "default_backoff",
     "default_config",
+    "parse_age",
     "parse_duration",
     "parse_queue_sizes",
     "resolve_config",
@@ -339,21 +340,24 @@ _FOREVER = frozenset({"none", "forever"})
 _DAYS = re.compile(rf"\+?({_NUMBER})d")
 
 
-def _parse_kept(text: str) -> timedelta | None:
-    """A ``PB_JOBS_RETENTION_*`` value: a duration (``24h``; also whole or decimal days,
-    ``7d``), or ``none``/``forever``."""
-    if text.lower() in _FOREVER:
-        return None
+def parse_age(text: str) -> timedelta:
+    """A duration (see :func:`parse_duration`) or a number of days (``7d``, ``1.5d``), as
+    retention's settings and ``jobs prune --older-than`` take it. Raises ``ValueError``."""
     days = _DAYS.fullmatch(text)
     try:
-        if days is not None:
-            return timedelta(days=float(days.group(1)))
-        return parse_duration(text)
+        return timedelta(days=float(days.group(1))) if days else parse_duration(text)
     except (ValueError, OverflowError):
-        raise ValueError(
-            f"invalid retention {text!r} (a duration like 24h, 90m or 7d, or none to keep"
-            " finished jobs for ever)"
-        ) from None
+        raise ValueError(f"invalid duration {text!r} (e.g. 90s, 30m, 24h or 7d)") from None
+
+
+def _parse_kept(text: str) -> timedelta | None:
+    """A ``PB_JOBS_RETENTION_*`` value: :func:`parse_age`, or ``none``/``forever``."""
+    if text.lower() in _FOREVER:
+        return None
+    try:
+        return parse_age(text)
+    except ValueError as exc:
+        raise ValueError(f"{exc}, or none to keep finished jobs for ever") from None
 
 
 def _parse_topics(text: str) -> tuple[str, ...]:

@@ -5,7 +5,9 @@ or a handler's ``cron=``) enqueues a job of its topic, with its payload, at each
 cron expression names in its time zone. Expressions have the five classic fields
 (``minute hour day-of-month month day-of-week``) or are one of ``@hourly``, ``@daily``,
 ``@midnight``, ``@weekly``, ``@monthly``, ``@yearly``/``@annually``; `cronsim`_ evaluates
-them (``L``, ``#`` and ``W`` included). A slot's job has the slot as its ``run_at``.
+them (``L``, ``#`` and ``W`` included). A slot's job is due at the slot (its first
+``run_at``) and its unique key names the schedule and the slot (:func:`slot_key`:
+``schedule:reports:2026-05-04T07:00Z``), which a retry does not change.
 
 **Exactly once, no leader.** ``_jobs_schedules`` holds each schedule's next slot
 (``next_run``). Every running dispatcher keeps the schedules registered in its process
@@ -75,6 +77,7 @@ __all__ = [
     "check_cron",
     "check_tz",
     "list_schedules",
+    "slot_key",
 ]
 
 CatchUp = Literal["skip", "last"]
@@ -97,6 +100,11 @@ _ALIASES: Final = {
     "@hourly": "0 * * * *",
 }
 _MINUTE = timedelta(minutes=1)
+
+
+def slot_key(name: str, slot: datetime) -> str:
+    """The unique key of the job of schedule ``name``'s ``slot``."""
+    return f"schedule:{name}:{slot.astimezone(UTC):%Y-%m-%dT%H:%MZ}"
 
 
 def check_cron(expression: object) -> str:
@@ -276,7 +284,10 @@ class Scheduler:
         self._sync_at = now
 
     def next_at(self) -> datetime:
-        """When the next slot (or the next sync) is due."""
+        """When the next slot (or the next sync) is due: at once when a schedule was
+        registered since the last sync."""
+        if self._schedules.keys() != self._next.keys():
+            return datetime.min.replace(tzinfo=UTC)
         if self._next:
             return min(self._sync_at, min(self._next.values()))
         return self._sync_at

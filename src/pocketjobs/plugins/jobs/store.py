@@ -54,6 +54,7 @@ from pocketjobs.plugins.jobs.schedules import (
     check_cron,
     check_tz,
     list_schedules,
+    slot_key,
 )
 from pocketjobs.plugins.jobs.task import Task
 from pocketjobs.plugins.jobs.validation import (
@@ -444,7 +445,12 @@ class JobStore:
         check_topic(topic)
         options = HandlerOptions.checked(priority, max_retries, backoff, queue, timeout)
         check_handler(fn)
-        schedule = None if cron is None else self._schedule(cron, topic, None, topic, tz, "skip")
+        schedule = None
+        if cron is not None:  # its jobs take the topic's defaults, as any enqueue
+            schedule = self._schedule(
+                cron, topic, None, topic, tz, "skip",
+                queue=None, priority=None, max_retries=None, timeout=None,
+            )  # fmt: skip
         with self._handlers_lock:
             if topic in self._handlers:
                 raise TopicAlreadyRegistered(f"a handler for topic {topic!r} is already registered")
@@ -531,6 +537,7 @@ class JobStore:
         **options: Any,
     ) -> Schedule:
         """A checked :class:`Schedule`; its jobs' options are checked as an enqueue's."""
+        check_topic(topic)
         if not isinstance(name, str) or not name.strip() or len(name) > 255:
             raise InvalidJobOptions(
                 "a schedule's name must be a non-empty string of at most 255 characters",
@@ -581,10 +588,11 @@ class JobStore:
         return options.queue if options is not None and options.queue else DEFAULT_QUEUE
 
     def _enqueue_slot(self, tx: Tx, schedule: Schedule, slot: datetime) -> Job:
+        """The job of ``schedule``'s ``slot``: due at the slot, its unique key naming both."""
         s = schedule
         return self.enqueue(
             s.topic, s.payload, run_at=slot, max_retries=s.max_retries, priority=s.priority,
-            queue=s.queue, timeout=s.timeout, tx=tx,
+            queue=s.queue, timeout=s.timeout, unique_key=slot_key(s.name, slot), tx=tx,
         )  # fmt: skip
 
     def _chores(self, node: str, now: datetime) -> builtins.list[Chore]:
