@@ -804,7 +804,8 @@ def test_env_retention_on_a_config_that_keeps_everything() -> None:
 
 @pytest.mark.parametrize("text", ["abc", "-1h", "7 days", "d", "0x10"])
 def test_env_retention_that_does_not_parse_names_the_variable(text: str) -> None:
-    with pytest.raises(ConfigError, match=f"PB_JOBS_RETENTION_CANCELLED: invalid duration {text!r}"):
+    expected = f"PB_JOBS_RETENTION_CANCELLED: invalid duration {text!r}"
+    with pytest.raises(ConfigError, match=expected):
         apply_env(Config(), {"PB_JOBS_RETENTION_CANCELLED": text})
 
 
