@@ -214,7 +214,8 @@ def test_bad_schedules_are_refused_and_register_nothing(harness: Harness) -> Non
         ({"cron": "61 * * * *"}, "cron"),
         ({"cron": "* * * *"}, "cron"),
         ({"cron": "0 0 * * * *"}, "cron"),  # seconds are not a field here
-        ({"cron": "0 0 30 2 *"}, "cron"),  # never matches
+        ({"cron": "0 0 30 2 *"}, "cron"),  # no such day
+        ({"cron": "* * */20 * 1L"}, "cron"),  # no match within 50 years
         ({"cron": 5}, "cron"),
         ({"tz": "Mars/Olympus"}, "tz"),
         ({"tz": ""}, "tz"),

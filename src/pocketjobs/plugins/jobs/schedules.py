@@ -100,6 +100,9 @@ _ALIASES: Final = {
     "@hourly": "0 * * * *",
 }
 _MINUTE = timedelta(minutes=1)
+#: The next slot of a schedule that has none left (and the last of one that had none).
+NEVER: Final = datetime(9999, 12, 31, tzinfo=UTC)
+LONG_AGO: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def slot_key(name: str, slot: datetime) -> str:
@@ -124,12 +127,16 @@ def check_cron(expression: object) -> str:
             field="cron", code="validation_invalid_cron",
         )  # fmt: skip
     try:
-        CronSim(fields, datetime(2000, 1, 1, tzinfo=UTC))
+        next(CronSim(fields, datetime.now(UTC)))
     except CronSimError as exc:
         raise InvalidJobOptions(
             f"cron {expression!r} is not valid: {exc}", field="cron",
             code="validation_invalid_cron",
         ) from None  # fmt: skip
+    except StopIteration:  # cronsim looks 50 years ahead
+        raise InvalidJobOptions(
+            f"cron {expression!r} never matches", field="cron", code="validation_invalid_cron"
+        ) from None
     return text
 
 
@@ -173,13 +180,15 @@ class Schedule:
         return (slot.astimezone(UTC) for slot in CronSim(fields, local, reverse=reverse))
 
     def next_slot(self, after: datetime) -> datetime:
-        """The first slot strictly after ``after`` (aware), in UTC."""
-        return next(self._slots(after))
+        """The first slot strictly after ``after`` (aware), in UTC; :data:`NEVER` when
+        none comes within 50 years (cronsim looks no further)."""
+        return next(self._slots(after), NEVER)
 
     def last_slot(self, at: datetime) -> datetime:
-        """The latest slot at or before ``at`` (aware), in UTC."""
+        """The latest slot at or before ``at`` (aware), in UTC (:data:`LONG_AGO` when none
+        came in the 50 years before)."""
         minute = at.astimezone(UTC).replace(second=0, microsecond=0)
-        return next(self._slots(minute + _MINUTE, reverse=True))
+        return next(self._slots(minute + _MINUTE, reverse=True), LONG_AGO)
 
     def slots_between(self, start: datetime, end: datetime, *, limit: int) -> int:
         """How many slots fall in ``[start, end)`` (at most ``limit``)."""
