@@ -16,7 +16,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from pocketjobs.core import Queryable
+from pocketjobs.core import Queryable, Tx
 from pocketjobs.plugins.jobs.drivers.base import (
     CancelResult,
     Claim,
@@ -31,9 +31,8 @@ from pocketjobs.plugins.jobs.job import Job, JobFilter
 __all__ = [
     "CLAIMED_COLUMNS",
     "JOB_COLUMNS",
-    "LEASES_DDL",
-    "SCHEDULES_DDL",
     "PortableSQLDriver",
+    "add_schedules_and_retention",
     "queue_counts",
 ]
 
@@ -101,7 +100,7 @@ _ANNOUNCE_SQL: Final = f"""INSERT INTO _jobs_workers ({_WORKER_COLUMNS})
         seen = excluded.seen"""
 
 # The DDL of the schedule and lease tables, with each database's time type.
-SCHEDULES_DDL: Final = """CREATE TABLE _jobs_schedules (
+_SCHEDULES_DDL: Final = """CREATE TABLE _jobs_schedules (
         name        TEXT PRIMARY KEY NOT NULL,
         topic       TEXT NOT NULL,
         cron        TEXT NOT NULL,
@@ -115,11 +114,30 @@ SCHEDULES_DDL: Final = """CREATE TABLE _jobs_schedules (
         last_run    {time},
         last_job_id TEXT
     )"""
-LEASES_DDL: Final = """CREATE TABLE _jobs_leases (
+_LEASES_DDL: Final = """CREATE TABLE _jobs_leases (
         name   TEXT PRIMARY KEY NOT NULL,
         holder TEXT NOT NULL,
         until  {time} NOT NULL
     )"""
+
+
+def add_schedules_and_retention(tx: Tx, time_type: str) -> None:
+    """Step ``jobs_0008`` on every database (``time_type``: its type for times): the
+    schedules of periodic jobs, the leases of fleet-wide chores (pruning), and the index
+    retention prunes by, finished jobs by status and finish time. Jobs finished before
+    ``finished_at`` existed get their last update as their finish time."""
+    tx.execute(_SCHEDULES_DDL.format(time=time_type))
+    tx.execute(_LEASES_DDL.format(time=time_type))
+    tx.execute(
+        "UPDATE _jobs SET finished_at = updated WHERE finished_at IS NULL"
+        " AND status IN ('completed', 'failed', 'cancelled')"
+    )
+    tx.execute(
+        "CREATE INDEX idx_jobs_finished ON _jobs (status, finished_at)"
+        " WHERE finished_at IS NOT NULL"
+    )
+
+
 _SCHEDULE_COLUMNS: Final = (
     "name, topic, cron, tz, catch_up, queue, payload, next_run, created, seen, last_run,"
     " last_job_id"

@@ -33,9 +33,8 @@ from pocketjobs.plugins.jobs.drivers.base import (
 from pocketjobs.plugins.jobs.drivers.portable import (
     CLAIMED_COLUMNS,
     JOB_COLUMNS,
-    LEASES_DDL,
-    SCHEDULES_DDL,
     PortableSQLDriver,
+    add_schedules_and_retention,
     queue_counts,
 )
 from pocketjobs.plugins.jobs.job import MAX_ERRORS_KEPT, Job, build_job
@@ -573,22 +572,11 @@ def _add_attempts_and_cancel(tx: Tx) -> None:
 
 
 def _add_schedules_and_retention(tx: Tx) -> None:
-    """The schedules of periodic jobs, the leases of fleet-wide chores (pruning), and the
-    index retention prunes by: finished jobs by status and finish time (built in this
-    step's transaction: writes to ``_jobs`` wait for it, about a second per million
-    finished jobs). Jobs finished before ``finished_at`` existed get their last update as
-    their finish time. Autovacuum looks at ``_jobs`` after 5% of its rows changed rather
-    than 20%: pruning deletes steadily, and dead rows are reclaimed sooner."""
-    tx.execute(SCHEDULES_DDL.format(time="timestamptz"))
-    tx.execute(LEASES_DDL.format(time="timestamptz"))
-    tx.execute(
-        "UPDATE _jobs SET finished_at = updated WHERE finished_at IS NULL"
-        " AND status IN ('completed', 'failed', 'cancelled')"
-    )
-    tx.execute(
-        "CREATE INDEX idx_jobs_finished ON _jobs (status, finished_at)"
-        " WHERE finished_at IS NOT NULL"
-    )
+    """Step 8 as on every database (see ``portable.py``), times as ``timestamptz``; the
+    index is built in this step's transaction (writes to ``_jobs`` wait for it, about a
+    second per million finished jobs). Autovacuum looks at ``_jobs`` after 5% of its rows
+    changed rather than 20%: pruning deletes steadily, and dead rows are reclaimed sooner."""
+    add_schedules_and_retention(tx, "timestamptz")
     tx.execute(
         "ALTER TABLE _jobs SET (autovacuum_vacuum_scale_factor = 0.05,"
         " autovacuum_analyze_scale_factor = 0.05)"

@@ -21,9 +21,8 @@ from pocketjobs.plugins.jobs.drivers.base import Claim, ClaimParams, NewJob, Out
 from pocketjobs.plugins.jobs.drivers.portable import (
     CLAIMED_COLUMNS,
     JOB_COLUMNS,
-    LEASES_DDL,
-    SCHEDULES_DDL,
     PortableSQLDriver,
+    add_schedules_and_retention,
     queue_counts,
 )
 from pocketjobs.plugins.jobs.job import MAX_ERRORS_KEPT, Job, build_job
@@ -183,19 +182,8 @@ def _add_attempts_and_cancel(tx: Tx) -> None:
 
 
 def _add_schedules_and_retention(tx: Tx) -> None:
-    """The schedules of periodic jobs, the leases of fleet-wide chores (pruning), and the
-    index retention prunes by: finished jobs by status and finish time. Jobs finished
-    before ``finished_at`` existed get their last update as their finish time."""
-    tx.execute(SCHEDULES_DDL.format(time="TEXT"))
-    tx.execute(LEASES_DDL.format(time="TEXT"))
-    tx.execute(
-        "UPDATE _jobs SET finished_at = updated WHERE finished_at IS NULL"
-        " AND status IN ('completed', 'failed', 'cancelled')"
-    )
-    tx.execute(
-        "CREATE INDEX idx_jobs_finished ON _jobs (status, finished_at)"
-        " WHERE finished_at IS NOT NULL"
-    )
+    """Step 8 as on every database (see ``portable.py``), times as text."""
+    add_schedules_and_retention(tx, "TEXT")
 
 
 # The rows the unique index covers (the ON CONFLICT target repeats it).
