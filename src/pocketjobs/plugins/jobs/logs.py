@@ -27,6 +27,12 @@ jobs.released       WARNING   jobs still running at the shutdown timeout given b
 jobs.orphaned_topic WARNING   pending jobs of a topic no running worker handles (``pending``;
                               logged by ``presence.py``, once while it stays orphaned)
 jobs.orphaned_queue WARNING   pending jobs in a queue no running worker works on (likewise)
+jobs.scheduled      INFO      a schedule enqueued its slot's job (``schedule``, ``slot``;
+                              logged by ``schedules.py``, as the two below)
+jobs.schedule_missed WARNING  slots missed while no process ran (``missed``)
+jobs.schedule_failed ERROR    a schedule's job could not be enqueued (``error``)
+jobs.pruned         INFO      retention deleted finished jobs (a count per status,
+                              ``duration_ms``; logged by ``retention.py``)
 worker.started      INFO      the dispatcher started (``queues``, ``topics``)
 worker.stopped      INFO      the dispatcher stopped
 ==================  ========  ==============================================================
