@@ -242,6 +242,8 @@ def test_bad_schedules_are_refused_and_register_nothing(harness: Harness) -> Non
     assert "t:daily" not in store.topics()  # the handler was not registered either
     with pytest.raises(jobs.InvalidJobOptions):
         store.register("u", lambda job: None, cron="every day")
+    with pytest.raises(jobs.InvalidJobOptions, match="give cron"):
+        store.register("u", lambda job: None, tz="Europe/Paris")
     assert "u" not in store.topics()
     assert [s.name for s in store.schedules()] == ["t", "t:daily"]
 

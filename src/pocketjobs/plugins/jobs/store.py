@@ -446,6 +446,8 @@ class JobStore:
         options = HandlerOptions.checked(priority, max_retries, backoff, queue, timeout)
         check_handler(fn)
         schedule = None
+        if cron is None and tz != "UTC":
+            raise InvalidJobOptions("tz is the time zone of a cron schedule: give cron", field="tz")
         if cron is not None:  # its jobs take the topic's defaults, as any enqueue
             schedule = self._schedule(
                 cron, topic, None, topic, tz, "skip",
