@@ -43,6 +43,11 @@ def seed(node: Node, status: str, finished: datetime | None, count: int = 1) -> 
     return ids
 
 
+def scrape(node: Node) -> str:
+    assert node.store.metrics is not None
+    return node.store.metrics.render(None)[0].decode()
+
+
 def statuses(node: Node) -> dict[str, int]:
     rows = node.app.db.fetch_tuples("SELECT status, COUNT(*) FROM _jobs GROUP BY status")
     return {status: int(count) for status, count in rows}
@@ -69,6 +74,8 @@ def test_prune_deletes_only_what_is_due(harness: Harness) -> None:
         *seed(node, "processing", None),
     ]
     assert node.store.prune() == {"completed": 3, "failed": 2, "cancelled": 2}
+    assert 'pocketjobs_jobs_pruned_total{status="completed"} 3.0' in scrape(node)
+    assert 'pocketjobs_jobs_pruned_total{status="cancelled"} 2.0' in scrape(node)
     assert remaining(node, [job_id for ids in due.values() for job_id in ids]) == set()
     assert remaining(node, kept) == set(kept)
     assert node.store.prune() == {"completed": 0, "failed": 0, "cancelled": 0}
@@ -133,6 +140,7 @@ def test_finished_jobs_are_pruned_by_the_running_dispatchers(harness: Harness) -
     clock.advance(timedelta(minutes=2))
     node.store._wake(None)
     wait_until(lambda: not remaining(node, [job.id]), what="the completed job to be pruned")
+    wait_until(lambda: 'pruned_total{status="completed"} 1.0' in scrape(node), what="the count")
     assert remaining(node, failed) == set(failed)
 
 
@@ -166,10 +174,10 @@ def test_one_of_several_dispatchers_prunes_per_interval(harness: Harness) -> Non
     wait_until(lambda: nodes[0].app.db.fetch_value("SELECT holder FROM _jobs_leases"))
     holders = {nodes[0].app.db.fetch_value("SELECT holder FROM _jobs_leases")}
     for _ in range(4):  # each interval: one lease taken, by any of them
+        before = nodes[0].app.db.fetch_value("SELECT until FROM _jobs_leases")
         clock.advance(61)
         for node in nodes:
             node.store._wake(None)
-        before = nodes[0].app.db.fetch_value("SELECT until FROM _jobs_leases")
         wait_until(
             lambda b=before: nodes[0].app.db.fetch_value("SELECT until FROM _jobs_leases") != b
         )

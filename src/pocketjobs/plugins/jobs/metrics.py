@@ -19,6 +19,9 @@ metric                                     labels           fed by
                                                             duration, whatever its outcome
 ``pocketjobs_job_queue_wait_seconds``      queue, topic     ended attempts: each attempt's
                                                             wait, due → claimed
+``pocketjobs_jobs_pruned_total``           status           retention's prunes run here
+                                                            (and ``store.prune``): jobs
+                                                            deleted
 ``pocketjobs_jobs``                        queue, status    the database, at scrape time
 =========================================  ===============  ===============================
 
@@ -147,6 +150,8 @@ class JobMetrics:
         self._local = threading.local()  # .shard: this thread's series
         self._shards: list[dict[tuple[str, str], _Series]] = []  # every thread's, kept
         self._shards_lock = threading.Lock()
+        self._pruned: dict[str, int] = {}  # finished jobs deleted, per status
+        self._pruned_lock = threading.Lock()
         self.registry.register(_Collector(self))
 
     def count_attempt(self, job: Job, outcome: JobOutcome, duration: float) -> None:
@@ -171,6 +176,12 @@ class JobMetrics:
     def count_cancelled(self, queue: str, topic: str) -> None:
         """A pending job of ``topic`` in ``queue`` was cancelled (it never ran here)."""
         self._series(queue, topic).counts[_CANCELLED] += 1
+
+    def count_pruned(self, deleted: Mapping[str, int]) -> None:
+        """A prune deleted ``deleted[status]`` finished jobs of each status."""
+        with self._pruned_lock:
+            for status, count in deleted.items():
+                self._pruned[status] = self._pruned.get(status, 0) + count
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """The metrics (the gauges read from the database now) and their content type:
@@ -237,6 +248,13 @@ class JobMetrics:
                                 series.wait_sum)  # fmt: skip
         yield run
         yield wait
+        pruned = CounterMetricFamily(
+            "pocketjobs_jobs_pruned", "Finished jobs deleted by retention.", labels=["status"]
+        )
+        with self._pruned_lock:
+            for status, count in sorted(self._pruned.items()):
+                pruned.add_metric([status], count)
+        yield pruned
         yield self.queue_gauges(keys)
 
     def queue_gauges(self, seen: Iterable[tuple[str, str]] = ()) -> GaugeMetricFamily:

@@ -137,7 +137,9 @@ class Pruner:
         node: str,
         logger: logging.Logger,
         now: datetime,
+        on_pruned: Callable[[Mapping[str, int]], None] | None = None,
     ) -> None:
+        self._on_pruned = on_pruned  # the store's metrics, when on
         self._db = db
         self._driver = driver
         self._retention = retention
@@ -187,6 +189,8 @@ class Pruner:
         except Exception:  # a bug: say so, and let the next interval try again
             self._logger.exception("jobs: pruning finished jobs failed")
             return
+        if self._on_pruned is not None:
+            self._on_pruned(deleted)
         if any(deleted.values()):
             seconds = time.monotonic() - started
             log_fields(

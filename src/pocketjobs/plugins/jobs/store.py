@@ -364,7 +364,10 @@ class JobStore:
         else:
             due = self.config.retention.cutoffs(now)
             cutoffs = {status: due[status] for status in chosen if status in due}
-        return prune(self._app.db, self._driver, cutoffs)
+        deleted = prune(self._app.db, self._driver, cutoffs)
+        if self.metrics is not None:
+            self.metrics.count_pruned(deleted)
+        return deleted
 
     def cancel(self, job_id: str) -> Job:
         """Cancel a job, from any process. A pending job becomes ``cancelled`` at once. A
@@ -622,6 +625,7 @@ class JobStore:
                     node=node,
                     logger=logger,
                     now=now,
+                    on_pruned=self.metrics.count_pruned if self.metrics else None,
                 )
             )
         return chores
