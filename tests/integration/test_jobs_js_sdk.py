@@ -137,8 +137,9 @@ def test_pocketbase_js_sdk_jobs_api(
     assert out["requeued"]["retries"] == 0
     message = f"job {super_job['id']} is pending; only failed or cancelled jobs can be requeued"
     _assert_api_error(out["requeueAgain"], 400, message)
-    message = f"job {job['id']} is completed; only pending, failed or cancelled jobs can be deleted"
-    _assert_api_error(out["deleteCompleted"], 400, message)
+    _assert_api_error(out["deleteUnknown"], 404, "The requested job wasn't found.")
+    assert out["schedules"] == {"items": []}
+    _assert_api_error(out["deleteUnknownSchedule"], 404, "The requested schedule wasn't found.")
     assert out["deleted"] == {"ok": True}
     _assert_api_error(out["getDeleted"], 404, "The requested job wasn't found.")
     data = _assert_api_error(out["badLimit"], 400, "Invalid query parameters.")

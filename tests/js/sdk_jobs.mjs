@@ -131,8 +131,12 @@ async function main() {
     result.requeueAgain = await expectApiError("requeue of a pending job", () =>
         pb.send(`/api/jobs/${result.superJob.id}/requeue`, { method: "POST" }),
     );
-    result.deleteCompleted = await expectApiError("delete of a completed job", () =>
-        pb.send(`/api/jobs/${result.userJob.id}`, { method: "DELETE" }),
+    result.deleteUnknown = await expectApiError("delete of an unknown job", () =>
+        pb.send("/api/jobs/0190a8b2-0000-7000-8000-000000000000", { method: "DELETE" }),
+    );
+    result.schedules = await pb.send("/api/jobs/schedules", {});
+    result.deleteUnknownSchedule = await expectApiError("delete of an unknown schedule", () =>
+        pb.send("/api/jobs/schedules/nope", { method: "DELETE" }),
     );
     result.deleted = await pb.send(`/api/jobs/${result.superJob.id}`, { method: "DELETE" });
     result.getDeleted = await expectApiError("get of a deleted job", () =>
