@@ -5,7 +5,8 @@ It wires five parts, each in its own module, around one control loop (this modul
     enqueue (this process) ──wake──┐      NOTIFY / data_version ── Listener (notifier.py)
                                    ▼                                    │ wake
     ┌──────────────── control loop (claim, capacity, claims ahead) ◄────┘
-    │   ▲ round: Maintenance (maintenance.py) heartbeat + rescue, on the clock
+    │   ▲ round: Maintenance (maintenance.py) heartbeat + rescue + chores (schedules,
+    │   │        retention), on the clock
     │   │ round: Completer.round(claim params) ── the claim (inline: + outcomes)
     │   │
     │   └── RunningClaims (running.py): claims held, slots, claimed-ahead runs
@@ -372,7 +373,10 @@ class Dispatcher:
 
     def _sleep_seconds(self) -> float:
         now = self._clock()
-        until = min(now + self._config.poll_interval, self._maintenance.next_at())
+        stopping = self._stopping.is_set()
+        until = min(
+            now + self._config.poll_interval, self._maintenance.next_at(chores=not stopping)
+        )
         with self._next_due_lock:
             if self._next_due is not None:
                 until = min(until, self._next_due)
@@ -383,7 +387,7 @@ class Dispatcher:
             soonest = look_at if soonest is None else min(soonest, look_at)
         if soonest is not None:
             timeout = min(timeout, soonest - time.monotonic())
-        if self._stopping.is_set():
+        if stopping:
             timeout = min(timeout, self._stop_deadline - time.monotonic())
         return max(0.0, timeout)
 

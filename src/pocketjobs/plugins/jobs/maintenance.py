@@ -80,10 +80,11 @@ class Maintenance:
         self._announce_at = start
         self._chores = tuple(chores)
 
-    def next_at(self) -> datetime:
-        """When maintenance is next due (the heartbeat only counts while claims are held)."""
+    def next_at(self, *, chores: bool = True) -> datetime:
+        """When maintenance is next due (the heartbeat only counts while claims are held;
+        the chores unless ``chores`` is off: they do not run while the dispatcher stops)."""
         due = min(self._rescue_at, self._announce_at) if self._presence else self._rescue_at
-        for chore in self._chores:
+        for chore in self._chores if chores else ():
             due = min(due, chore.next_at())
         if self._running:
             return min(self._heartbeat_at, due)
