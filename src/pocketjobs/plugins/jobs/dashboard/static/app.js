@@ -270,7 +270,7 @@
     $("d-error").classList.toggle("none", !job.last_error);
     const is = (...statuses) => statuses.includes(job.status);
     $("requeue").hidden = !is("failed", "cancelled");
-    $("delete").hidden = !is("pending", "failed", "cancelled");
+    $("delete").hidden = is("processing");
     $("cancel").hidden = !is("pending", "processing") || !!job.cancel_requested_at;
     $("details").hidden = false;
     for (const tr of $("rows").querySelectorAll("tr[data-id]")) {
