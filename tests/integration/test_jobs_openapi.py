@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ from schemathesis.specs.openapi.checks import (
 from conftest import DATABASES, LiveServer
 from pgfixtures import temporary_database
 from pocketjobs import App
+from pocketjobs.core.times import format_time
 from pocketjobs.plugins import jobs
 from pocketjobs.plugins.jobs.openapi import openapi_document
 
@@ -50,7 +53,7 @@ MAX_EXAMPLES = int(os.environ.get("PB_TEST_SCHEMATHESIS_EXAMPLES", "50"))
 DERANDOMIZE = os.environ.get("PB_TEST_SCHEMATHESIS_RANDOM", "").lower() not in {"1", "true"}
 OPERATIONS = [
     "enqueueJob", "listJobs", "jobStats", "getJob", "deleteJob", "requeueJob", "cancelJob",
-    "listQueues", "pauseQueue", "resumeQueue",
+    "listQueues", "pauseQueue", "resumeQueue", "listSchedules", "deleteSchedule",
 ]  # fmt: skip
 CHECKS = [
     not_a_server_error,
@@ -160,8 +163,9 @@ def served(
 
 @pytest.fixture
 def fresh(served: Served) -> Served:
-    """``served`` with an empty ``_jobs`` table."""
+    """``served`` with empty ``_jobs`` and ``_jobs_schedules`` tables."""
     served.app.db.execute("DELETE FROM _jobs")
+    served.app.db.execute("DELETE FROM _jobs_schedules")
     return served
 
 
@@ -233,6 +237,89 @@ def _fail_with_history(server: Served, job_id: str) -> None:
     )
 
 
+def _seed_schedules(server: Served, *names: str) -> list[str]:
+    """Rows of schedules that no process registers (inactive), each with a last run and
+    job, as a dispatcher that has since stopped leaves them."""
+    encode = (lambda t: t) if server.app.is_postgres() else format_time
+    long_ago = datetime(2025, 1, 8, 12, 0, tzinfo=UTC)
+    for name in names:
+        server.app.db.execute(
+            "INSERT INTO _jobs_schedules (name, topic, cron, tz, catch_up, queue, payload,"
+            " next_run, created, seen, last_run, last_job_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+            (name, "seed", "0 7 * * 1-5", "Europe/Paris", "last", "mail", '{"n": [1]}',
+             encode(datetime(2025, 1, 9, 6, 0, tzinfo=UTC)), encode(long_ago),
+             encode(long_ago), encode(datetime(2025, 1, 8, 6, 0, tzinfo=UTC)),
+             "0194451c-5c00-7000-8000-000000000000"),
+        )  # fmt: skip
+    return list(names)
+
+
+def test_listed_schedules_validate(fresh: Served) -> None:
+    store = jobs.get_job_store(fresh.app)
+    assert store is not None
+    with httpx.Client(base_url=fresh.base_url, timeout=30, headers=fresh.headers) as http:
+        components = {"components": http.get("/api/jobs/openapi.json").json()["components"]}
+
+        def check(ref: str, instance: Any) -> None:
+            validator = jsonschema_rs.Draft202012Validator(
+                {"$ref": f"#/components/schemas/{ref}", **components}, validate_formats=True
+            )
+            validator.validate(instance)
+
+        def listed() -> dict[str, Any]:
+            response = http.get("/api/jobs/schedules")
+            assert response.status_code == 200, response.text
+            body: dict[str, Any] = response.json()
+            check("ScheduleList", body)
+            return {item["name"]: item for item in body["items"]}
+
+        assert listed() == {}
+        store.periodic("*/5 * * * *", "reports:daily", {"x": 1}, tz="Europe/Paris", catch_up="last")
+        registered = listed()["reports:daily"]  # this process's, not written yet
+        check("Schedule", registered)
+        assert (registered["active"], registered["here"]) == (False, True)
+        assert (registered["cron"], registered["tz"]) == ("*/5 * * * *", "Europe/Paris")
+        assert registered["last_run"] is registered["last_job_id"] is None
+        assert registered["payload"] == {"x": 1}
+
+        store.start()  # a dispatcher writes it within its first maintenance round
+        try:
+            deadline = time.monotonic() + 15
+            while not (written := listed()["reports:daily"])["active"]:
+                assert time.monotonic() < deadline, "the schedule was never written"
+                time.sleep(0.05)
+        finally:
+            store.stop()
+        check("Schedule", written)
+        assert written["here"] is True
+        assert written["next_run"] >= registered["next_run"]  # a slot may pass meanwhile
+        assert written["queue"] == "default"
+
+        _seed_schedules(fresh, "gone")
+        gone = listed()["gone"]
+        check("Schedule", gone)
+        assert (gone["active"], gone["here"], gone["catch_up"]) == (False, False, "last")
+        assert gone["last_run"] == "2025-01-08T06:00:00.000Z"
+        assert gone["last_job_id"] == "0194451c-5c00-7000-8000-000000000000"
+        with pytest.raises(jsonschema_rs.ValidationError):
+            check("Schedule", {**gone, "catch_up": "all"})
+        with pytest.raises(jsonschema_rs.ValidationError):
+            check("Schedule", {key: value for key, value in gone.items() if key != "here"})
+        with pytest.raises(jsonschema_rs.ValidationError):
+            check("Schedule", {**gone, "next_run": None})
+
+        deleted = http.delete("/api/jobs/schedules/gone")
+        assert deleted.status_code == 200, deleted.text
+        assert deleted.json() == {"ok": True}
+        assert "gone" not in listed()
+        missing = http.delete("/api/jobs/schedules/gone")
+        assert missing.status_code == 404
+        check("Error", missing.json())
+        assert missing.json()["message"] == "The requested schedule wasn't found."
+        check("Error", httpx.get(f"{fresh.base_url}/api/jobs/schedules").json())
+
+
 # -- schemathesis --------------------------------------------------------------------------
 
 
@@ -265,6 +352,17 @@ def _run_schemathesis(
             real_ids.flatmap(
                 lambda job_id: operation.as_strategy(
                     generation_mode=mode, path_parameters={"job_id": job_id}
+                )
+            ),
+        )
+    if operation.path == "/api/jobs/schedules/{name}":
+        names = ["seed-1", "seed two", "rapport·quotidien", "with/slash"]
+        real_names = st.sampled_from(_seed_schedules(server, *names))
+        strategy = st.one_of(
+            strategy,
+            real_names.flatmap(
+                lambda name: operation.as_strategy(
+                    generation_mode=mode, path_parameters={"name": name}
                 )
             ),
         )

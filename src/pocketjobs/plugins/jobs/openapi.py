@@ -16,6 +16,8 @@ from pocketjobs.plugins.jobs.limits import (
     MAX_UNIQUE_KEY_LENGTH,
     MIN_TIMEOUT,
 )
+from pocketjobs.plugins.jobs.presence import WORKER_TIMEOUT
+from pocketjobs.plugins.jobs.schedules import CATCH_UP, SYNC_INTERVAL
 from pocketjobs.plugins.jobs.validation import QUEUE_NAME_PATTERN
 
 __all__ = ["openapi_document"]
@@ -73,6 +75,87 @@ _QUEUE_NAME = {
     "required": True,
     "schema": _QUEUE,
     "description": "The queue's name.",
+}
+_SCHEDULE_NAME = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 255,
+    "examples": ["reports:daily"],
+}
+_SCHEDULE_NAME_PARAM = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": _SCHEDULE_NAME,
+    "description": "The schedule's name (percent-encoded).",
+}
+_SCHEDULE_SCHEMA = {
+    "type": "object",
+    "required": [
+        "name", "topic", "cron", "tz", "catch_up", "queue", "payload", "next_run", "last_run",
+        "last_job_id", "active", "here",
+    ],
+    "additionalProperties": False,
+    "properties": {
+        "name": {
+            **_SCHEDULE_NAME,
+            "description": "Identifies the schedule across processes (by default its topic).",
+        },
+        "topic": {"type": "string", "minLength": 1, "maxLength": MAX_TOPIC_LENGTH},
+        "cron": {
+            "type": "string",
+            "minLength": 1,
+            "description": "Five fields (minute hour day-of-month month day-of-week) or an "
+            "alias such as @daily, in the schedule's time zone.",
+            "examples": ["*/5 * * * *", "0 7 * * 1-5", "@daily"],
+        },
+        "tz": {
+            "type": "string",
+            "minLength": 1,
+            "description": "The IANA time zone the cron expression is read in.",
+            "examples": ["UTC", "Europe/Paris"],
+        },
+        "catch_up": {
+            "type": "string",
+            "enum": list(CATCH_UP),
+            "description": "Slots missed while no process ran: skip them all, or run the "
+            "last of them once.",
+        },
+        "queue": {**_QUEUE, "description": "The queue its jobs go to."},
+        "payload": {"description": "Each of its jobs' JSON payload (any JSON value)."},
+        "next_run": {**_TIME, "description": "Its next slot."},
+        "last_run": {
+            **_TIME_OR_NULL,
+            "description": "The last slot it enqueued a job for (null: none yet).",
+        },
+        "last_job_id": {
+            "type": ["string", "null"],
+            "description": "The job it enqueued for that slot (it may since have been "
+            "deleted or pruned).",
+        },
+        "active": {
+            "type": "boolean",
+            "description": "A running process registers it (it was written in the last "
+            f"{WORKER_TIMEOUT.total_seconds():.0f} seconds). One that no process registers "
+            "any more stays listed, inactive, until it is deleted.",
+        },
+        "here": {
+            "type": "boolean",
+            "description": "The process that answered registers it.",
+        },
+    },
+}  # fmt: skip
+_DELETED = {
+    "description": "Deleted.",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["ok"],
+                "properties": {"ok": {"const": True}},
+            }
+        }
+    },
 }
 _QUEUE_SCHEMA = {
     "type": "object",
@@ -316,6 +399,17 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
                         "items": {"type": "array", "items": {"$ref": "#/components/schemas/Queue"}}
                     },
                 },
+                "Schedule": _SCHEDULE_SCHEMA,
+                "ScheduleList": {
+                    "type": "object",
+                    "required": ["items"],
+                    "properties": {
+                        "items": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Schedule"},
+                        }
+                    },
+                },
                 "EnqueueRequest": enqueue_body,
             },
         },
@@ -396,6 +490,33 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
             "/api/jobs/queues/{name}/resume": _queue_switch(
                 "Resume", "resumeQueue", "Claim the queue's jobs again, in every process."
             ),
+            "/api/jobs/schedules": {
+                "get": {
+                    "summary": "List the schedules",
+                    "description": "The periodic jobs' schedules, by name: those the running "
+                    "processes registered (in the database) and this server's own, each "
+                    "with its next slot, the last slot it enqueued a job for, and whether a "
+                    "running process registers it.",
+                    "operationId": "listSchedules",
+                    "responses": {"200": _ok("The schedules.", "ScheduleList"), **_AUTH_ERRORS},
+                }
+            },
+            "/api/jobs/schedules/{name}": {
+                "delete": {
+                    "summary": "Delete a schedule",
+                    "description": "Forget a schedule in the database: meant for one that no "
+                    "process registers any more (inactive). A running process that registers "
+                    f"it writes it again within {SYNC_INTERVAL.total_seconds():.0f} seconds. "
+                    "Its jobs are left alone.",
+                    "operationId": "deleteSchedule",
+                    "parameters": [_SCHEDULE_NAME_PARAM],
+                    "responses": {
+                        "200": _DELETED,
+                        "404": _error_response("No such schedule."),
+                        **_AUTH_ERRORS,
+                    },
+                }
+            },
             "/api/jobs/{job_id}": {
                 "get": {
                     "summary": "Get a job",
@@ -408,23 +529,14 @@ def openapi_document(max_payload_size: int) -> dict[str, Any]:
                     },
                 },
                 "delete": {
-                    "summary": "Delete a pending, failed or cancelled job",
+                    "summary": "Delete a job that is not processing",
+                    "description": "Any job but a processing one (pending, completed, failed "
+                    "or cancelled) is deleted; cancel a processing job first.",
                     "operationId": "deleteJob",
                     "parameters": [_JOB_ID],
                     "responses": {
-                        "200": {
-                            "description": "Deleted.",
-                            "content": {
-                                "application/json": {
-                                    "schema": {
-                                        "type": "object",
-                                        "required": ["ok"],
-                                        "properties": {"ok": {"const": True}},
-                                    }
-                                }
-                            },
-                        },
-                        "400": _error_response("The job is processing or completed."),
+                        "200": _DELETED,
+                        "400": _error_response("The job is processing."),
                         "404": _error_response("No such job."),
                         **_AUTH_ERRORS,
                     },

@@ -180,6 +180,37 @@
         "data-action": q.paused ? "resume" : "pause" }, q.paused ? "Resume" : "Pause")))));
   }
 
+  const timeCell = (iso, ...extra) => el("td", null, iso
+    ? el("time", { datetime: iso, title: relTime(iso) }, fmtTime(iso)) : "—", ...extra);
+
+  function renderSchedules(list) {
+    const rows = list.items.map((s) => {
+      const status = s.active ? "active" : "inactive";
+      const job = s.last_job_id ? [" ", el("button", { type: "button", className: "btn",
+        "data-job": s.last_job_id, title: `Open job ${s.last_job_id}` }, "Job")] : [];
+      return el("tr", { "data-schedule": s.name, className: s.active ? "" : "inactive" },
+        el("td", { className: "topic", title: s.name }, s.name),
+        el("td", null, s.topic),
+        el("td", null, el("code", null, s.cron), " ", el("span", { className: "muted" }, s.tz)),
+        timeCell(s.next_run),
+        timeCell(s.last_run, ...job),
+        el("td", null, s.catch_up),
+        el("td", null, s.queue),
+        el("td", null, el("span", { className: `badge badge-${status}`, title: s.active
+          ? `A running process registers it${s.here ? " (this server does)" : ""}.`
+          : s.here ? "This server registers it, but no running dispatcher has written it."
+            : "No running process registers it." }, status)),
+        // Deleting one that this server registers changes nothing: its dispatcher writes it back.
+        el("td", { className: "num" }, s.active || s.here ? "" : el("button", { type: "button",
+          className: "btn danger", "data-action": "delete" }, "Delete")));
+    });
+    if (!rows.length) {
+      rows.push(el("tr", { className: "empty" }, el("td", { colspan: "9" },
+        "No schedules: periodic jobs (store.periodic, or a handler's cron=) show up here.")));
+    }
+    $("schedule-rows").replaceChildren(...rows);
+  }
+
   function renderRows(page) {
     const focused = document.activeElement && document.activeElement.dataset
       ? document.activeElement.dataset.id : undefined;
@@ -239,7 +270,7 @@
     $("d-error").classList.toggle("none", !job.last_error);
     const is = (...statuses) => statuses.includes(job.status);
     $("requeue").hidden = !is("failed", "cancelled");
-    $("delete").hidden = !is("pending", "failed", "cancelled");
+    $("delete").hidden = is("processing");
     $("cancel").hidden = !is("pending", "processing") || !!job.cancel_requested_at;
     $("details").hidden = false;
     for (const tr of $("rows").querySelectorAll("tr[data-id]")) {
@@ -274,8 +305,9 @@
       const query = new URLSearchParams({ limit: state.limit, offset: state.offset });
       if (state.topic) query.set("topic", state.topic);
       if (state.status) query.set("status", state.status);
-      const [stats, page, queues] = await Promise.all([
+      const [stats, page, queues, schedules] = await Promise.all([
         api("GET", "/api/jobs/stats"), api("GET", `/api/jobs?${query}`), api("GET", "/api/jobs/queues"),
+        api("GET", "/api/jobs/schedules"),
       ]);
       if (!page.items.length && page.total > 0 && state.offset > 0) {
         // The page emptied (jobs deleted or finished): step back to the last page.
@@ -286,6 +318,7 @@
       renderStats(stats);
       renderRows(page);
       renderQueues(queues);
+      renderSchedules(schedules);
       if (state.selected) await loadDetails(state.selected);
       clearBanner("refresh");
       setText($("updated"), `Updated ${fmtTime(new Date().toISOString()).slice(11)}`);
@@ -333,6 +366,21 @@
     try {
       await api("POST", `/api/jobs/queues/${encodeURIComponent(name)}/${action}`);
       notice(`Queue ${name} ${action}d.`);
+    } catch (e) {
+      if (e.status !== 401) showBanner(e.message, "action");
+    } finally {
+      refresh();
+    }
+  }
+
+  async function deleteSchedule(button) {
+    const name = button.closest("tr").dataset.schedule;
+    if (!window.confirm(`Delete schedule ${name}?\n\nNo running process registers it. ` +
+      "Its jobs are kept; a process that registers it again writes it back.")) return;
+    button.disabled = true;
+    try {
+      await api("DELETE", `/api/jobs/schedules/${encodeURIComponent(name)}`);
+      notice(`Schedule ${name} deleted.`);
     } catch (e) {
       if (e.status !== 401) showBanner(e.message, "action");
     } finally {
@@ -390,9 +438,7 @@
     for (const card of document.querySelectorAll("#stats [data-filter]")) {
       card.addEventListener("click", () => setFilter({ status: card.dataset.filter }));
     }
-    const open = (tr) => {
-      if (!tr || !tr.dataset.id) return;
-      const id = tr.dataset.id;
+    const openJob = (id) => {
       state.selected = id;
       loadDetails(id).then(() => {
         // On a narrow screen the panel sits below the list: bring it into view.
@@ -400,10 +446,16 @@
         if (state.selected === id && top > window.innerHeight * 0.6) $("details").scrollIntoView();
       }, (e) => showBanner(e.message, "action"));
     };
+    const open = (tr) => { if (tr && tr.dataset.id) openJob(tr.dataset.id); };
     $("rows").addEventListener("click", (e) => open(e.target.closest("tr")));
     $("queue-rows").addEventListener("click", (e) => {
       const button = e.target.closest("button[data-action]");
       if (button) { button.disabled = true; switchQueue(button.closest("tr").dataset.queue, button.dataset.action); }
+    });
+    $("schedule-rows").addEventListener("click", (e) => {
+      const button = e.target.closest("button");
+      if (button && button.dataset.job) openJob(button.dataset.job);
+      else if (button && button.dataset.action === "delete") deleteSchedule(button);
     });
     $("rows").addEventListener("keydown", (e) => {
       if (e.key === "Enter" || e.key === " ") { e.preventDefault(); open(e.target.closest("tr")); }
