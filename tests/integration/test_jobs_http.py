@@ -570,6 +570,7 @@ def test_openapi_document_is_public(srv: JobsServer) -> None:
         "/api/jobs/enqueue", "/api/jobs", "/api/jobs/stats", "/api/jobs/{job_id}",
         "/api/jobs/{job_id}/requeue", "/api/jobs/{job_id}/cancel", "/api/jobs/queues",
         "/api/jobs/queues/{name}/pause", "/api/jobs/queues/{name}/resume",
+        "/api/jobs/schedules", "/api/jobs/schedules/{name}",
     }  # fmt: skip
     with_token = srv.http.get("/api/jobs/openapi.json", headers=srv.user)
     assert with_token.json() == document

@@ -221,6 +221,8 @@ def test_bad_schedules_are_refused_and_register_nothing(harness: Harness) -> Non
         ({"tz": ""}, "tz"),
         ({"catch_up": "all"}, "catch_up"),
         ({"name": ""}, "name"),
+        ({"name": "a\x00b"}, "name"),
+        ({"name": "n" * 256}, "name"),
         ({"priority": 12}, "priority"),
         ({"queue": "bad queue!"}, "queue"),
         ({"payload": {1, 2}}, "payload"),
@@ -309,15 +311,17 @@ def test_schedules_over_http(harness: Harness, data_dir: Path, db_url: str | Non
     clock = ManualClock(utc("2026-05-04T09:58:30"))
     node = periodic_node(harness, clock)
     node.store.periodic("*/5 * * * *", "digest", {"to": "ops"}, tz="Europe/Paris")
+    node.store.periodic("@daily", "digest", name="reports/daily")  # a slash in its name
     node.store.start()
-    wait_until(lambda: stored_next_run(node, "digest"), what="the schedule's row")
+    wait_until(lambda: stored_next_run(node, "reports/daily"), what="the schedules' rows")
     config = fast_config(auto_start=False, http_enabled=True, clock=clock)
     server: JobsServer = start_server(data_dir, db_url, config)
     try:
         assert server.http.get("/api/jobs/schedules").status_code == 401
         response = server.http.get("/api/jobs/schedules", headers=server.su)
         assert response.status_code == 200, response.text
-        (item,) = response.json()["items"]
+        item, slashed = response.json()["items"]
+        assert slashed["name"] == "reports/daily"
         assert item == {
             "name": "digest", "topic": "digest", "cron": "*/5 * * * *", "tz": "Europe/Paris",
             "catch_up": "skip", "queue": "default", "payload": {"to": "ops"},
@@ -327,9 +331,15 @@ def test_schedules_over_http(harness: Harness, data_dir: Path, db_url: str | Non
         missing = server.http.delete("/api/jobs/schedules/nope", headers=server.su)
         assert missing.status_code == 404
         assert missing.json()["message"] == "The requested schedule wasn't found."
+        for odd in ("%00", "a%00b", "x" * 300):  # no schedule can have such a name: 404
+            response = server.http.delete(f"/api/jobs/schedules/{odd}", headers=server.su)
+            assert response.status_code == 404, response.text
         deleted = server.http.delete("/api/jobs/schedules/digest", headers=server.su)
         assert deleted.status_code == 200
         assert deleted.json() == {"ok": True}
+        slash = server.http.delete("/api/jobs/schedules/reports%2Fdaily", headers=server.su)
+        assert slash.status_code == 200, slash.text
+        assert server.http.get("/api/jobs/schedules", headers=server.su).json() == {"items": []}
     finally:
         server.close()
 

@@ -79,7 +79,7 @@ _QUEUE_NAME = {
 _SCHEDULE_NAME = {
     "type": "string",
     "minLength": 1,
-    "maxLength": 255,
+    "maxLength": MAX_TOPIC_LENGTH,
     "examples": ["reports:daily"],
 }
 _SCHEDULE_NAME_PARAM = {

@@ -332,7 +332,8 @@ def bind_routes(event: ServeEvent, plugin: JobsPlugin) -> None:
     router.add_route("/api/jobs/queues/{name}/pause", pause_queue, methods=["POST"])
     router.add_route("/api/jobs/queues/{name}/resume", resume_queue, methods=["POST"])
     router.add_route("/api/jobs/schedules", list_schedules, methods=["GET"])
-    router.add_route("/api/jobs/schedules/{name}", delete_schedule, methods=["DELETE"])
+    # A name may hold a slash (a topic may): the rest of the path is the name.
+    router.add_route("/api/jobs/schedules/{name:path}", delete_schedule, methods=["DELETE"])
     router.add_route("/api/jobs/{job_id}", get_job, methods=["GET"])
     router.add_route("/api/jobs/{job_id}", delete, methods=["DELETE"])
     router.add_route("/api/jobs/{job_id}/cancel", cancel, methods=["POST"])

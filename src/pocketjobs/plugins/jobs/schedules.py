@@ -64,7 +64,9 @@ from pocketjobs.core.times import format_time
 from pocketjobs.plugins.jobs.drivers import JobsDriver, ScheduleRow
 from pocketjobs.plugins.jobs.errors import InvalidJobOptions, JobsError
 from pocketjobs.plugins.jobs.job import Job
+from pocketjobs.plugins.jobs.limits import MAX_TOPIC_LENGTH
 from pocketjobs.plugins.jobs.presence import ANNOUNCE_INTERVAL, WORKER_TIMEOUT
+from pocketjobs.plugins.jobs.validation import is_storable_text
 
 __all__ = [
     "CATCH_UP",
@@ -75,6 +77,7 @@ __all__ = [
     "ScheduleInfo",
     "Scheduler",
     "check_cron",
+    "check_name",
     "check_tz",
     "list_schedules",
     "slot_key",
@@ -108,6 +111,22 @@ LONG_AGO: Final = datetime(1970, 1, 1, tzinfo=UTC)
 def slot_key(name: str, slot: datetime) -> str:
     """The unique key of the job of schedule ``name``'s ``slot``."""
     return f"schedule:{name}:{slot.astimezone(UTC):%Y-%m-%dT%H:%MZ}"
+
+
+def check_name(name: object) -> str:
+    """``name`` if it can name a schedule (as a topic: 1 to 255 characters of storable
+    text); else :class:`InvalidJobOptions` (field ``name``)."""
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or len(name) > MAX_TOPIC_LENGTH
+        or not is_storable_text(name)
+    ):
+        raise InvalidJobOptions(
+            f"a schedule's name must be 1 to {MAX_TOPIC_LENGTH} characters of text (no NUL"
+            " characters or lone surrogates)", field="name",
+        )  # fmt: skip
+    return name
 
 
 def check_cron(expression: object) -> str:

@@ -52,6 +52,7 @@ from pocketjobs.plugins.jobs.schedules import (
     ScheduleInfo,
     Scheduler,
     check_cron,
+    check_name,
     check_tz,
     list_schedules,
     slot_key,
@@ -63,6 +64,7 @@ from pocketjobs.plugins.jobs.validation import (
     check_job_id,
     check_queue,
     check_topic,
+    is_storable_text,
     to_millis,
 )
 
@@ -543,11 +545,7 @@ class JobStore:
     ) -> Schedule:
         """A checked :class:`Schedule`; its jobs' options are checked as an enqueue's."""
         check_topic(topic)
-        if not isinstance(name, str) or not name.strip() or len(name) > 255:
-            raise InvalidJobOptions(
-                "a schedule's name must be a non-empty string of at most 255 characters",
-                field="name",
-            )  # fmt: skip
+        checked_name = check_name(name)
         if catch_up not in CATCH_UP:
             raise InvalidJobOptions(
                 f"catch_up must be one of {', '.join(CATCH_UP)}, got {catch_up!r}",
@@ -564,7 +562,7 @@ class JobStore:
                  for key, value in options.items()}  # fmt: skip
         payload_json = spec.payload_texts[0]
         return Schedule(
-            name, spec.topic, text, zone.key, json.loads(payload_json), payload_json,
+            checked_name, spec.topic, text, zone.key, json.loads(payload_json), payload_json,
             catch_up, given["queue"], given["priority"], given["max_retries"],
             given["timeout"],
         )  # fmt: skip
@@ -582,7 +580,11 @@ class JobStore:
         """Forget the schedule ``name`` in the database (one that no process registers any
         more; a running process that registers it writes it again within seconds). Raises
         :class:`ScheduleNotFound`."""
-        if not (isinstance(name, str) and self._driver.schedules_delete(self._app.db, name)):
+        if not (
+            isinstance(name, str)
+            and is_storable_text(name)
+            and self._driver.schedules_delete(self._app.db, name)
+        ):
             raise ScheduleNotFound(f"schedule {name!r} not found")
 
     def _queue_of(self, schedule: Schedule) -> str:
