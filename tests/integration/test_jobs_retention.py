@@ -111,9 +111,9 @@ def test_prune_deletes_in_batches_and_stops_when_asked(harness: Harness) -> None
     stop_after_two = lambda: len(batches) >= 2  # noqa: E731
     original = driver.jobs_prune
 
-    def counting(*args: object) -> int:
-        done = original(*args)  # type: ignore[arg-type]
-        batches.append(done)
+    def counting(*args: object, **kwargs: object) -> tuple[int, datetime | None]:
+        done = original(*args, **kwargs)  # type: ignore[arg-type]
+        batches.append(done[0])
         return done
 
     driver.jobs_prune = counting  # type: ignore[method-assign]
@@ -205,14 +205,14 @@ def test_a_claim_during_a_prune_is_not_blocked(harness: Harness) -> None:
     if node.app.is_postgres():
         seed(node, "completed", NOW - timedelta(days=2), 1000)
         with db.transaction() as tx:
-            assert driver.jobs_prune(tx, "completed", NOW - timedelta(days=1), 500) == 500
+            assert driver.jobs_prune(tx, "completed", NOW - timedelta(days=1), 500)[0] == 500
             tx.execute("SELECT 1")  # the batch's rows stay locked until this commits
             started = time.monotonic()
             claimed = driver.jobs_claim(db, claim_params(NOW))  # another connection
             waited = time.monotonic() - started
             # The rest of the backlog is pruned past the locked rows (SKIP LOCKED), not
             # waited for.
-            assert driver.jobs_prune(db, "completed", NOW - timedelta(days=1), 1000) == 500
+            assert driver.jobs_prune(db, "completed", NOW - timedelta(days=1), 1000)[0] == 500
         assert len(claimed) == 5
         assert waited < 5.0, f"the claim waited {waited:.1f}s for the prune's transaction"
     else:
@@ -278,3 +278,23 @@ def test_the_migration_gives_old_finished_jobs_a_finish_time(app: App, harness: 
     }  # fmt: skip
     assert node.store.prune() == {"completed": 1, "failed": 1, "cancelled": 1}
     assert statuses(node) == {"pending": 1}
+
+
+def test_a_batch_goes_on_where_the_one_before_ended(harness: Harness) -> None:
+    node = harness.node(fast_config(clock=lambda: NOW, auto_start=False))
+    driver = driver_for(node.app.db)
+    base = NOW - timedelta(days=3)
+    times = [base + timedelta(minutes=m) for m in (0, 1, 1, 2, 3)]  # two share a minute
+    ids = [seed(node, "completed", moment)[0] for moment in times]
+    cutoff = NOW - timedelta(days=1)
+    count, last = driver.jobs_prune(node.app.db, "completed", cutoff, 2)
+    assert (count, last) == (2, times[1])  # the oldest two, one of the 00:01 pair
+    left = remaining(node, ids)
+    assert ids[0] not in left
+    assert len(left & {ids[1], ids[2]}) == 1
+    count, last = driver.jobs_prune(node.app.db, "completed", cutoff, 2, finished_from=last)
+    assert (count, last) == (2, times[3])  # the other of the pair (same time), then 00:02
+    count, last = driver.jobs_prune(node.app.db, "completed", cutoff, 2, finished_from=last)
+    assert (count, last) == (1, times[4])
+    assert driver.jobs_prune(node.app.db, "completed", cutoff, 2, finished_from=last) == (0, None)
+    assert remaining(node, ids) == set()

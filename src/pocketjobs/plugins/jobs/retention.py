@@ -13,7 +13,9 @@ one process down the others carry on.
 
 **How.** :func:`prune` deletes, per status, the jobs finished before the cutoff in
 batches of :data:`PRUNE_BATCH`, oldest finished first, each batch one short statement
-(its own transaction) read from the index of finished jobs (``idx_jobs_finished``): no
+(its own transaction) read from the index of finished jobs (``idx_jobs_finished``) from
+where the batch before ended (on PostgreSQL the index keeps the entries of deleted rows
+until vacuum: each batch starting over would step over all of them again): no
 pending row is read or locked, and on PostgreSQL a row another transaction holds is
 skipped, not waited for. Between batches it pauses (:data:`PRUNE_PAUSE`) so that on
 SQLite, where writers take turns, claims and outcomes get the database in between.
@@ -111,9 +113,9 @@ def prune(
     deleted by then stays deleted)."""
     deleted: dict[str, int] = {}
     for status, before in cutoffs.items():
-        count = 0
+        count, since = 0, None
         while not stopping():
-            done = driver.jobs_prune(db, status, before, batch)
+            done, since = driver.jobs_prune(db, status, before, batch, finished_from=since)
             count += done
             if done < batch:
                 break

@@ -250,11 +250,21 @@ class JobsDriver(abc.ABC):
         deleted."""
 
     @abc.abstractmethod
-    def jobs_prune(self, q: Queryable, status: str, finished_before: datetime, limit: int) -> int:
+    def jobs_prune(
+        self,
+        q: Queryable,
+        status: str,
+        finished_before: datetime,
+        limit: int,
+        *,
+        finished_from: datetime | None = None,
+    ) -> tuple[int, datetime | None]:
         """Delete up to ``limit`` jobs of the finished ``status`` (completed, failed or
-        cancelled) that finished before ``finished_before``, oldest finished first, read
-        from their index (no other rows read or locked; on PostgreSQL rows another
-        transaction holds are skipped). Return how many were deleted."""
+        cancelled) that finished before ``finished_before`` (and at or after
+        ``finished_from``: where the batch before ended), oldest finished first, read from
+        their index (no other rows read or locked; on PostgreSQL rows another transaction
+        holds are skipped). Return how many were deleted and the latest finish time among
+        them (``None`` if none)."""
 
     @abc.abstractmethod
     def jobs_requeue(self, q: Queryable, job_id: str, now: datetime) -> Job | None:

@@ -958,15 +958,32 @@ class PostgresJobsDriver(PortableSQLDriver):
             (now, now, ids, tokens),
         )
 
-    def jobs_prune(self, q: Queryable, status: str, finished_before: datetime, limit: int) -> int:
+    def jobs_prune(
+        self,
+        q: Queryable,
+        status: str,
+        finished_before: datetime,
+        limit: int,
+        *,
+        finished_from: datetime | None = None,
+    ) -> tuple[int, datetime | None]:
         # SKIP LOCKED: a row another transaction holds (a delete or requeue of it) is left
-        # for a later batch rather than waited for.
-        return q.execute(
-            """DELETE FROM _jobs WHERE id IN (
-                SELECT id FROM _jobs WHERE status = ? AND finished_at < ?
-                ORDER BY finished_at LIMIT ? FOR UPDATE SKIP LOCKED)""",
-            (status, finished_before, limit),
+        # for a later batch rather than waited for. The lower bound matters here: the
+        # entries of deleted rows stay in the index until vacuum, and a scan from its start
+        # would step over all those of the batches before.
+        since = "" if finished_from is None else "AND finished_at >= ?"
+        bounds = (finished_before,) if finished_from is None else (finished_before, finished_from)
+        rows = q.fetch_tuples(
+            f"""WITH deleted AS (
+                DELETE FROM _jobs WHERE id IN (
+                    SELECT id FROM _jobs WHERE status = ? AND finished_at < ? {since}
+                    ORDER BY finished_at LIMIT ? FOR UPDATE SKIP LOCKED)
+                RETURNING finished_at)
+            SELECT count(*), max(finished_at) FROM deleted""",
+            (status, *bounds, limit),
         )
+        count, last = rows[0]
+        return int(count), last
 
     def jobs_rescue_expired(self, q: Queryable, now: datetime, error: str) -> int:
         return q.execute(

@@ -570,13 +570,27 @@ class SQLiteJobsDriver(PortableSQLDriver):
             _RELEASE_SQL, [(stamp, stamp, claim.job_id, claim.token) for claim in claims]
         )
 
-    def jobs_prune(self, q: Queryable, status: str, finished_before: datetime, limit: int) -> int:
-        return q.execute(
-            """DELETE FROM _jobs WHERE rowid IN (
+    def jobs_prune(
+        self,
+        q: Queryable,
+        status: str,
+        finished_before: datetime,
+        limit: int,
+        *,
+        finished_from: datetime | None = None,
+    ) -> tuple[int, datetime | None]:
+        since = "" if finished_from is None else "AND finished_at >= ?"
+        moments = (finished_before,) if finished_from is None else (finished_before, finished_from)
+        bounds = [format_time(moment) for moment in moments]
+        rows = q.fetch_tuples(
+            f"""DELETE FROM _jobs WHERE rowid IN (
                 SELECT rowid FROM _jobs INDEXED BY idx_jobs_finished
-                WHERE status = ? AND finished_at < ? ORDER BY finished_at LIMIT ?)""",
-            (status, format_time(finished_before), limit),
+                WHERE status = ? AND finished_at < ? {since}
+                ORDER BY finished_at LIMIT ?)
+            RETURNING finished_at""",
+            (status, *bounds, limit),
         )
+        return len(rows), _time(max(row[0] for row in rows)) if rows else None
 
     def jobs_rescue_expired(self, q: Queryable, now: datetime, error: str) -> int:
         return q.execute(
