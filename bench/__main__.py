@@ -4,11 +4,12 @@ write ``bench/results/{results.md,results.json,chart.png}``.
 Run it from the repository root with the project's virtualenv (``.venv/bin/python -m
 bench``). The first run installs ``bench/requirements.txt`` into that virtualenv. Options:
 
-    --quick              1 run, 2,000 jobs, short windows (a smoke test; results go to
-                         bench/results/quick/)
+    --quick              1 run, 2,000 jobs, short windows, 100k rows pruned (a smoke
+                         test; results go to bench/results/quick/)
     --only NAME[,NAME]   run a subset; names are libraries (pocketjobs, pgqueuer,
                          procrastinate, huey), workloads (enqueue, burndown, steady,
-                         wakeup, backlog, http) or databases (postgres, sqlite); repeatable.
+                         wakeup, backlog, prune, http) or databases (postgres, sqlite);
+                         repeatable.
                          Within a kind the names add up; across kinds they intersect.
     --runs N / --jobs N  override the number of runs (3) / jobs (10,000)
     --pg-url URL         PostgreSQL server (a fresh database is created per measurement);
@@ -50,7 +51,7 @@ from bench.common import (
 REQUIREMENTS = REPO_ROOT / "bench" / "requirements.txt"
 NEEDED_MODULES = ("pgqueuer", "procrastinate", "huey", "matplotlib", "asyncpg", "httpx")
 LIBRARIES = ("pocketjobs", "pgqueuer", "procrastinate", "huey")
-WORKLOADS = ("enqueue", "burndown", "steady", "wakeup", "backlog", "http")
+WORKLOADS = ("enqueue", "burndown", "steady", "wakeup", "backlog", "prune", "http")
 DATABASES = (POSTGRES, SQLITE)
 ALIASES = {
     "pg": POSTGRES,
@@ -59,6 +60,8 @@ ALIASES = {
     "enqueue_bulk": "enqueue",
     "burn-down": "burndown",
     "latency": "wakeup",
+    "pruning": "prune",
+    "retention": "prune",
 }
 
 
@@ -132,6 +135,8 @@ def build_params(args: argparse.Namespace) -> Any:
             backlog_claims=50,
             backlog_pending=2_000,
             http_seconds=3.0,
+            prune_rows=100_000,
+            prune_window=1.0,
         )
     else:
         params = Params()
@@ -161,6 +166,7 @@ class Runner:
         self.rows: list[dict[str, Any]] = []
         self.adapters: dict[str, Any] = {}
         self.backlog: list[dict[str, Any]] = []
+        self.prune: dict[str, dict[str, Any]] = {}
         self.notes: list[str] = []
         self.pg_problem = pg_available(self.pg_url) if POSTGRES in self.databases else None
         if self.pg_problem:
@@ -282,6 +288,40 @@ class Runner:
                 f"(insert {out['insert_seconds']:.1f}s, total {time.monotonic() - started:.1f}s)"
             )
 
+    def measure_prune(self, db: str, run: int) -> None:
+        """One run of the prune workload on ``db`` (a fresh database)."""
+        from bench import workloads as w
+
+        entry = self.prune.setdefault(
+            db,
+            {
+                "db": db,
+                "rows": self.params.prune_rows,
+                "window": self.params.prune_window,
+                "metrics": {},
+            },
+        )
+        what = f"[run {run + 1}/{self.runs}] {DB_LABELS[db]:<10} {'prune':<14} pocketjobs"
+        if db == POSTGRES and self.pg_problem:
+            entry["error"] = "PostgreSQL unavailable"
+            return
+        if entry.get("error"):
+            return
+        started = time.monotonic()
+        try:
+            with scenario(db, self.pg_url) as ctx:
+                values = w.prune(ctx, self.params)
+        except Exception as exc:
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+            log(f"{what}: ERROR {entry['error']}")
+            if self.args.verbose:
+                traceback.print_exc()
+            return
+        for metric, value in values.items():
+            entry["metrics"].setdefault(metric, {"values": []})["values"].append(value)
+        shown = ", ".join(f"{k}={fmt_num(v)}" for k, v in values.items())
+        log(f"{what}: {shown} ({time.monotonic() - started:.1f}s)")
+
     # -- the whole run -------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
@@ -301,10 +341,20 @@ class Runner:
             for db in DATABASES:
                 if db in self.databases:
                     self.measure_backlog(db)
-        for row in self.rows:
+        if "prune" in self.workloads and "pocketjobs" in self.libraries:
+            for run in range(self.runs):
+                for db in DATABASES if run % 2 == 0 else DATABASES[::-1]:
+                    if db in self.databases:
+                        self.measure_prune(db, run)
+        for row in [*self.rows, *self.prune.values()]:
             for stat in row["metrics"].values():
                 stat.update(summarize(stat["values"]))
-        return {"rows": self.rows, "backlog": self.backlog, "notes": self.notes}
+        return {
+            "rows": self.rows,
+            "backlog": self.backlog,
+            "prune": [self.prune[db] for db in DATABASES if db in self.prune],
+            "notes": self.notes,
+        }
 
 
 def main(argv: list[str] | None = None) -> int:

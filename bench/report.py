@@ -375,6 +375,47 @@ def render_markdown(results: dict[str, Any]) -> str:
             )
         add("")
 
+    prune = [e for e in results.get("prune", []) if e.get("metrics") or e.get("error")]
+    if prune:
+        rows = prune[0].get("rows", 0)
+        add(
+            f"## Claim latency while pruning (pocketjobs)\n\n{rows:,} completed jobs due for "
+            f"pruning, a steady stream of new jobs (10 every 10 ms) and one claim of a 10-job "
+            f"batch every 10 ms through the driver (`driver.jobs_claim`, only that call timed; "
+            f"each batch completed afterwards), first with nothing else running (idle), then "
+            f"while `retention.prune` (default batch and pause) deletes the {rows:,} rows on "
+            f"another thread; idle and pruning windows of {prune[0].get('window', 0):g} s "
+            f"alternate until the prune is done. Ratio: the median of the runs' p99 pruning / "
+            f"p99 idle. Prune rate: rows over the time spent in `prune`."
+        )
+        add("")
+        add(
+            "| Database | Claim p50 idle (ms) | Claim p50 pruning (ms) | Claim p99 idle (ms) "
+            "| Claim p99 pruning (ms) | p99 pruning / idle | Prune rate (rows/s) "
+            "| Prune time (s) |"
+        )
+        add("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for entry in prune:
+            if entry.get("error"):
+                footnotes.append(f"prune {DB_LABELS[entry['db']]}: {entry['error']}")
+                add(f"| {DB_LABELS[entry['db']]} | error [{len(footnotes)}] | | | | | | |")
+                continue
+            m = entry["metrics"]
+            ratio = m.get("claim_p99_ratio")
+            ratio_text = (
+                "—"
+                if not ratio or not ratio.get("values")
+                else f"{ratio['median']:.2f}×"
+                + (f" ({ratio['min']:.2f}–{ratio['max']:.2f})" if len(ratio["values"]) > 1 else "")
+            )
+            add(
+                f"| {DB_LABELS[entry['db']]} | {cell(m.get('claim_idle_p50'))} "
+                f"| {cell(m.get('claim_prune_p50'))} | {cell(m.get('claim_idle_p99'))} "
+                f"| {cell(m.get('claim_prune_p99'))} | {ratio_text} "
+                f"| {cell(m.get('prune_rate'))} | {cell(m.get('prune_seconds'))} |"
+            )
+        add("")
+
     targets = results.get("targets") or []
     if targets:
         add("## Targets (issue 6, item 3), measured in this run")

@@ -4,7 +4,9 @@ error) when it cannot.
 
 Metrics: ``enqueue_single``, ``enqueue_bulk``, ``burndown``, ``steady`` (jobs/s);
 ``wakeup_p50|p95|p99`` (ms); ``http_rps`` (requests/s), ``http_p50|p99`` (ms);
-``claim_p50|p99`` at each backlog size (ms).
+``claim_p50|p99`` at each backlog size (ms); ``claim_idle_p50|p99``,
+``claim_prune_p50|p99`` (ms), ``claim_p99_ratio``, ``prune_rate`` (rows/s) and
+``prune_seconds`` for the prune workload (:func:`prune`, in ``bench/pruning.py``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ class Params:
     http_connections: int = 50
     #: a burn-down slower than this (seconds) is measured on the jobs done by then
     burndown_cap: float = 20.0
+    #: the prune workload: completed jobs due for pruning, and its idle / pruning windows
+    prune_rows: int = 1_000_000
+    prune_window: float = 2.0
 
 
 def _with_adapter(cls: type[Adapter], ctx: Scenario) -> Adapter:
@@ -291,6 +296,18 @@ def backlog(
         "plan_sql": plan_sql,
         "plan": plan,
     }
+
+
+# -- claim latency while pruning (pocketjobs only) ---------------------------------------
+
+
+def prune(ctx: Scenario, p: Params) -> dict[str, float]:
+    """Claim p50/p99 with nothing else running vs while ``retention.prune`` deletes
+    ``prune_rows`` completed jobs (default batch and pause), interleaved in windows of
+    ``prune_window`` seconds; see :func:`bench.pruning.claims_while_pruning`."""
+    from bench.pruning import PruneParams, claims_while_pruning
+
+    return claims_while_pruning(ctx, PruneParams(rows=p.prune_rows, window=p.prune_window))
 
 
 # -- HTTP enqueue through serve (pocketjobs only) --------------------------------------

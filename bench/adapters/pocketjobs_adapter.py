@@ -15,6 +15,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -196,40 +197,50 @@ ADAPTERS: list[type[Adapter]] = [
 # -- backlog workload helpers ------------------------------------------------------------
 
 
-def insert_finished_rows(app: Any, count: int, *, analyze: bool = True) -> None:
+def insert_finished_rows(
+    app: Any, count: int, *, analyze: bool = True, age: timedelta = timedelta(hours=1)
+) -> None:
     """Bulk-insert ``count`` completed jobs with SQL (ids older than any new job's), then
-    ``ANALYZE`` (unless told not to)."""
+    ``ANALYZE`` (unless told not to). Their ``created``, ``updated`` and ``finished_at``
+    are one millisecond apart, in id order, the newest ``age`` ago; so they are in
+    ``idx_jobs_finished`` as real completed jobs are, and due for pruning once ``age``
+    exceeds the retention."""
     from pocketjobs.core.times import format_time, now_utc
 
     if count <= 0:
         if analyze:
             app.db.execute("ANALYZE _jobs" if app.is_postgres() else "ANALYZE")
         return
-    if app.is_postgres():
+    first = now_utc().replace(microsecond=0) - age - timedelta(milliseconds=count)
+    for low in range(1, count + 1, _INSERT_CHUNK):  # one statement per million rows
+        high = min(count, low + _INSERT_CHUNK - 1)
+        if app.is_postgres():
+            app.db.execute(
+                """INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries,
+                                      created, updated, finished_at)
+                SELECT '00000000-0000-7000-8000-' || lpad(to_hex(g), 12, '0'), ?,
+                       'null'::json, 'completed', t, 0, 3, t, t, t
+                FROM generate_series(?::bigint, ?::bigint) AS g,
+                     LATERAL (SELECT ?::timestamptz + g * interval '1 millisecond') AS s(t)""",
+                (TOPIC, low, high, first),
+            )
+            continue
+        # julianday arithmetic: a millisecond per row, formatted as format_time does.
         app.db.execute(
-            """INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries,
-                                  created, updated)
-            SELECT '00000000-0000-7000-8000-' || lpad(to_hex(g), 12, '0'), ?, 'null'::json,
-                   'completed', now() - interval '1 hour', 0, 3,
-                   now() - interval '1 hour', now() - interval '1 hour'
-            FROM generate_series(1, ?) AS g""",
-            (TOPIC, count),
+            """WITH RECURSIVE s(g) AS (SELECT ? UNION ALL SELECT g + 1 FROM s WHERE g < ?)
+            INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries,
+                               created, updated, finished_at)
+            SELECT printf('00000000-0000-7000-8000-%012x', g), ?, 'null', 'completed',
+                   t, 0, 3, t, t, t
+            FROM (SELECT g, strftime('%Y-%m-%dT%H:%M:%fZ', julianday(?) + g / 86400000.0) AS t
+                  FROM s)""",
+            (low, high, TOPIC, format_time(first)[:-1]),
         )
-        if analyze:
-            app.db.execute("ANALYZE _jobs")
-        return
-    stamp = format_time(now_utc().replace(microsecond=0).replace(hour=0))
-    app.db.execute(
-        """WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < ?)
-        INSERT INTO _jobs (id, topic, payload, status, run_at, retries, max_retries,
-                           created, updated)
-        SELECT printf('00000000-0000-7000-8000-%012x', g), ?, 'null', 'completed',
-               ?, 0, 3, ?, ?
-        FROM s""",
-        (count, TOPIC, stamp, stamp, stamp),
-    )
     if analyze:
-        app.db.execute("ANALYZE")
+        app.db.execute("ANALYZE _jobs" if app.is_postgres() else "ANALYZE")
+
+
+_INSERT_CHUNK = 1_000_000
 
 
 def claim_plan(app: Any, driver: Any) -> tuple[str, str]:
