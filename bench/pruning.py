@@ -65,7 +65,7 @@ class PruneParams:
     claim_interval: float = 0.010
     #: due jobs kept queued
     buffer: int = 2_000
-    batch: int | None = None  # None: retention.PRUNE_BATCH
+    batch: int | None = None  # None: the driver's prune_batch
     pause: float | None = None  # None: retention.PRUNE_PAUSE
     #: how old the seeded finished jobs are (the default retention keeps completed ones a day)
     age: timedelta = field(default=timedelta(days=2))
@@ -102,9 +102,9 @@ def measure_while_pruning(
     from bench.adapters.pocketjobs_adapter import TOPIC
     from pocketjobs.core.times import now_utc
     from pocketjobs.plugins.jobs.drivers import Claim, ClaimParams, Outcomes
-    from pocketjobs.plugins.jobs.retention import DEFAULT_RETENTION, PRUNE_BATCH, PRUNE_PAUSE, prune
+    from pocketjobs.plugins.jobs.retention import DEFAULT_RETENTION, PRUNE_PAUSE, prune
 
-    batch = PRUNE_BATCH if p.batch is None else p.batch
+    batch = driver.prune_batch if p.batch is None else p.batch
     pause = PRUNE_PAUSE if p.pause is None else p.pause
     idle_window = p.window if p.idle_window is None else p.idle_window
     stop = threading.Event()

@@ -12,7 +12,8 @@ table is pruned at most once per interval whatever the number of processes, and 
 one process down the others carry on.
 
 **How.** :func:`prune` deletes, per status, the jobs finished before the cutoff in
-batches of :data:`PRUNE_BATCH`, oldest finished first, each batch one short statement
+batches (the driver's ``prune_batch``: 200 on SQLite, 1,000 on PostgreSQL; measured by
+``python -m bench.pruning``), oldest finished first, each batch one short statement
 (its own transaction) read from the index of finished jobs (``idx_jobs_finished``) from
 where the batch before ended (on PostgreSQL the index keeps the entries of deleted rows
 until vacuum: each batch starting over would step over all of them again): no
@@ -38,7 +39,6 @@ from pocketjobs.plugins.jobs.drivers import JobsDriver
 __all__ = [
     "DEFAULT_RETENTION",
     "FINISHED_STATUSES",
-    "PRUNE_BATCH",
     "PRUNE_LEASE",
     "PRUNE_PAUSE",
     "Pruner",
@@ -48,8 +48,6 @@ __all__ = [
 
 #: The statuses retention applies to, in the order they are pruned.
 FINISHED_STATUSES: Final = ("completed", "failed", "cancelled")
-#: Jobs deleted per statement.
-PRUNE_BATCH: Final = 500
 #: The pause between two batches, in seconds.
 PRUNE_PAUSE: Final = 0.005
 #: The lease the processes of a fleet take turns on.
@@ -104,13 +102,15 @@ def prune(
     cutoffs: Mapping[str, datetime],
     *,
     stopping: Callable[[], bool] = lambda: False,
-    batch: int = PRUNE_BATCH,
+    batch: int | None = None,
     pause: float = PRUNE_PAUSE,
 ) -> dict[str, int]:
     """Delete, per status of ``cutoffs``, the jobs that finished before its cutoff, a
     batch per statement; return how many per status. Stops between batches once
     ``stopping()`` says so. Raises :class:`~pocketjobs.core.DatabaseError` (what was
-    deleted by then stays deleted)."""
+    deleted by then stays deleted). ``batch``: jobs per statement (default: the driver's
+    ``prune_batch``)."""
+    batch = driver.prune_batch if batch is None else batch
     deleted: dict[str, int] = {}
     for status, before in cutoffs.items():
         count, since = 0, None

@@ -214,6 +214,9 @@ class JobsDriver(abc.ABC):
     #: Whether two transactions can write at once (PostgreSQL), rather than one waiting for
     #: the other (SQLite). It picks the dispatcher's completer (see ``completer.py``).
     parallel_writes: ClassVar[bool] = False
+    #: Finished jobs one statement of retention's prune deletes: fewer where writers take
+    #: turns (each batch holds the one write lock), more where they do not.
+    prune_batch: ClassVar[int] = 500
 
     @abc.abstractmethod
     def migrations(self) -> list[Migration]:

@@ -772,6 +772,7 @@ class PostgresJobsDriver(PortableSQLDriver):
     """``_jobs`` on PostgreSQL."""
 
     parallel_writes = True
+    prune_batch = 1000
 
     def migrations(self) -> list[Migration]:
         return [

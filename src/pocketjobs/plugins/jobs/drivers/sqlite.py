@@ -418,6 +418,8 @@ def _settle(tx: Queryable, outcomes: Outcomes) -> int:
 class SQLiteJobsDriver(PortableSQLDriver):
     """``_jobs`` on SQLite."""
 
+    prune_batch = 200
+
     def migrations(self) -> list[Migration]:
         return [
             Migration("jobs_0001_create_jobs", _create_table),
