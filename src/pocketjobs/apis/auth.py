@@ -53,7 +53,11 @@ async def request_auth(request: Request) -> AuthRecord | None:
     if cached is not _UNSET:
         return cast("AuthRecord | None", cached)
     token = _bearer_token(request)
-    record = await run_in_threadpool(get_app(request).auth.verify_token, token) if token else None
+    record = None
+    if token:
+        auth = get_app(request).auth
+        # A token verified seconds ago needs no database read, so no thread either.
+        record = auth.cached_token(token) or await run_in_threadpool(auth.verify_token, token)
     request.scope[_AUTH_STATE_KEY] = record
     return record
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -164,6 +164,8 @@ class CatchAllMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:  # the client left before its body arrived: nobody to answer
+            logger.debug("client left during %s %s", scope.get("method"), scope.get("path"))
         except Exception:
             logger.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
             if response_started:  # too late for a clean answer; let the server drop it

@@ -6,6 +6,13 @@ signed with the app's secret (kept in ``_params``, created by the kernel migrati
 by every process on one database) joined with the record's ``token_key``. Changing a
 password rotates ``token_key`` and so invalidates the record's earlier tokens.
 
+A token that verified is remembered for :data:`TOKEN_CACHE_SECONDS` (at most
+:data:`TOKEN_CACHE_SIZE` of them, never past its ``exp``), so a client sending the same
+token on every request costs one database read per few seconds, not one per request
+(:meth:`AuthRecords.cached_token`). A password change or a deletion made through this
+process forgets them at once; one made by another process takes effect within those
+seconds.
+
 Errors::
 
     AuthError
@@ -18,6 +25,7 @@ import functools
 import re
 import secrets
 import string
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,6 +55,9 @@ USERS: Final = "users"
 # PocketBase's own ids for these two collections, so SDK-side code sees familiar values.
 COLLECTION_IDS: Final[Mapping[str, str]] = {SUPERUSERS: "pbc_3142635823", USERS: "_pb_users_auth_"}
 TOKEN_LIFETIME: Final[Mapping[str, int]] = {SUPERUSERS: 86_400, USERS: 604_800}  # seconds
+#: How long a verified token is taken on trust (seconds), and how many are kept.
+TOKEN_CACHE_SECONDS: Final = 5.0
+TOKEN_CACHE_SIZE: Final = 1024
 
 PASSWORD_MIN, PASSWORD_MAX = 8, 71  # bcrypt reads at most 72 bytes; PocketBase caps at 71
 EMAIL_MAX = 255
@@ -184,6 +195,10 @@ class AuthRecords:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._secret: str | None = None
+        # token -> (its record, monotonic time until which it is taken on trust)
+        self._verified: dict[str, tuple[AuthRecord, float]] = {}
+        self._verified_lock = threading.Lock()
+        self._generation = 0  # moves on each forget: a check that began before stays out
 
     def _app_secret(self) -> str:
         if self._secret is None:
@@ -247,6 +262,7 @@ class AuthRecords:
                     " created, updated) VALUES (?, ?, ?, ?, 1, ?, ?)",
                     (new_record_id(), normalized, password_hash, secrets.token_hex(16), now, now),
                 )
+        self._forget_tokens()
         record = self.find_by_email(SUPERUSERS, normalized)
         if record is None:  # deleted by another process in between; nothing sensible to return
             raise AuthError(f"superuser {normalized} vanished while being saved")
@@ -255,7 +271,9 @@ class AuthRecords:
     def delete(self, collection: str, email: str) -> bool:
         """Delete the record with ``email``; return whether one existed."""
         name = _check_collection(collection)
-        return self._db.execute(f"DELETE FROM {name} WHERE email = ?", (email.strip().lower(),)) > 0
+        deleted = self._db.execute(f"DELETE FROM {name} WHERE email = ?", (email.strip().lower(),))
+        self._forget_tokens()
+        return deleted > 0
 
     def authenticate(self, collection: str, identity: str, password: str) -> AuthRecord | None:
         """The record whose email is ``identity`` and password matches, else ``None``."""
@@ -293,8 +311,45 @@ class AuthRecords:
         }
         return jwt.encode(claims, key, algorithm="HS256")
 
+    def cached_token(self, token: str) -> AuthRecord | None:
+        """The record of ``token`` if it verified less than :data:`TOKEN_CACHE_SECONDS` ago
+        (and has not expired since), else ``None``: then call :meth:`verify_token`. Reads
+        no database, so async code may call it on its event loop."""
+        hit = self._verified.get(token)
+        if hit is None:
+            return None
+        record, until = hit
+        if time.monotonic() < until:
+            return record
+        with self._verified_lock:
+            if self._verified.get(token) is hit:
+                del self._verified[token]
+        return None
+
+    def _remember(self, token: str, record: AuthRecord, exp: float, generation: int) -> None:
+        now = time.monotonic()
+        until = min(now + TOKEN_CACHE_SECONDS, now + (exp - time.time()))
+        with self._verified_lock:
+            if generation != self._generation:  # the record changed while it was checked
+                return
+            if len(self._verified) >= TOKEN_CACHE_SIZE:
+                # The oldest first (dicts keep insertion order): drop the older half.
+                for old in list(self._verified)[: TOKEN_CACHE_SIZE // 2]:
+                    del self._verified[old]
+            self._verified[token] = (record, until)
+
+    def _forget_tokens(self) -> None:
+        with self._verified_lock:
+            self._generation += 1
+            self._verified.clear()
+
     def verify_token(self, token: str) -> AuthRecord | None:
-        """The record a valid, unexpired token was issued to, else ``None``."""
+        """The record a valid, unexpired token was issued to, else ``None`` (a valid one
+        is remembered: see :meth:`cached_token`)."""
+        cached = self.cached_token(token)
+        if cached is not None:
+            return cached
+        generation = self._generation
         try:
             unverified = jwt.decode(token, options={"verify_signature": False})
             collection = _check_collection(str(unverified.get("collectionName")))
@@ -311,7 +366,7 @@ class AuthRecords:
         if row is None:
             return None
         try:
-            jwt.decode(
+            claims = jwt.decode(
                 token,
                 self._app_secret() + row["token_key"],
                 algorithms=["HS256"],
@@ -319,4 +374,6 @@ class AuthRecords:
             )
         except jwt.PyJWTError:
             return None
-        return _record_from_row(collection, row)
+        record = _record_from_row(collection, row)
+        self._remember(token, record, float(claims["exp"]), generation)
+        return record

@@ -31,6 +31,7 @@ from pocketjobs.plugins.jobs.errors import (
     TopicAlreadyRegistered,
 )
 from pocketjobs.plugins.jobs.events import JobEvents
+from pocketjobs.plugins.jobs.groupcommit import GroupCommit
 from pocketjobs.plugins.jobs.handlers import HandlerOptions, check_handler
 from pocketjobs.plugins.jobs.job import (
     DEFAULT_QUEUE,
@@ -59,6 +60,7 @@ from pocketjobs.plugins.jobs.schedules import (
 )
 from pocketjobs.plugins.jobs.task import Task
 from pocketjobs.plugins.jobs.validation import (
+    EnqueueSpec,
     check_enqueue,
     check_filter,
     check_job_id,
@@ -107,6 +109,7 @@ class JobStore:
         self._dispatcher_lock = threading.Lock()
         self._queue_sizes = config.queue_sizes()
         self._events = JobEvents(app.logger)
+        self._group_commit = GroupCommit(self._write_batch)
         #: Hooks run when an attempt starts and when it ends (see ``events.py``).
         self.on_job_start = self._events.on_job_start
         self.on_job_done = self._events.on_job_done
@@ -192,55 +195,70 @@ class JobStore:
         ``unique_key``; a key taken by an existing job, or by an earlier payload of the
         same call, gives that job (``duplicate=True``) at its place. Raises as
         :meth:`enqueue` does (``InvalidPayload`` also when ``payloads`` is not a list)."""
+        spec, rows, now = self._new_rows(
+            topic, payloads, run_at=run_at, delay=delay, max_retries=max_retries,
+            priority=priority, unique_keys=unique_keys, queue=queue, timeout=timeout,
+        )  # fmt: skip
+        if not rows:
+            return []
+        if tx is None and any(spec.unique_keys):
+            with self._app.db.transaction() as own_tx:  # several statements: all or nothing
+                holders = self._driver.jobs_insert(own_tx, rows, wake_at=spec.due)
+        else:
+            holders = self._driver.jobs_insert(
+                tx if tx is not None else self._app.db, rows, wake_at=spec.due
+            )
+        inserted = sum(holder is None for holder in holders)
+        if inserted:
+            if tx is not None:
+                tx.on_commit(lambda: self._inserted(spec.due, spec.queue, topic, inserted))
+            else:
+                self._inserted(spec.due, spec.queue, topic, inserted)
+        return _jobs_of(spec, rows, payloads, holders, now)
+
+    def _new_rows(
+        self,
+        topic: str,
+        payloads: Sequence[Any],
+        **options: Any,
+    ) -> tuple[EnqueueSpec, builtins.list[NewJob], datetime]:
+        """Validate an enqueue (the handler's defaults filled in) and make its rows; the
+        spec, the rows and the time they were made. Raises as :meth:`enqueue` does."""
         now = to_millis(self._clock())
         defaults = self._options.get(topic) if isinstance(topic, str) else None
+        priority, max_retries, queue = options["priority"], options["max_retries"], options["queue"]
         if defaults is not None:
             priority = defaults.priority if priority is None else priority
             max_retries = defaults.max_retries if max_retries is None else max_retries
             queue = defaults.queue if queue is None else queue
         spec = check_enqueue(
-            topic, payloads, run_at, delay, max_retries, now=now, priority=priority,
-            unique_keys=unique_keys, queue=queue, timeout=timeout,
-            default_max_retries=self.config.max_retries, max_size=self.config.max_payload_size,
+            topic, payloads, options["run_at"], options["delay"], max_retries, now=now,
+            priority=priority, unique_keys=options["unique_keys"], queue=queue,
+            timeout=options["timeout"], default_max_retries=self.config.max_retries,
+            max_size=self.config.max_payload_size,
         )  # fmt: skip
-        due, retries, texts = spec.due, spec.max_retries, spec.payload_texts
-        if not texts:
-            return []
         rows = [
-            NewJob(
-                uuid7(),
-                topic,
-                text,
-                due,
-                retries,
-                now,
-                spec.priority,
-                key,
-                spec.queue,
-                spec.timeout,
-            )
-            for text, key in zip(texts, spec.unique_keys, strict=True)
-        ]
-        if tx is None and any(spec.unique_keys):
-            with self._app.db.transaction() as own_tx:  # several statements: all or nothing
-                holders = self._driver.jobs_insert(own_tx, rows, wake_at=due)
-        else:
-            holders = self._driver.jobs_insert(
-                tx if tx is not None else self._app.db, rows, wake_at=due
-            )
-        inserted = sum(holder is None for holder in holders)
-        if inserted:
-            if tx is not None:
-                tx.on_commit(lambda: self._inserted(due, spec.queue, topic, inserted))
-            else:
-                self._inserted(due, spec.queue, topic, inserted)
-        return [
-            Job(row.id, topic, payload, "pending", due, None, 0, retries, None, now, now,
-                spec.priority, row.unique_key, spec.queue, timeout=spec.timeout)
-            if holder is None
-            else dataclasses.replace(holder, duplicate=True)
-            for row, payload, holder in zip(rows, payloads, holders, strict=True)
+            NewJob(uuid7(), topic, text, spec.due, spec.max_retries, now, spec.priority, key,
+                   spec.queue, spec.timeout)
+            for text, key in zip(spec.payload_texts, spec.unique_keys, strict=True)
         ]  # fmt: skip
+        return spec, rows, now
+
+    def _write_batch(self, rows: Sequence[NewJob]) -> builtins.list[Job | None]:
+        """Insert the rows of a group commit (``groupcommit.py``): one statement, in a
+        transaction when some have a unique key; count and wake once committed."""
+        due = min(row.run_at for row in rows)
+        if any(row.unique_key is not None for row in rows):
+            with self._app.db.transaction() as tx:
+                holders = self._driver.jobs_insert(tx, rows, wake_at=due)
+        else:
+            holders = self._driver.jobs_insert(self._app.db, rows, wake_at=due)
+        self._wake(due)
+        if self.metrics is not None:
+            for row, holder in zip(rows, holders, strict=True):
+                if holder is None:
+                    self.metrics.count_enqueued(row.queue, row.topic, 1)
+        return holders
 
     def _inserted(self, due: datetime, queue: str, topic: str, count: int) -> None:
         """``count`` new jobs are in the database (committed): wake the dispatcher, count them."""
@@ -675,11 +693,23 @@ class JobStore:
         timeout: timedelta | float | None = None,  # noqa: ASYNC109 - the job's, not ours
         tx: Tx | None = None,
     ) -> Job:
-        """Awaitable :meth:`enqueue`."""
-        return await asyncio.to_thread(
-            self.enqueue, topic, payload, run_at=run_at, delay=delay, max_retries=max_retries,
-            priority=priority, unique_key=unique_key, queue=queue, timeout=timeout, tx=tx,
+        """Awaitable :meth:`enqueue`. Without ``tx``, the job is validated on the caller's
+        loop and written with the other awaitable enqueues in flight (``groupcommit.py``):
+        one statement and one commit for all of them; it returns once its row is durable."""
+        if tx is not None:
+            return await asyncio.to_thread(
+                self.enqueue, topic, payload, run_at=run_at, delay=delay,
+                max_retries=max_retries, priority=priority, unique_key=unique_key, queue=queue,
+                timeout=timeout, tx=tx,
+            )  # fmt: skip
+        payloads = [payload]
+        spec, rows, now = self._new_rows(
+            topic, payloads, run_at=run_at, delay=delay, max_retries=max_retries,
+            priority=priority, unique_keys=None if unique_key is None else [unique_key],
+            queue=queue, timeout=timeout,
         )  # fmt: skip
+        holders = await self._group_commit.submit(rows)
+        return _jobs_of(spec, rows, payloads, holders, now)[0]
 
     async def aenqueue_at(self, topic: str, payload: Any, run_at: datetime) -> Job:
         """Awaitable :meth:`enqueue_at`."""
@@ -758,6 +788,24 @@ class JobStore:
     async def adelete_schedule(self, name: str) -> None:
         """Awaitable :meth:`delete_schedule`."""
         await asyncio.to_thread(self.delete_schedule, name)
+
+
+def _jobs_of(
+    spec: EnqueueSpec,
+    rows: Sequence[NewJob],
+    payloads: Sequence[Any],
+    holders: Sequence[Job | None],
+    now: datetime,
+) -> builtins.list[Job]:
+    """The jobs an enqueue returns: each new row's job, or the holder of its unique key
+    (``duplicate=True``)."""
+    return [
+        Job(row.id, row.topic, payload, "pending", spec.due, None, 0, spec.max_retries, None,
+            now, now, spec.priority, row.unique_key, spec.queue, timeout=spec.timeout)
+        if holder is None
+        else dataclasses.replace(holder, duplicate=True)
+        for row, payload, holder in zip(rows, payloads, holders, strict=True)
+    ]  # fmt: skip
 
 
 def _finished_statuses(statuses: object) -> builtins.list[str]:
