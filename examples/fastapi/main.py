@@ -64,9 +64,7 @@ async def index() -> dict[str, str]:
 
 @api.post("/signups", status_code=202)
 async def sign_up(signup: Signup) -> dict[str, str]:
-    job = await store.aenqueue(
-        "welcome:send", {"email": signup.email, "seconds": signup.seconds}
-    )
+    job = await store.aenqueue("welcome:send", {"email": signup.email, "seconds": signup.seconds})
     return {"email": signup.email, "job": job.id, "status": job.status}
 
 
