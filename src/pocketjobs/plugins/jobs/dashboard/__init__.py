@@ -13,8 +13,9 @@ makes no request outside its own origin: it logs a superuser in with the kernel'
 
 Every URL the page uses is relative to where it is served, so it works under any prefix
 (``host.mount("/jobs", jobs.asgi(store))`` serves it at ``/jobs/_/jobs``, and its API at
-``/jobs/api/...``), also behind a proxy that strips a prefix. Every response carries the
-same security headers (:data:`SECURITY_HEADERS`). The files are read once, when
+``/jobs/api/...``), also behind a proxy that strips a prefix; only the redirect of
+``/_/jobs/`` uses the ASGI ``root_path``. Every response carries the same security
+headers (:data:`SECURITY_HEADERS`). The files are read once, when
 :func:`bind_dashboard` runs.
 """
 
