@@ -375,9 +375,17 @@ def example(tmp_path: Path) -> Iterator[ExampleServer]:
     created = run_cli("superuser", "upsert", EMAIL, PASSWORD, script=script, env=example_env())
     assert created.returncode == 0, created.stderr
     assert (app_dir / "pb_data" / "data.db").is_file()
-    server = ExampleServer(app_dir)
+    for attempt in range(3):
+        server = ExampleServer(app_dir)
+        try:
+            server.wait_until_healthy()
+            break
+        except ProcessError:
+            server.stop()
+            # The free port may have been taken in between: try another one.
+            if attempt == 2 or "address already in use" not in server.log_text().lower():
+                raise
     try:
-        server.wait_until_healthy()
         yield server
     finally:
         server.stop()
