@@ -40,7 +40,7 @@ from starlette.routing import Mount, Route
 
 from pocketjobs import App
 from pocketjobs.apis import ServeAborted
-from pocketjobs.core import ServeEvent
+from pocketjobs.core import BootstrapEvent, ServeEvent, TerminateEvent
 from pocketjobs.plugins import jobs
 from pocketjobs.plugins.jobs import dashboard
 from pocketjobs.tools.hook import Handler
@@ -186,6 +186,18 @@ def test_a_starlette_app_mounts_the_jobs_api_and_runs_the_dispatcher(
         event.next()
 
     app.on_serve.bind(Handler(fn=on_serve, id="testEmbeddedServe"))
+    threads: dict[str, str] = {}
+
+    def on_bootstrap(event: BootstrapEvent) -> None:
+        threads["bootstrap"] = threading.current_thread().name
+        event.next()
+
+    def on_terminate(event: TerminateEvent) -> None:
+        threads["terminate"] = threading.current_thread().name
+        event.next()
+
+    app.on_bootstrap.bind(Handler(fn=on_bootstrap, id="testEmbeddedBootstrap"))
+    app.on_terminate.bind(Handler(fn=on_terminate, id="testEmbeddedTerminate"))
 
     @asynccontextmanager
     async def own_lifespan(host: Starlette) -> AsyncIterator[dict[str, str]]:
@@ -194,6 +206,7 @@ def test_a_starlette_app_mounts_the_jobs_api_and_runs_the_dispatcher(
         seen.events.append(f"own end running={store.is_running()}")
 
     async def home(request: Request) -> JSONResponse:
+        threads["loop"] = threading.current_thread().name
         return JSONResponse({"home": True, "greeting": request.state.greeting})
 
     async def signup(request: Request) -> JSONResponse:
@@ -265,6 +278,10 @@ def test_a_starlette_app_mounts_the_jobs_api_and_runs_the_dispatcher(
     assert not app.is_bootstrapped()
     assert not store.is_running()
     assert jobs.get_job_store(app) is None  # the plugin forgot the terminated app
+    # Bootstrap and terminate block: they ran off the event loop's thread.
+    assert threads["loop"] == "host-server"
+    assert threads["bootstrap"] != threads["loop"]
+    assert threads["terminate"] != threads["loop"]
 
 
 def test_the_mount_answers_503_while_the_app_is_not_running(
