@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -113,6 +113,16 @@ def _bind_dashboard_once(event: ServeEvent) -> None:
         dashboard.bind_dashboard(event.router)
 
 
+def assert_security_headers(response: httpx.Response) -> None:
+    """The dashboard's security headers, on its page and on each of its assets."""
+    headers = response.headers
+    assert headers["content-security-policy"] == dashboard.CONTENT_SECURITY_POLICY, response.url
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff", response.url
+    assert headers["referrer-policy"] == "no-referrer", response.url
+    assert headers["x-frame-options"] == "DENY", response.url
+
+
 def _local(moment: datetime) -> str:
     """``moment`` as the page shows it: the browser's local time."""
     return moment.astimezone(ZoneInfo(BROWSER_TZ)).strftime("%Y-%m-%d %H:%M:%S")
@@ -174,15 +184,19 @@ def test_page_and_assets_are_served_with_safe_headers(served: Served) -> None:
         assert "default-src 'self'" in csp
         assert "script-src 'self'" in csp
         assert "unsafe" not in csp
-        assert page.headers["x-content-type-options"] == "nosniff"
-        # Every asset the page references is served from the package, on this origin.
+        assert_security_headers(page)
+        # Every asset the page references is served from the package, on this origin; the
+        # references are relative to the page, so that it works under any prefix too.
         refs = re.findall(r'(?:src|href)="([^"]+)"', page.text)
         assert refs
         for ref in refs:
-            assert ref.startswith("/_/jobs/assets/"), ref
-            asset = http.get(ref)
+            assert not ref.startswith(("/", "http:", "https:")), ref
+            path = urlsplit(urljoin(str(page.url), ref)).path
+            assert path.startswith("/_/jobs/assets/"), ref
+            asset = http.get(path)
             assert asset.status_code == 200, ref
             assert asset.content
+            assert_security_headers(asset)
         assert "javascript" in http.get("/_/jobs/assets/app.js").headers["content-type"]
         assert http.get("/_/jobs/assets/favicon.svg").headers["content-type"] == "image/svg+xml"
         assert http.get("/_/jobs/assets/style.css").headers["content-type"].startswith("text/css")
@@ -193,6 +207,7 @@ def test_page_and_assets_are_served_with_safe_headers(served: Served) -> None:
         slash = http.get("/_/jobs/", follow_redirects=False)
         assert slash.status_code in (301, 302, 307, 308)
         assert urlsplit(slash.headers["location"]).path == "/_/jobs"
+        assert_security_headers(slash)
 
         missing = http.get("/_/jobs/assets/../plugin.py")
         assert missing.status_code == 404

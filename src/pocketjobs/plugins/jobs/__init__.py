@@ -13,10 +13,16 @@
 
     app.start()
 
+Or embedded in a Starlette or FastAPI app::
+
+    api = FastAPI(lifespan=jobs.lifespan(app))
+    api.mount("/jobs", jobs.asgi(store))
+
 See this package's README.md for the full manual.
 """
 
 from pocketjobs.plugins.jobs.config import Config, ConfigError, default_config
+from pocketjobs.plugins.jobs.embedding import EmbeddedApp, asgi, lifespan
 from pocketjobs.plugins.jobs.errors import (
     InvalidHandler,
     InvalidJobOptions,
@@ -53,6 +59,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "Discard",
+    "EmbeddedApp",
     "InvalidHandler",
     "InvalidJobOptions",
     "InvalidPayload",
@@ -85,9 +92,11 @@ __all__ = [
     "Snooze",
     "Task",
     "TopicAlreadyRegistered",
+    "asgi",
     "client",
     "default_config",
     "get_job_store",
+    "lifespan",
     "must_register",
     "register",
 ]

@@ -11,7 +11,12 @@ makes no request outside its own origin: it logs a superuser in with the kernel'
     GET /_/jobs/                redirect to /_/jobs
     GET /_/jobs/assets/{name}   app.js, style.css, favicon.svg (ETag, no-cache)
 
-The files are read once, when :func:`bind_dashboard` runs.
+Every URL the page uses is relative to where it is served, so it works under any prefix
+(``host.mount("/jobs", jobs.asgi(store))`` serves it at ``/jobs/_/jobs``, and its API at
+``/jobs/api/...``), also behind a proxy that strips a prefix; only the redirect of
+``/_/jobs/`` uses the ASGI ``root_path``. Every response carries the same security
+headers (:data:`SECURITY_HEADERS`). The files are read once, when
+:func:`bind_dashboard` runs.
 """
 
 from __future__ import annotations
@@ -26,7 +31,14 @@ from starlette.routing import Router
 
 from pocketjobs.apis import NotFoundError
 
-__all__ = ["ASSETS", "CONTENT_SECURITY_POLICY", "DASHBOARD_PATH", "FAVICON", "bind_dashboard"]
+__all__ = [
+    "ASSETS",
+    "CONTENT_SECURITY_POLICY",
+    "DASHBOARD_PATH",
+    "FAVICON",
+    "SECURITY_HEADERS",
+    "bind_dashboard",
+]
 
 DASHBOARD_PATH = "/_/jobs"
 
@@ -58,11 +70,15 @@ FAVICON = (
     b"</svg>"
 )
 
-_COMMON_HEADERS = {
-    "Cache-Control": "no-cache",
+#: On the page and on every asset: no framing, no sniffing, no referrer.
+SECURITY_HEADERS: dict[str, str] = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
 }
+
+_COMMON_HEADERS = {"Cache-Control": "no-cache", **SECURITY_HEADERS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +87,8 @@ class _File:
     media_type: str
     etag: str
 
-    def response(self, request: Request, extra_headers: dict[str, str] | None = None) -> Response:
-        headers = {**_COMMON_HEADERS, "ETag": self.etag, **(extra_headers or {})}
+    def response(self, request: Request) -> Response:
+        headers = {**_COMMON_HEADERS, "ETag": self.etag}
         if self.etag in _etags(request.headers.get("if-none-match", "")):
             return Response(status_code=304, headers=headers)
         body = b"" if request.method == "HEAD" else self.body
@@ -98,16 +114,14 @@ def bind_dashboard(router: Router) -> None:
     page = _load("index.html", "text/html; charset=utf-8")
     assets = {name: _load(name, media_type) for name, media_type in ASSETS.items()}
     assets["favicon.svg"] = _file(FAVICON, "image/svg+xml")
-    page_headers = {
-        "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-        "X-Frame-Options": "DENY",
-    }
 
     async def index(request: Request) -> Response:
-        return page.response(request, page_headers)
+        return page.response(request)
 
     async def index_slash(request: Request) -> Response:
-        return RedirectResponse(DASHBOARD_PATH, status_code=308)
+        # Under a mount the page is at <root_path>/_/jobs.
+        location = request.scope.get("root_path", "") + DASHBOARD_PATH
+        return RedirectResponse(location, status_code=308, headers=SECURITY_HEADERS)
 
     async def asset(request: Request) -> Response:
         found = assets.get(request.path_params["name"])

@@ -5,6 +5,10 @@
   const TOKEN_KEY = "pocketjobs.jobs.token";
   const EMAIL_KEY = "pocketjobs.jobs.email";
   const REFRESH_MS = 3000;
+  // The page is served at <prefix>/_/jobs: no prefix at the top level, "/jobs" under
+  // host.mount("/jobs", ...). BASE is <prefix>/, and every request goes to <prefix>/api/...
+  const BASE = new URL("../", location.href);
+  const apiUrl = (path) => new URL(path, BASE);
   const $ = (id) => document.getElementById(id);
   const state = {
     topic: "", status: "", limit: 20, offset: 0, total: 0,
@@ -33,7 +37,7 @@
     if (auth && token()) headers.Authorization = token();
     let res;
     try {
-      res = await fetch(path, {
+      res = await fetch(apiUrl(path), {
         method, headers, cache: "no-store", credentials: "omit",
         body: body === undefined ? undefined : JSON.stringify(body),
       });
@@ -132,7 +136,7 @@
     submit.disabled = true;
     try {
       const email = $("email").value.trim();
-      const res = await api("POST", "/api/collections/_superusers/auth-with-password",
+      const res = await api("POST", "api/collections/_superusers/auth-with-password",
         { identity: email, password: $("password").value }, false);
       localStorage.setItem(TOKEN_KEY, res.token);
       localStorage.setItem(EMAIL_KEY, (res.record && res.record.email) || email);
@@ -287,7 +291,7 @@
 
   async function loadDetails(id) {
     try {
-      const job = await api("GET", `/api/jobs/${encodeURIComponent(id)}`);
+      const job = await api("GET", `api/jobs/${encodeURIComponent(id)}`);
       if (state.selected === id) renderDetails(job);
     } catch (e) {
       if (state.selected !== id || e.status === 401) return; // stale, or already signed out
@@ -306,8 +310,8 @@
       if (state.topic) query.set("topic", state.topic);
       if (state.status) query.set("status", state.status);
       const [stats, page, queues, schedules] = await Promise.all([
-        api("GET", "/api/jobs/stats"), api("GET", `/api/jobs?${query}`), api("GET", "/api/jobs/queues"),
-        api("GET", "/api/jobs/schedules"),
+        api("GET", "api/jobs/stats"), api("GET", `api/jobs?${query}`), api("GET", "api/jobs/queues"),
+        api("GET", "api/jobs/schedules"),
       ]);
       if (!page.items.length && page.total > 0 && state.offset > 0) {
         // The page emptied (jobs deleted or finished): step back to the last page.
@@ -342,7 +346,7 @@
     const buttons = ["requeue", "cancel", "delete"].map($);
     for (const b of buttons) b.disabled = true;
     try {
-      const path = `/api/jobs/${encodeURIComponent(job.id)}`;
+      const path = `api/jobs/${encodeURIComponent(job.id)}`;
       if (kind !== "delete") {
         const done = await api("POST", `${path}/${kind}`);
         renderDetails(done);
@@ -364,7 +368,7 @@
     if (action === "pause" &&
       !window.confirm(`Pause queue ${name}?\n\nNo job of it starts, in any process, until it is resumed.`)) return;
     try {
-      await api("POST", `/api/jobs/queues/${encodeURIComponent(name)}/${action}`);
+      await api("POST", `api/jobs/queues/${encodeURIComponent(name)}/${action}`);
       notice(`Queue ${name} ${action}d.`);
     } catch (e) {
       if (e.status !== 401) showBanner(e.message, "action");
@@ -379,7 +383,7 @@
       "Its jobs are kept; a process that registers it again writes it back.")) return;
     button.disabled = true;
     try {
-      await api("DELETE", `/api/jobs/schedules/${encodeURIComponent(name)}`);
+      await api("DELETE", `api/jobs/schedules/${encodeURIComponent(name)}`);
       notice(`Schedule ${name} deleted.`);
     } catch (e) {
       if (e.status !== 401) showBanner(e.message, "action");
