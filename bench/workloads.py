@@ -55,8 +55,8 @@ class Params:
     backlog_claims: int = 200
     #: the burn-down case: this many due jobs in a fresh table, no ANALYZE
     backlog_pending: int = 10_000
-    http_seconds: float = 8.0
-    http_connections: int = 50
+    http_seconds: float = 10.0
+    http_connections: int = 200
     #: a burn-down slower than this (seconds) is measured on the jobs done by then
     burndown_cap: float = 20.0
     #: the prune workload: completed jobs due for pruning, and its idle / pruning windows
@@ -378,8 +378,11 @@ def http_enqueue(ctx: Scenario, p: Params) -> dict[str, float]:
             if probe.status_code != 200:
                 raise BenchError(f"enqueue probe failed: {probe.status_code} {probe.text[:300]}")
             if load_generator() == "wrk":
-                return _run_wrk(url, token, body, ctx.tmp, p)
-            return _run_httpx(url, token, body, p)
+                figures = _run_wrk(url, token, body, ctx.tmp, p)
+            else:
+                figures = _run_httpx(url, token, body, p)
+            _check_stored(ctx, data_dir, figures, p)
+            return figures
         finally:
             if server.poll() is None:
                 server.send_signal(signal.SIGTERM)
@@ -389,6 +392,16 @@ def http_enqueue(ctx: Scenario, p: Params) -> dict[str, float]:
                 os.killpg(server.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 server.wait(5)
+
+
+def _check_stored(ctx: Scenario, data_dir: Path, figures: dict[str, float], p: Params) -> None:
+    """Every answered enqueue (and the probe) is a row; at most the requests still in
+    flight when the load generator stopped are rows nobody saw answered."""
+    sql = f"SELECT count(*) FROM _jobs WHERE topic = '{HTTP_TOPIC}'"
+    stored = ctx.count_sql(sql, data_dir / "data.db") - 1  # the probe
+    answered = int(figures.pop("http_answered"))
+    if not answered <= stored <= answered + p.http_connections:
+        raise BenchError(f"{answered} enqueues answered 200 but {stored} jobs stored")
 
 
 def _wait_healthy(server: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
@@ -448,7 +461,15 @@ def _run_wrk(url: str, token: str, body: dict[str, Any], tmp: Path, p: Params) -
         raise BenchError(f"{bad.group(1)} non-2xx responses during the load test")
     if errors:
         raise BenchError(f"wrk reported {errors.group(0).strip()}")
-    return {"http_rps": float(rps.group(1)), "http_p50": lat["50"], "http_p99": lat["99"]}
+    answered = re.search(r"(\d+) requests in", out)
+    if not answered:
+        raise BenchError(f"could not parse wrk output:\n{out}")
+    return {
+        "http_rps": float(rps.group(1)),
+        "http_p50": lat["50"],
+        "http_p99": lat["99"],
+        "http_answered": float(answered.group(1)),
+    }
 
 
 def _run_httpx(url: str, token: str, body: dict[str, Any], p: Params) -> dict[str, float]:
@@ -487,4 +508,5 @@ def _run_httpx(url: str, token: str, body: dict[str, Any], p: Params) -> dict[st
         "http_rps": len(latencies) / elapsed,
         "http_p50": percentile(latencies, 50),
         "http_p99": percentile(latencies, 99),
+        "http_answered": float(len(latencies)),
     }

@@ -147,7 +147,7 @@ def lifespan(
 
 def _kernel_of(store: JobStore) -> BaseApp:
     """The kernel app ``store`` was registered on."""
-    return store._app  # the plugin's own store: same package
+    return store.app
 
 
 def _embedded_apps(routes: Iterable[BaseRoute]) -> Iterator[EmbeddedApp]:

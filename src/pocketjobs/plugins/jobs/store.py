@@ -129,6 +129,11 @@ class JobStore:
             raise RuntimeError("the app is not bootstrapped: call app.bootstrap() first")
         return self._driver_instance
 
+    @property
+    def app(self) -> BaseApp:
+        """The kernel app whose jobs these are."""
+        return self._app
+
     def now(self) -> datetime:
         """The current time by the config's ``clock`` (aware UTC): the store's and the
         dispatcher's notion of now."""
