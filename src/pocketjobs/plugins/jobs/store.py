@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import collections
 import contextlib
 import dataclasses
 import json
@@ -260,9 +261,13 @@ class JobStore:
             holders = self._driver.jobs_insert(self._app.db, rows, wake_at=due)
         self._wake(due)
         if self.metrics is not None:
-            for row, holder in zip(rows, holders, strict=True):
-                if holder is None:
-                    self.metrics.count_enqueued(row.queue, row.topic, 1)
+            counts = collections.Counter(
+                (row.queue, row.topic)
+                for row, holder in zip(rows, holders, strict=True)
+                if holder is None
+            )
+            for (queue, topic), count in counts.items():
+                self.metrics.count_enqueued(queue, topic, count)
         return holders
 
     def _inserted(self, due: datetime, queue: str, topic: str, count: int) -> None:
