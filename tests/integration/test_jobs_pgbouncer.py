@@ -279,3 +279,41 @@ def test_a_listening_worker_behind_pgbouncer_says_so_and_polls(
         wait_until(lambda: store.get(job.id).status == "completed", 5, "the job")
         assert "receives no notifications" in worker.log_text()
     assert pgbouncer.process.poll() is None
+
+
+# --------------------------------------------------------------------------- without a proxy
+
+
+def test_listen_off_opens_no_listening_connection_and_polls(
+    data_dir: Path, db_url: str | None, clean_jobs_env: None
+) -> None:
+    """On either database, directly: no listener thread and, on PostgreSQL, no LISTEN;
+    another app's enqueue is claimed by the poll, this app's own wakes its dispatcher."""
+    worker = App(data_dir=data_dir, database_url=db_url)
+    done: dict[str, float] = {}
+    store = jobs.must_register(
+        worker, jobs.Config(listen=False, poll_interval=60, http_enabled=False, workers=2)
+    )
+    store.register("mark", lambda job: done.setdefault(job.id, time.monotonic()))
+    worker.bootstrap()
+    producer = App(data_dir=data_dir, database_url=db_url)
+    producer_store = jobs.must_register(producer, jobs.Config(auto_start=False))
+    producer.bootstrap()
+    try:
+        assert not any(t.name == "pocketjobs-listener" for t in threading.enumerate())
+        if worker.is_postgres():
+            listening = worker.db.fetch_value(
+                "SELECT COUNT(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND query ILIKE '%LISTEN%'"
+                " AND pid <> pg_backend_pid()"
+            )
+            assert listening == 0
+        time.sleep(0.3)
+        for enqueue in (producer_store.enqueue, store.enqueue):
+            enqueued = time.monotonic()
+            job = enqueue("mark")
+            wait_until(lambda: job.id in done, 5, "the job")  # noqa: B023
+            assert done[job.id] - enqueued < 1.0
+    finally:
+        producer.terminate()
+        worker.terminate()

@@ -290,10 +290,16 @@ class _PostgresTx(Tx):
 class _PostgresListener(Listener):
     """``LISTEN channel`` on a dedicated autocommit connection (outside the pool)."""
 
-    def __init__(self, conninfo: str, channel: str) -> None:
+    def __init__(self, conninfo: str) -> None:
         try:
             # Prepares nothing: a LISTEN connection runs no statement twice.
             self._conn = psycopg.connect(conninfo, autocommit=True, prepare_threshold=None)
+        except psycopg.Error as exc:
+            _raise_translated(exc)
+
+    def listen(self, channel: str) -> None:
+        """``LISTEN channel``."""
+        try:
             self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         except psycopg.Error as exc:
             _raise_translated(exc)
@@ -456,17 +462,18 @@ class PostgresDatabase(Database):
         the pool has reached it; ``None`` (with a warning) when none arrives within
         :data:`LISTEN_CHECK_TIMEOUT` seconds: behind a transaction-pooling proxy the
         connection that listens is not the one its server session talks to."""
-        listener = _PostgresListener(self._conninfo, channel)
+        listener = _PostgresListener(self._conninfo)
         try:
             received = listener.receives(
                 lambda name, payload: self.execute("SELECT pg_notify(?, ?)", (name, payload)),
                 LISTEN_CHECK_TIMEOUT,
             )
+            if received:
+                listener.listen(channel)
+                return listener
         except BaseException:
             listener.close()
             raise
-        if received:
-            return listener
         listener.close()
         logger.warning(
             "LISTEN through %s receives no notifications (a transaction-pooling proxy such "
