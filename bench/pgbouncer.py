@@ -63,11 +63,19 @@ TOPIC = "noop"
 WORKERS = 10
 BATCH_SIZE = 10
 
-#: (label, through PgBouncer, listen)
+#: Wake-up: (label, through PgBouncer, listen)
 CONFIGURATIONS = (
     ("direct, LISTEN", False, True),
     ("PgBouncer, polling", True, False),
     ("direct, polling", False, False),
+)
+#: Burn-down (listening is moot: a backlog never waits for a wake-up): (label, through
+#: PgBouncer, listen, URL query). The third tells the proxy's cost from that of
+#: preparing no statements (what the kernel does through a proxy).
+BURNDOWN_CONFIGURATIONS = (
+    ("direct, LISTEN", False, True, ""),
+    ("PgBouncer, polling", True, False, ""),
+    ("direct, prepared statements off", False, True, "prepare_threshold=none"),
 )
 
 
@@ -169,7 +177,7 @@ class Worker:
 
 @contextmanager
 def _setup(
-    admin_url: str, bouncer: PgBouncer, through: bool
+    admin_url: str, bouncer: PgBouncer, through: bool, query: str = ""
 ) -> Iterator[tuple[Any, Any, Any, str]]:
     """A fresh database, its URL (through PgBouncer or not), the benchmark process's app
     and store on it (migrated, no dispatcher)."""
@@ -179,6 +187,7 @@ def _setup(
     with scenario("postgres", admin_url) as ctx:
         assert ctx.pg_url is not None
         url = bouncer.url_for(ctx.pg_url) if through else ctx.pg_url
+        url += f"?{query}" if query else ""
         app = App(data_dir=ctx.tmp / "producer", database_url=url)
         store = jobs.must_register(app, jobs.Config(auto_start=False))
         app.bootstrap()
@@ -211,8 +220,10 @@ def wakeup(admin_url: str, bouncer: PgBouncer, through: bool, listen: bool, jobs
         return {"p50": percentile(latencies, 50), "p99": percentile(latencies, 99)}
 
 
-def burndown(admin_url: str, bouncer: PgBouncer, through: bool, listen: bool, jobs: int) -> dict:
-    with _setup(admin_url, bouncer, through) as (ctx, _, store, url):
+def burndown(
+    admin_url: str, bouncer: PgBouncer, through: bool, listen: bool, query: str, jobs: int
+) -> dict:
+    with _setup(admin_url, bouncer, through, query) as (ctx, _, store, url):
         for chunk in range(0, jobs, 1000):
             store.enqueue_many(TOPIC, list(range(chunk, min(jobs, chunk + 1000))))
         worker = Worker(ctx.tmp, url, listen)
@@ -328,10 +339,9 @@ def main(argv: list[str] | None = None) -> None:
                 figure = wakeup(args.pg_url, bouncer, through, listen, args.wakeup_jobs)
                 results.setdefault(f"wakeup {label}", []).append(figure)
                 print(f"run {run + 1} wake-up   {label}: {_fmt(figure)}", flush=True)
-            for label, through, listen in order:
-                if not listen and not through:
-                    continue  # burn-down never waits for a wake-up: listening is moot
-                figure = burndown(args.pg_url, bouncer, through, listen, args.jobs)
+            burndowns = BURNDOWN_CONFIGURATIONS
+            for label, through, listen, query in burndowns if run % 2 == 0 else burndowns[::-1]:
+                figure = burndown(args.pg_url, bouncer, through, listen, query, args.jobs)
                 results.setdefault(f"burndown {label}", []).append(figure)
                 print(f"run {run + 1} burn-down {label}: {_fmt(figure)}", flush=True)
     _report(results, idle, args)
@@ -363,6 +373,18 @@ def _report(results: dict[str, list[dict[str, float]]], idle: dict, args: Any) -
         f"| burn-down of {args.jobs:,} jobs (jobs/s) | {direct:,.0f} | {pooled:,.0f} "
         f"| {pooled / direct:.2f}x | — |"
     )
+    print("\nBurn-down, each run against the direct one of the same run (median of the ratios):")
+    for label, *_ in BURNDOWN_CONFIGURATIONS[1:]:
+        ratios = [
+            other["jobs_per_s"] / base["jobs_per_s"]
+            for base, other in zip(
+                results["burndown direct, LISTEN"], results[f"burndown {label}"], strict=True
+            )
+        ]
+        print(
+            f"- {label}: {_median(results, f'burndown {label}', 'jobs_per_s'):,.0f} jobs/s, "
+            f"{statistics.median(ratios):.2f}x (runs: {', '.join(f'{r:.2f}' for r in ratios)})"
+        )
     print("\nAn idle worker polling through PgBouncer (5 s; CPU in % of one core):\n")
     print("| claim_poll_interval | statements/s | worker CPU | server CPU | PgBouncer CPU |")
     print("|---|---|---|---|---|")
