@@ -202,8 +202,9 @@ def test_a_job_from_another_process_is_claimed_within_the_poll(
             started = datetime.fromisoformat(invocations_of(app, job.id)[0]["at"])
             waits.append((started - enqueued).total_seconds())
             time.sleep(0.137)  # somewhere else in the next poll's cycle
-        assert max(waits) < 1.0, waits
-        assert statistics.median(waits) < 0.4, waits
+        # A 100 ms poll; without it, a minute. Loose bounds: the machine may be busy.
+        assert max(waits) < 2.0, waits
+        assert statistics.median(waits) < 0.5, waits
 
 
 @pytest.mark.postgres
@@ -313,7 +314,7 @@ def test_listen_off_opens_no_listening_connection_and_polls(
             enqueued = time.monotonic()
             job = enqueue("mark")
             wait_until(lambda: job.id in done, 5, "the job")  # noqa: B023
-            assert done[job.id] - enqueued < 1.0
+            assert done[job.id] - enqueued < 2.0  # a 100 ms poll, not poll_interval's minute
     finally:
         producer.terminate()
         worker.terminate()
