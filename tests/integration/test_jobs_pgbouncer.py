@@ -183,6 +183,26 @@ def test_many_jobs_run_exactly_once_through_pgbouncer(data_dir: Path, pgbouncer_
 
 
 @pytest.mark.postgres
+def test_a_global_limit_holds_through_pgbouncer(data_dir: Path, pgbouncer_url: str) -> None:
+    """The limit's advisory locks are a transaction's: they serialise the claims of three
+    processes whose transactions share PgBouncer's two server connections."""
+    total = 30
+    env = {**POLLING, "PB_JOBS_QUEUES": "mail:4", "PB_JOBS_QUEUE_LIMITS": "mail:3"}
+    with (
+        enqueuer(data_dir, pgbouncer_url) as (app, store),
+        Fleet(data_dir, pgbouncer_url, env) as fleet,
+    ):
+        for _ in range(3):
+            fleet.start()
+        store.enqueue_many("ledger", [{"n": n, "seconds": 0.2} for n in range(total)], queue="mail")
+        wait_until(lambda: status_counts(app).get("completed") == total, 60, "every job")
+        assert_exactly_once(app, total)
+        counts = [int(n) for (n,) in app.db.fetch_tuples("SELECT running FROM ledger_seen")]
+        assert len(counts) == total
+        assert max(counts) == 3, f"not at most 3 at once, or never 3: {sorted(counts)}"
+
+
+@pytest.mark.postgres
 def test_a_job_from_another_process_is_claimed_within_the_poll(
     data_dir: Path, pgbouncer_url: str
 ) -> None:
