@@ -47,7 +47,14 @@ from pocketjobs.core.db import (
     rows_as_dicts,
 )
 
-__all__ = ["PREPARE_THRESHOLD_PARAMETER", "PostgresDatabase", "redact_url", "to_pyformat"]
+__all__ = [
+    "LISTEN_CHECK_TIMEOUT",
+    "PREPARE_THRESHOLD_PARAMETER",
+    "PostgresDatabase",
+    "redact_url",
+    "split_prepare_threshold",
+    "to_pyformat",
+]
 
 logger = logging.getLogger("pocketjobs.db")
 
