@@ -48,6 +48,12 @@ Fixtures:
     URL of a FRESH, empty database ``pj_test_<hex>`` cloned from the template, dropped
     ``WITH (FORCE)`` after the test, so connections the test left behind (for example
     from killed subprocesses) do not block the drop.
+``pgbouncer`` (session)
+    A real PgBouncer in transaction pooling mode (2 server connections per database) in
+    front of the server, started for the session (``pgbouncer_support.py``). Without the
+    ``pgbouncer`` binary the tests that use it are SKIPPED, or FAIL when ``CI`` is set.
+``pgbouncer_url`` (function)
+    The URL of this test's fresh database (``postgres_url``) through that PgBouncer.
 
 All names are random, so concurrent sessions (xdist workers, several developers on one
 shared server) never collide and need no shared state.
@@ -83,6 +89,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from pgbouncer_support import PgBouncer, PgBouncerError, find_pgbouncer, start_pgbouncer
+
 __all__ = [
     "ENV_CI",
     "ENV_FORCE_CLUSTER",
@@ -100,6 +108,8 @@ __all__ = [
     "find_postgres_bin_dir",
     "is_ci",
     "new_database_name",
+    "pgbouncer",
+    "pgbouncer_url",
     "postgres_available_reason",
     "postgres_server_url",
     "postgres_template_database",
@@ -765,6 +775,30 @@ def postgres_url(postgres_server_url: str, postgres_template_database: str) -> I
         yield database_url(postgres_server_url, name)
     finally:
         drop_database(postgres_server_url, name)
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(postgres_server_url: str) -> Iterator[PgBouncer]:
+    """PgBouncer (transaction pooling) in front of the test server, for the session."""
+    problem = ""
+    if find_pgbouncer() is None:
+        problem = "pgbouncer is not installed (apt-get install pgbouncer)"
+    else:
+        try:
+            with start_pgbouncer(postgres_server_url) as bouncer:
+                yield bouncer
+            return
+        except PgBouncerError as exc:
+            problem = str(exc)
+    if is_ci():
+        pytest.fail(f"PgBouncer is required (CI is set) but unavailable: {problem}", pytrace=False)
+    pytest.skip(f"PgBouncer tests SKIPPED: {problem}")
+
+
+@pytest.fixture
+def pgbouncer_url(pgbouncer: PgBouncer, postgres_url: str) -> str:
+    """This test's fresh database (``postgres_url``) through :func:`pgbouncer`."""
+    return pgbouncer.url_for(postgres_url)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

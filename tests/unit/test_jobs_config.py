@@ -54,6 +54,8 @@ SPEC_DEFAULTS: dict[str, Any] = {
         completed=timedelta(days=1), failed=timedelta(days=7), cancelled=timedelta(days=7)
     ),
     "prune_interval": timedelta(minutes=1),
+    "listen": True,
+    "claim_poll_interval": timedelta(milliseconds=100),
 }
 
 
@@ -214,6 +216,7 @@ def test_typing_only_init_signature_matches_the_fields() -> None:
         "queue_limits": "Mapping[str, int]",
         "default_timeout": "timedelta | float | None",
         "prune_interval": "timedelta | float",
+        "claim_poll_interval": "timedelta | float",
     }
     for param, field in zip(params, fields, strict=True):
         assert param.annotation is not None
@@ -351,6 +354,7 @@ BOOL_VARIABLES = [
     ("PB_JOBS_HTTP_ENABLED", "http_enabled"),
     ("PB_JOBS_AUTO_START", "auto_start"),
     ("PB_JOBS_METRICS", "metrics"),
+    ("PB_JOBS_LISTEN", "listen"),
 ]
 INT_VARIABLES = [
     ("PB_JOBS_WORKERS", "workers"),
@@ -364,6 +368,7 @@ DURATION_VARIABLES = [
     ("PB_JOBS_SHUTDOWN_TIMEOUT", "shutdown_timeout"),
     ("PB_JOBS_PRUNE_INTERVAL", "prune_interval"),
     ("PB_JOBS_MAX_BACKOFF", "max_backoff"),
+    ("PB_JOBS_CLAIM_POLL_INTERVAL", "claim_poll_interval"),
 ]
 ALL_VARIABLES = [
     *BOOL_VARIABLES,
@@ -488,6 +493,8 @@ def test_env_all_variables_at_once() -> None:
         "PB_JOBS_MAX_BACKOFF": "2h",
         "PB_JOBS_METRICS": "0",
         "PB_JOBS_PRUNE_INTERVAL": "5m",
+        "PB_JOBS_LISTEN": "false",
+        "PB_JOBS_CLAIM_POLL_INTERVAL": "50ms",
     }
     rule_backoff = Config(enqueue_rule="true", manage_rule="", backoff=lambda n: timedelta(n))
     config = apply_env(rule_backoff, environ)
@@ -507,6 +514,8 @@ def test_env_all_variables_at_once() -> None:
         prune_interval=timedelta(minutes=5),
         max_backoff=timedelta(hours=2),
         metrics=False,
+        listen=False,
+        claim_poll_interval=timedelta(milliseconds=50),
     )
     # fields without an env variable keep the code's values
     assert config.enqueue_rule == "true"

@@ -1,14 +1,35 @@
-"""PostgreSQL through a psycopg 3 connection pool."""
+"""PostgreSQL through a psycopg 3 connection pool.
+
+Prepared statements: psycopg prepares a statement on the server once a connection has run
+it ``prepare_threshold`` times (psycopg's default: 5). A transaction-pooling proxy
+(PgBouncer ``pool_mode = transaction`` before 1.21) hands each transaction to whichever
+server connection is free, where a statement prepared on another one does not exist, so
+through a proxy the pool's connections prepare nothing (``prepare_threshold = None``).
+The database finds out by itself: a proxy answers the connection's handshake with a
+backend process id of its own, which differs from the server's ``pg_backend_pid()``. The
+URL's ``prepare_threshold`` query parameter overrides that (it is read here and never
+reaches libpq)::
+
+    postgresql://app@pgbouncer:6432/app?prepare_threshold=none   # never prepare
+    postgresql://app@db:5432/app?prepare_threshold=5              # prepare, even via a proxy
+    postgresql://app@db:5432/app?prepare_threshold=auto           # the default
+
+``LISTEN`` needs a connection that stays on one server session, which transaction pooling
+does not give: :meth:`PostgresDatabase.listen` checks that a notification sent from the
+pool reaches its listening connection, and returns ``None`` (no notifications) when none
+arrives.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
 import re
-from collections.abc import Iterable, Iterator
+import secrets
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Final, Literal, NoReturn
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg
 import psycopg_pool
@@ -26,9 +47,25 @@ from pocketjobs.core.db import (
     rows_as_dicts,
 )
 
-__all__ = ["PostgresDatabase", "redact_url", "to_pyformat"]
+__all__ = [
+    "LISTEN_CHECK_TIMEOUT",
+    "PREPARE_THRESHOLD_PARAMETER",
+    "PostgresDatabase",
+    "redact_url",
+    "split_prepare_threshold",
+    "to_pyformat",
+]
 
 logger = logging.getLogger("pocketjobs.db")
+
+#: The URL query parameter that sets :attr:`PostgresDatabase.prepare_threshold`.
+PREPARE_THRESHOLD_PARAMETER: Final = "prepare_threshold"
+#: psycopg's own default: a statement is prepared at its 5th run on a connection.
+_PSYCOPG_PREPARE_THRESHOLD: Final = 5
+#: Seconds a new listening connection waits for its test notification.
+LISTEN_CHECK_TIMEOUT: Final = 5.0
+
+PrepareThreshold = int | None | Literal["auto"]
 
 
 # The scanner below follows PostgreSQL's own lexer (src/backend/parser/scan.l) just far
@@ -170,7 +207,47 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def split_prepare_threshold(url: str) -> tuple[str, PrepareThreshold] | None:
+    """``url`` without its ``prepare_threshold`` query parameter, and that parameter's
+    value: ``"auto"``, ``None`` for ``none``/``off``/``false``, or an int of at least 0
+    (``0`` prepares every statement at once); ``None`` when ``url`` has no such parameter
+    (a ``key=value`` connection string never has). Raises ``ValueError`` for any other
+    value."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres") or not parts.query:
+        return None
+    # The other parameters are kept as written: libpq decodes them its own way.
+    items = parts.query.split("&")
+    ours = [item for item in items if item.partition("=")[0] == PREPARE_THRESHOLD_PARAMETER]
+    if not ours:
+        return None
+    values = [unquote(item.partition("=")[2]) for item in ours]
+    kept = "&".join(item for item in items if item not in ours)
+    stripped = urlunsplit(parts._replace(query=kept))
+    text = values[-1].strip().lower()
+    if text == "auto":
+        return stripped, "auto"
+    if text in ("none", "off", "false"):
+        return stripped, None
+    if text.isdigit():
+        return stripped, int(text)
+    raise ValueError(
+        f"database URL parameter {PREPARE_THRESHOLD_PARAMETER}={values[-1]!r}: use auto, "
+        f"none (never prepare: for a transaction-pooling proxy) or a number of runs (0 or more)"
+    )
+
+
+_PREPARED_STATEMENT_ERRORS = (psycopg.errors.InvalidSqlStatementName,
+                              psycopg.errors.DuplicatePreparedStatement)  # fmt: skip
+
+
 def _raise_translated(exc: Exception) -> NoReturn:
+    if isinstance(exc, _PREPARED_STATEMENT_ERRORS):
+        raise DatabaseError(
+            f"{str(exc).strip()} (the connection goes through a transaction-pooling proxy "
+            f"such as PgBouncer in pool_mode=transaction, which cannot keep prepared "
+            f"statements: add ?{PREPARE_THRESHOLD_PARAMETER}=none to the database URL)"
+        ) from exc
     if isinstance(exc, psycopg.IntegrityError):
         raise IntegrityError(str(exc)) from exc
     if isinstance(
@@ -220,12 +297,38 @@ class _PostgresTx(Tx):
 class _PostgresListener(Listener):
     """``LISTEN channel`` on a dedicated autocommit connection (outside the pool)."""
 
-    def __init__(self, url: str, channel: str) -> None:
+    def __init__(self, conninfo: str) -> None:
         try:
-            self._conn = psycopg.connect(url, autocommit=True)
+            # Prepares nothing: a LISTEN connection runs no statement twice.
+            self._conn = psycopg.connect(conninfo, autocommit=True, prepare_threshold=None)
+        except psycopg.Error as exc:
+            _raise_translated(exc)
+
+    def listen(self, channel: str) -> None:
+        """``LISTEN channel``."""
+        try:
             self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         except psycopg.Error as exc:
             _raise_translated(exc)
+
+    def receives(self, notify: Callable[[str, str], object], timeout: float) -> bool:
+        """Whether a notification that ``notify(channel, payload)`` sends (from another
+        connection) reaches this one within ``timeout`` seconds. Checked on a channel of
+        its own, so no other listener sees it."""
+        channel = f"pocketjobs_check_{secrets.token_hex(8)}"
+        payload = secrets.token_hex(8)
+        try:
+            self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            notify(channel, payload)
+            received = False
+            for note in self._conn.notifies(timeout=timeout):
+                if note.channel == channel and note.payload == payload:
+                    received = True
+                    break
+            self._conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
+        except psycopg.Error as exc:
+            _raise_translated(exc)
+        return received
 
     def wait(self, timeout: float) -> list[str]:
         try:
@@ -246,27 +349,63 @@ class PostgresDatabase(Database):
     Connections broken by a server restart are discarded by the pool when they fail; the
     failing call raises :class:`OperationalError` and the next call gets a fresh
     connection. Nothing is retried behind the caller's back: a write is never run twice.
+
+    ``prepare_threshold`` (see the module docstring): ``"auto"`` (default) is psycopg's 5
+    on a direct connection and ``None`` (never prepare) through a connection pooler; an
+    int or ``None`` is used as it is. The URL's ``prepare_threshold`` parameter, when
+    present, wins. Raises ``ValueError`` for a bad parameter and
+    :class:`OperationalError` when the database cannot be reached.
     """
 
     dialect = "postgres"
 
     def __init__(
-        self, url: str, *, min_size: int = 1, max_size: int = 10, connect_timeout: float = 10.0
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 10.0,
+        prepare_threshold: PrepareThreshold = "auto",
     ) -> None:
         self.url = url
+        conninfo = url
+        from_url = split_prepare_threshold(url)
+        if from_url is not None:
+            conninfo, prepare_threshold = from_url
+        self._conninfo = conninfo
         # One direct attempt first: it fails at once, with the server's reason, where the
         # pool would keep retrying until its timeout.
         try:
-            psycopg.connect(url, connect_timeout=max(1, round(connect_timeout))).close()
+            with psycopg.connect(
+                conninfo, connect_timeout=max(1, round(connect_timeout)), autocommit=True
+            ) as probe:
+                #: Whether a proxy stands between the pool and the server (PgBouncer,
+                #: ...): the process id of the handshake is then the proxy's, not the
+                #: server's.
+                self.through_proxy = _through_proxy(probe)
         except psycopg.Error as exc:
             raise OperationalError(
                 f"cannot connect to PostgreSQL at {redact_url(url)}: {str(exc).strip()}"
             ) from exc
+        if prepare_threshold == "auto":
+            prepare_threshold = None if self.through_proxy else _PSYCOPG_PREPARE_THRESHOLD
+        #: How many runs of a statement on one connection before psycopg prepares it on
+        #: the server (``None``: never).
+        self.prepare_threshold: int | None = prepare_threshold
+        if self.through_proxy:
+            logger.info(
+                "PostgreSQL at %s is reached through a connection pooler: %s",
+                redact_url(url),
+                "prepared statements off"
+                if prepare_threshold is None
+                else f"prepare_threshold={prepare_threshold} (from the URL)",
+            )
         self._pool = psycopg_pool.ConnectionPool(
-            url,
+            conninfo,
             min_size=min_size,
             max_size=max_size,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "prepare_threshold": prepare_threshold},
             timeout=connect_timeout,
             open=False,
             name="pocketjobs",
@@ -325,11 +464,40 @@ class PostgresDatabase(Database):
             yield tx
         tx._run_after_commit()
 
-    def listen(self, channel: str) -> Listener:
-        return _PostgresListener(self.url, channel)
+    def listen(self, channel: str) -> Listener | None:
+        """``LISTEN channel`` on a connection of its own, once a test notification from
+        the pool has reached it; ``None`` (with a warning) when none arrives within
+        :data:`LISTEN_CHECK_TIMEOUT` seconds: behind a transaction-pooling proxy the
+        connection that listens is not the one its server session talks to."""
+        listener = _PostgresListener(self._conninfo)
+        try:
+            received = listener.receives(
+                lambda name, payload: self.execute("SELECT pg_notify(?, ?)", (name, payload)),
+                LISTEN_CHECK_TIMEOUT,
+            )
+            if received:
+                listener.listen(channel)
+                return listener
+        except BaseException:
+            listener.close()
+            raise
+        listener.close()
+        logger.warning(
+            "LISTEN through %s receives no notifications (a transaction-pooling proxy such "
+            "as PgBouncer in pool_mode=transaction cannot keep one): not listening",
+            redact_url(self.url),
+        )
+        return None
 
     def advisory_lock(self, tx: Tx, key: int) -> None:
         tx.execute("SELECT pg_advisory_xact_lock(?)", (key,))
 
     def close(self) -> None:
         self._pool.close()
+
+
+def _through_proxy(conn: psycopg.Connection[Any]) -> bool:
+    """Whether ``conn`` reaches its server through a proxy: the backend process id the
+    handshake gave (a proxy makes up its own, for its cancel keys) is not the server's."""
+    server_pid = conn.execute("SELECT pg_backend_pid()").fetchone()
+    return server_pid is None or server_pid[0] != conn.info.backend_pid

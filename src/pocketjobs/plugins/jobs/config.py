@@ -1,34 +1,36 @@
 """The jobs plugin's configuration: a frozen :class:`Config`, env overrides and validation.
 
-====================  ==============================  ==========================================
-field                 default                         env override
-====================  ==============================  ==========================================
-``disabled``          ``False``                       ``PB_JOBS_DISABLED`` (bool)
-``workers``           ``10``                          ``PB_JOBS_WORKERS`` (int)
-``poll_interval``     1 s                             ``PB_JOBS_POLL_INTERVAL`` (duration)
-``lock_duration``     5 min                           ``PB_JOBS_LOCK_DURATION`` (duration)
-``batch_size``        ``10``                          ``PB_JOBS_BATCH_SIZE`` (int)
-``max_retries``       ``3``                           ``PB_JOBS_MAX_RETRIES`` (int)
-``max_payload_size``  1 MiB = ``1048576`` JSON bytes  ``PB_JOBS_MAX_PAYLOAD_SIZE`` (int)
-``http_enabled``      ``True``                        ``PB_JOBS_HTTP_ENABLED`` (bool)
-``enqueue_rule``      ``None`` (superusers only)      —
-``manage_rule``       ``None`` (superusers only)      —
-``allowed_topics``    ``()`` (all topics)             ``PB_JOBS_ALLOWED_TOPICS`` (comma separated)
-``auto_start``        ``True``                        ``PB_JOBS_AUTO_START`` (bool)
-``backoff``           exponential with jitter         —
-``shutdown_timeout``  30 s                            ``PB_JOBS_SHUTDOWN_TIMEOUT`` (duration)
-``clock``             the system clock (aware UTC)    — (tests pass a controllable clock)
-``max_backoff``       1 h                             ``PB_JOBS_MAX_BACKOFF`` (duration)
-``queues``            ``None`` (``default``: workers) ``PB_JOBS_QUEUES`` (``default:10,mail:2``)
-``queue_limits``      ``{}`` (no global limit)        ``PB_JOBS_QUEUE_LIMITS`` (``mail:5``)
-``default_timeout``   ``None`` (no timeout)           ``PB_JOBS_DEFAULT_TIMEOUT`` (duration)
-``metrics``           ``True``                        ``PB_JOBS_METRICS`` (bool)
-``metrics_rule``      ``None`` (superusers only)      —
-``retention``         completed 1 day, failed and     ``PB_JOBS_RETENTION_COMPLETED``,
-                      cancelled 7 days                ``..._FAILED``, ``..._CANCELLED``
-                                                      (duration, or ``none``: kept for ever)
-``prune_interval``    1 min                           ``PB_JOBS_PRUNE_INTERVAL`` (duration)
-====================  ==============================  ==========================================
+=======================  ==============================  ==========================================
+field                    default                         env override
+=======================  ==============================  ==========================================
+``disabled``             ``False``                       ``PB_JOBS_DISABLED`` (bool)
+``workers``              ``10``                          ``PB_JOBS_WORKERS`` (int)
+``poll_interval``        1 s                             ``PB_JOBS_POLL_INTERVAL`` (duration)
+``lock_duration``        5 min                           ``PB_JOBS_LOCK_DURATION`` (duration)
+``batch_size``           ``10``                          ``PB_JOBS_BATCH_SIZE`` (int)
+``max_retries``          ``3``                           ``PB_JOBS_MAX_RETRIES`` (int)
+``max_payload_size``     1 MiB = ``1048576`` JSON bytes  ``PB_JOBS_MAX_PAYLOAD_SIZE`` (int)
+``http_enabled``         ``True``                        ``PB_JOBS_HTTP_ENABLED`` (bool)
+``enqueue_rule``         ``None`` (superusers only)      —
+``manage_rule``          ``None`` (superusers only)      —
+``allowed_topics``       ``()`` (all topics)             ``PB_JOBS_ALLOWED_TOPICS`` (comma list)
+``auto_start``           ``True``                        ``PB_JOBS_AUTO_START`` (bool)
+``backoff``              exponential with jitter         —
+``shutdown_timeout``     30 s                            ``PB_JOBS_SHUTDOWN_TIMEOUT`` (duration)
+``clock``                the system clock (aware UTC)    — (tests pass a controllable clock)
+``max_backoff``          1 h                             ``PB_JOBS_MAX_BACKOFF`` (duration)
+``queues``               ``None`` (``default``: workers)  ``PB_JOBS_QUEUES`` (``default:10,mail:2``)
+``queue_limits``         ``{}`` (no global limit)        ``PB_JOBS_QUEUE_LIMITS`` (``mail:5``)
+``default_timeout``      ``None`` (no timeout)           ``PB_JOBS_DEFAULT_TIMEOUT`` (duration)
+``metrics``              ``True``                        ``PB_JOBS_METRICS`` (bool)
+``metrics_rule``         ``None`` (superusers only)      —
+``retention``            completed 1 day, failed and     ``PB_JOBS_RETENTION_COMPLETED``,
+                         cancelled 7 days                ``..._FAILED``, ``..._CANCELLED``
+                                                         (duration, or ``none``: kept for ever)
+``prune_interval``       1 min                           ``PB_JOBS_PRUNE_INTERVAL`` (duration)
+``listen``               ``True``                        ``PB_JOBS_LISTEN`` (bool)
+``claim_poll_interval``  100 ms (when not listening)     ``PB_JOBS_CLAIM_POLL_INTERVAL`` (duration)
+=======================  ==============================  ==========================================
 
 Env values:
 
@@ -51,6 +53,14 @@ Retention (``retention.py``): finished jobs are deleted once older than their st
 finished job). A ``PB_JOBS_RETENTION_*`` variable sets its status's field (on a
 ``retention=None`` config, the others are then kept for ever). ``prune_interval``: how often
 the fleet prunes (one process per interval takes its turn).
+
+Listening (``notifier.py``): with ``listen`` on, a dispatcher learns of other processes'
+enqueues as they commit (PostgreSQL ``LISTEN``; SQLite watches the file's data version);
+with it off (PostgreSQL behind a transaction-pooling proxy such as PgBouncer in
+``pool_mode = transaction``, where ``LISTEN`` cannot work), it opens no listening
+connection and an idle dispatcher claims every ``claim_poll_interval`` instead (and so
+does a listening one whose notifications do not arrive). ``claim_poll_interval`` is not
+used while listening.
 
 Surrounding whitespace is ignored. A variable that is unset or empty leaves its field alone
 (except ``PB_JOBS_ALLOWED_TOPICS``, as said). A value that does not parse raises
@@ -115,8 +125,9 @@ def default_backoff(attempt: int) -> timedelta:
 # Field groups, used by normalisation, validation and the typing test.
 _DURATION_FIELDS = (
     "poll_interval", "lock_duration", "shutdown_timeout", "max_backoff", "prune_interval",
+    "claim_poll_interval",
 )  # fmt: skip
-_BOOL_FIELDS = ("disabled", "http_enabled", "auto_start", "metrics")
+_BOOL_FIELDS = ("disabled", "http_enabled", "auto_start", "metrics", "listen")
 _INT_FIELDS = ("workers", "batch_size", "max_retries", "max_payload_size")
 _RULE_FIELDS = ("enqueue_rule", "manage_rule", "metrics_rule")
 _QUEUE_FIELDS = ("queues", "queue_limits")
@@ -173,6 +184,12 @@ class Config:
     #: How long finished jobs are kept (``retention.py``); ``None``: for ever.
     retention: Retention | None = DEFAULT_RETENTION
     prune_interval: timedelta = timedelta(minutes=1)
+    #: Whether the dispatcher listens for other processes' enqueues (PostgreSQL
+    #: ``LISTEN``, SQLite's data version). Off behind a transaction-pooling proxy: no
+    #: listening connection, and idle dispatchers claim every ``claim_poll_interval``.
+    listen: bool = True
+    #: How often an idle dispatcher that does not listen claims (see ``listen``).
+    claim_poll_interval: timedelta = timedelta(milliseconds=100)
 
     if TYPE_CHECKING:
         # What the constructor accepts; the run-time __init__ is the generated one.
@@ -201,6 +218,8 @@ class Config:
             metrics_rule: str | None = ...,
             retention: Retention | None = ...,
             prune_interval: timedelta | float = ...,
+            listen: bool = ...,
+            claim_poll_interval: timedelta | float = ...,
         ) -> None: ...
 
     def __post_init__(self) -> None:
@@ -411,6 +430,8 @@ _ENV_OVERRIDES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("PB_JOBS_DEFAULT_TIMEOUT", "default_timeout", _parse_env_duration),
     ("PB_JOBS_METRICS", "metrics", _parse_bool),
     ("PB_JOBS_PRUNE_INTERVAL", "prune_interval", _parse_env_duration),
+    ("PB_JOBS_LISTEN", "listen", _parse_bool),
+    ("PB_JOBS_CLAIM_POLL_INTERVAL", "claim_poll_interval", _parse_env_duration),
 )
 # (variable, retention field): each sets one field of ``retention``.
 _RETENTION_ENV: tuple[tuple[str, str], ...] = tuple(
@@ -568,12 +589,12 @@ def validate(config: Config) -> Config:
     Raises :class:`ConfigError` listing every problem (``; `` separated): a bool field that
     is not a ``bool``; an int field that is not an ``int`` (``bool`` is not accepted);
     ``workers < 1``, ``batch_size < 1``, ``max_retries < 0``, ``max_payload_size < 1``;
-    ``poll_interval <= 0``, ``lock_duration <= 0``, ``shutdown_timeout < 0`` or a duration
-    that is not a timedelta; a rule that is neither ``str`` nor ``None``; an
-    ``allowed_topics`` entry that is not a string, is empty or is longer than 255
-    characters; a ``backoff`` or ``clock`` that is not callable; ``queues`` or
-    ``queue_limits`` that are not a mapping of valid queue names to ints of at least 1
-    (``queues`` may be ``None``, not empty). Rule syntax is not checked here.
+    ``poll_interval <= 0``, ``claim_poll_interval <= 0``, ``lock_duration <= 0``,
+    ``shutdown_timeout < 0`` or a duration that is not a timedelta; a rule that is
+    neither ``str`` nor ``None``; an ``allowed_topics`` entry that is not a string, is
+    empty or is longer than 255 characters; a ``backoff`` or ``clock`` that is not
+    callable; ``queues`` or ``queue_limits`` that are not a mapping of valid queue names
+    to ints of at least 1 (``queues`` may be ``None``, not empty). Rule syntax is not checked here.
     """
     problems = _problems(config)
     if problems:

@@ -26,7 +26,11 @@ claimed job waits for a slot while another process could run it.
 
 It sleeps until something happens: a finished job, an enqueue in this process
 (:meth:`Dispatcher.wake`), a notification, the next known due time, maintenance, or at the
-latest ``poll_interval``. Schedules read the config's ``clock``; only the measurement of
+latest ``poll_interval``. Without notifications (``Config.listen`` off, or a database whose
+notifications do not arrive) other processes' jobs are found by polling: an idle
+dispatcher claims every ``claim_poll_interval`` (if shorter than ``poll_interval``), and
+looks up the next due time only once per ``poll_interval``, so that an idle poll is one
+statement. Schedules read the config's ``clock``; only the measurement of
 round trips and the shutdown grace period use the monotonic clock.
 
 A running job can be stopped before its handler ends: cancelled (:meth:`Dispatcher.cancel`,
@@ -152,7 +156,17 @@ class Dispatcher:
             presence=self._presence,
             chores=chores(self.node, self._clock()) if chores is not None else (),
         )
-        self._listener = Listener(db, self.wake, logger, cancel=self._cancel_notified)
+        #: Whether notifications tell of other processes' enqueues; if not, it polls.
+        self._listening = config.listen
+        self._next_due_looked_up = -float("inf")  # monotonic: the last jobs_next_due
+        self._listener = Listener(
+            db,
+            self.wake,
+            logger,
+            cancel=self._cancel_notified,
+            enabled=config.listen,
+            unavailable=self._not_listening,
+        )
         self._cancels: set[str] = set()  # job ids to stop (their cancel was requested)
         self._stops_lock = threading.Lock()  # guards _cancels and _next_deadline
         self._look_for_cancels = False  # a notification may hide a cancel: look
@@ -212,6 +226,18 @@ class Dispatcher:
         with self._stops_lock:
             self._cancels.add(job_id)
         self._wake_event.set()
+
+    def _not_listening(self) -> None:
+        """The listener gave up (no notifications): poll from now on."""
+        self._listening = False
+        self._wake_event.set()
+
+    def _poll_interval(self) -> timedelta:
+        """The longest sleep: ``poll_interval``; without notifications at most
+        ``claim_poll_interval``."""
+        if self._listening:
+            return self._config.poll_interval
+        return min(self._config.poll_interval, self._config.claim_poll_interval)
 
     def _cancel_notified(self, job_id: str | None) -> None:
         if job_id is not None:
@@ -335,7 +361,8 @@ class Dispatcher:
             self._recheck = _RECHECK_DELAY
             self._maintenance.claimed(now, self._running.add(jobs, params.token))
             self._start_waiting()
-        else:  # nothing due: learn when the next job is, to wake for it (while jobs are
+        elif self._looks_up_next_due():
+            # Nothing due: learn when the next job is, to wake for it (while jobs are
             # claimed, rounds follow anyway, and enqueues and retries tell their due times)
             due = self._driver.jobs_next_due(self._db, [lane.name for lane in lanes], topics)
             if due is not None:
@@ -347,6 +374,18 @@ class Dispatcher:
         return any(
             claimed[lane.name] == lane.limit and self._running.free(lane.name) > 0 for lane in lanes
         )
+
+    def _looks_up_next_due(self) -> bool:
+        """Whether to look up the next due time after a claim found nothing: always while
+        listening; when polling, once per ``poll_interval`` (the polls find a due job
+        within ``claim_poll_interval`` anyway, and an idle poll stays one statement)."""
+        if self._listening:
+            return True
+        started = time.monotonic()
+        if started - self._next_due_looked_up < self._config.poll_interval.total_seconds():
+            return False
+        self._next_due_looked_up = started
+        return True
 
     def _claims_ahead(self, queue: str) -> bool:
         """Whether to claim for slots of ``queue`` that are busy now: while its handlers
@@ -374,9 +413,7 @@ class Dispatcher:
     def _sleep_seconds(self) -> float:
         now = self._clock()
         stopping = self._stopping.is_set()
-        until = min(
-            now + self._config.poll_interval, self._maintenance.next_at(chores=not stopping)
-        )
+        until = min(now + self._poll_interval(), self._maintenance.next_at(chores=not stopping))
         with self._next_due_lock:
             if self._next_due is not None:
                 until = min(until, self._next_due)

@@ -6,7 +6,10 @@ transaction, with the new jobs' due time as the payload; the notification is del
 when (and only if) that transaction commits. A cancel of a running job notifies
 ``cancel:<job id>``. SQLite reports every commit of another connection (by watching its
 data version), with an empty payload: due now, and maybe a cancel to look for. Where a
-database offers neither, the listener ends at once and the dispatcher polls.
+database offers neither, or its notifications do not arrive (PostgreSQL behind a
+transaction-pooling proxy: the kernel's ``listen`` checks), the listener tells the
+dispatcher so (``unavailable()``) and ends; with ``enabled`` off (``Config.listen``) it
+never starts, and opens no connection. The dispatcher then polls.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ class Listener:
     """Listens on ``db`` and calls ``wake(due)`` for each notification of due jobs (``due``
     is the notified due time, ``None`` if the payload is not one) and ``cancel(job_id)``
     for each cancel request (``cancel(None)`` for a payload that may hide one: look), and
-    both after each (re)connection, since notifications may have been missed meanwhile."""
+    both after each (re)connection, since notifications may have been missed meanwhile.
+    Calls ``unavailable()`` once if the database cannot notify; with ``enabled`` off it
+    does nothing at all."""
 
     def __init__(
         self,
@@ -39,17 +44,23 @@ class Listener:
         wake: Callable[[datetime | None], None],
         logger: logging.Logger,
         cancel: Callable[[str | None], None] | None = None,
+        *,
+        enabled: bool = True,
+        unavailable: Callable[[], None] | None = None,
     ) -> None:
         self._db = db
         self._wake = wake
         self._cancel = cancel or (lambda job_id: None)
+        self._unavailable = unavailable or (lambda: None)
+        self.enabled = enabled
         self._logger = logger
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._listen_loop, name=_THREAD_NAME, daemon=True)
 
     def start(self) -> None:
-        """Start listening."""
-        self._thread.start()
+        """Start listening (with ``enabled`` off: nothing)."""
+        if self.enabled:
+            self._thread.start()
 
     def stop(self) -> None:
         """Stop listening; returns once the connection is closed (or after a few ticks)."""
@@ -70,6 +81,13 @@ class Listener:
                 self._stopping.wait(delay)
                 continue
             if listener is None:  # the database has no notifications: the dispatcher polls
+                if self._db.is_postgres():
+                    self._logger.warning(
+                        "jobs listener: notifications do not arrive through this database "
+                        "URL; polling instead (behind a transaction-pooling proxy, set "
+                        "PB_JOBS_LISTEN=false)"
+                    )
+                self._unavailable()
                 return
             delay = 0.0
             self._wake(None)
