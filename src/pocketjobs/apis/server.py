@@ -198,7 +198,10 @@ def run_http_server(
         host=host,
         port=port,
         lifespan="off",
+        # The kernel's access log and trusted proxies (apis.clientip) replace uvicorn's:
+        # its proxy headers would believe X-Forwarded-For from 127.0.0.1 by default.
         access_log=False,
+        proxy_headers=False,
         log_config=None,
         timeout_keep_alive=keep_alive_timeout,
     )
