@@ -36,7 +36,6 @@ __all__ = ["ACCESS_LOGGER", "AccessLogMiddleware"]
 
 #: The name of the access log's logger.
 ACCESS_LOGGER: Final = "pocketjobs.access"
-_FORMAT: Final = '%s - - [%s] "%s %s HTTP/%s" %s %s "%s" "%s" %.2fms'
 _MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
                   "Nov", "Dec")  # fmt: skip
 
@@ -118,18 +117,24 @@ class AccessLogMiddleware:
     def _log(self, scope: Scope, arrived: float, status: int, sent: int, seconds: float) -> None:
         referer = user_agent = ""
         for name, value in scope["headers"]:
-            if name == b"referer":
-                referer = value.decode("latin-1")
-            elif name == b"user-agent":
+            if name == b"user-agent":
                 user_agent = value.decode("latin-1")
-        target = scope.get("raw_path") or scope["path"].encode()
-        uri = target.decode("latin-1")
-        if scope.get("query_string"):
-            uri = f"{uri}?{scope['query_string'].decode('latin-1')}"
+            elif name == b"referer":
+                referer = value.decode("latin-1")
+        raw_path: bytes | None = scope.get("raw_path")
+        uri = raw_path.decode("latin-1") if raw_path is not None else scope["path"]
+        query: bytes = scope.get("query_string", b"")
+        if query:
+            uri = f"{uri}?{query.decode('latin-1')}"
         method: str = scope["method"]
         protocol: str = scope.get("http_version", "1.1")
         client = self.proxies.client_ip(scope) or "-"
         duration_ms = seconds * 1000
+        message = (
+            f'{client} - - [{self._timestamp(arrived)}] "{_escape(method)} {_escape(uri)} '
+            f'HTTP/{protocol}" {status} {sent or "-"} "{_escape(referer) if referer else "-"}" '
+            f'"{_escape(user_agent) if user_agent else "-"}" {duration_ms:.2f}ms'
+        )
         extra = None
         if self.with_fields:
             extra = {
@@ -145,17 +150,10 @@ class AccessLogMiddleware:
                     "duration_ms": round(duration_ms, 3),
                 }
             }
-        self.logger.info(
-            _FORMAT,
-            client,
-            self._timestamp(arrived),
-            _escape(method),
-            _escape(uri),
-            protocol,
-            status,
-            sent or "-",
-            _escape(referer) if referer else "-",
-            _escape(user_agent) if user_agent else "-",
-            duration_ms,
-            extra=extra,
+        # makeRecord + handle is logger.info without its search of the caller's frame
+        # (a third of its cost); the record names this function instead.
+        self.logger.handle(
+            self.logger.makeRecord(
+                self.logger.name, logging.INFO, __file__, 0, message, (), None, "_log", extra
+            )
         )
