@@ -97,8 +97,9 @@ def http_settings(app: BaseApp) -> HttpSettings:
     ``access_log``, ``trusted_proxies``), validated; raises ``ValueError`` naming the bad
     one."""
     try:
+        configured = app.trusted_proxies
         proxies = TrustedProxies(
-            [app.trusted_proxies] if isinstance(app.trusted_proxies, str) else app.trusted_proxies
+            configured.split(",") if isinstance(configured, str) else configured
         )
     except ValueError as exc:
         raise ValueError(f"trusted_proxies: {exc}") from None

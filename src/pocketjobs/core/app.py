@@ -36,8 +36,8 @@ RateLimitSpec = tuple[str, int, float]
 #: ``app.rate_limits`` to begin with, per client IP (PocketBase's tags; see
 #: :mod:`pocketjobs.apis.ratelimit`). ``*:auth``, the password logins of every collection
 #: together: 10 a minute, enough for a person who mistypes, while a password guesser gets at
-#: most 20 tries in any minute (two fixed windows), about 14,000 a day, instead of the
-#: thousands a minute the password hash alone would allow. ``*:authRefresh``: 30 a minute
+#: most 20 tries in any minute (two fixed windows), about 14,000 a day, instead of as many
+#: as the server can hash (hundreds a minute per core). ``*:authRefresh``: 30 a minute
 #: (a valid token is needed; it bounds the signing work). ``*:create``, sign-ups: 20 a
 #: minute, against scripted account creation.
 DEFAULT_RATE_LIMITS: tuple[RateLimitSpec, ...] = (
