@@ -295,3 +295,18 @@ def test_the_client_ip_is_resolved_once_per_request() -> None:
 def test_bad_trusted_proxies_raise(value: Any) -> None:
     with pytest.raises(ValueError, match="invalid trusted proxy"):
         TrustedProxies([value])
+
+
+def test_the_app_settings_are_read_and_validated_together() -> None:
+    from pocketjobs.apis import http_settings
+
+    app = BaseApp()
+    settings = http_settings(app)
+    assert settings.cors_origins == ("*",)
+    assert settings.access_log is True
+    assert not settings.trusted_proxies
+    assert settings.rate_limiter.rules == DEFAULT_RATE_LIMITS
+    app.trusted_proxies = "10.0.0.1, 10.0.0.0/8"  # one string, comma separated, works too
+    app.cors_origins = "https://a.example, https://b.example:8443"
+    assert len(http_settings(app).trusted_proxies.networks) == 2
+    assert http_settings(app).cors_origins == ("https://a.example", "https://b.example:8443")
