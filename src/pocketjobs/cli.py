@@ -4,6 +4,9 @@
 ::
 
     python main.py serve [--http 127.0.0.1:8090]   HTTP server + background work (jobs)
+        [--origins https://a.example,https://b.example]   CORS allowed origins (default *)
+        [--trusted-proxy 10.0.0.0/8 ...]   proxies whose X-Forwarded-For names the client
+        [--no-access-log]                  no access log lines (on by default)
     python main.py worker                          background work only (extra job workers)
     python main.py superuser upsert EMAIL PASSWORD
     python main.py superuser delete EMAIL
@@ -82,6 +85,24 @@ def _build_parser(app: BaseApp) -> argparse.ArgumentParser:
     serve.add_argument(
         "--http", default=DEFAULT_HTTP, help=f"listen address (default {DEFAULT_HTTP})"
     )
+    serve.add_argument(
+        "--origins",
+        metavar="ORIGINS",
+        help="CORS allowed origins, comma separated (scheme://host[:port]; default *)",
+    )
+    serve.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="IP|CIDR",
+        help="a reverse proxy whose X-Forwarded-For / X-Real-IP names the client "
+        "(repeatable or comma separated; default none: those headers are ignored)",
+    )
+    serve.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="do not log each request (the access log is on by default)",
+    )
     worker = commands.add_parser("worker", help="run background work (job workers) without HTTP")
     for option in app.background_options:
         option.configure(serve)
@@ -116,6 +137,31 @@ class _StopSignal:
     def __exit__(self, *exc_info: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
+
+
+def _apply_serve_flags(app: BaseApp, args: argparse.Namespace) -> None:
+    """Put ``serve``'s HTTP flags on ``app`` and validate all its HTTP settings (before the
+    app bootstraps); raises ``ValueError`` naming the bad flag or setting."""
+    from pocketjobs.apis.clientip import TrustedProxies
+    from pocketjobs.apis.server import http_settings, parse_origins
+
+    if args.origins is not None:
+        try:
+            app.cors_origins = parse_origins(args.origins)
+        except ValueError as exc:
+            raise ValueError(f"--origins: {exc}") from None
+    if args.trusted_proxy:
+        proxies = [item.strip() for value in args.trusted_proxy for item in value.split(",")]
+        try:
+            if not all(proxies):
+                raise ValueError("empty value: expected IP addresses or CIDR networks")
+            TrustedProxies(proxies)
+        except ValueError as exc:
+            raise ValueError(f"--trusted-proxy: {exc}") from None
+        app.trusted_proxies = proxies
+    if args.no_access_log:
+        app.access_log = False
+    http_settings(app)  # the settings the app made itself, and PB_RATE_LIMITS
 
 
 def _serve(app: BaseApp, http: str) -> int:
@@ -190,6 +236,7 @@ def run_cli(app: BaseApp, argv: Sequence[str]) -> int:
             for option in app.background_options:
                 option.apply(app, args)
         if args.command == "serve":
+            _apply_serve_flags(app, args)
             return _serve(app, args.http)
         if args.command == "worker":
             return _worker(app)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -12,8 +14,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from pocketjobs.apis.accesslog import AccessLogMiddleware
 from pocketjobs.apis.auth import auth_routes
+from pocketjobs.apis.clientip import STATE_KEY, TrustedProxies
 from pocketjobs.apis.errors import CatchAllMiddleware, exception_handlers
+from pocketjobs.apis.ratelimit import RateLimiter, RateLimitMiddleware, rate_limit_rules
 from pocketjobs.core.events import ServeEvent
 
 if TYPE_CHECKING:
@@ -21,8 +26,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KEEP_ALIVE_TIMEOUT",
+    "HttpSettings",
     "ServeAborted",
     "create_asgi_app",
+    "http_settings",
+    "parse_origins",
     "prepare_serve",
     "run_http_server",
 ]
@@ -46,19 +54,100 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"message": "API is healthy.", "code": 200, "data": {}})
 
 
+def parse_origins(origins: Sequence[str] | str) -> tuple[str, ...]:
+    """CORS allowed origins (a list, or one comma-separated string) → a tuple: ``*`` (any
+    origin) or origins as browsers send them, ``scheme://host[:port]``. Raises
+    ``ValueError`` for anything else (``example.com`` or ``https://example.com/`` would
+    never match) and for an empty list."""
+    items = origins.split(",") if isinstance(origins, str) else list(origins)
+    result: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"invalid CORS origin {item!r}: expected a string")
+        origin = item.strip()
+        if not origin:
+            continue
+        scheme, sep, host = origin.partition("://")
+        valid = origin == "*" or (
+            sep and scheme.isalpha() and host and not any(c in host for c in "/ ?#*")
+        )
+        if not valid:
+            raise ValueError(
+                f"invalid CORS origin {origin!r}: expected * or scheme://host[:port], "
+                "e.g. https://example.com"
+            )
+        result.append(origin)
+    if not result:
+        raise ValueError("no CORS origin given: expected * or scheme://host[:port], ...")
+    return tuple(result)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The HTTP settings of an app, validated (:func:`http_settings`)."""
+
+    rate_limiter: RateLimiter
+    cors_origins: tuple[str, ...]
+    access_log: bool
+    trusted_proxies: TrustedProxies
+
+
+def http_settings(app: BaseApp) -> HttpSettings:
+    """``app``'s HTTP settings (``rate_limits`` or ``PB_RATE_LIMITS``, ``cors_origins``,
+    ``access_log``, ``trusted_proxies``), validated; raises ``ValueError`` naming the bad
+    one."""
+    try:
+        configured = app.trusted_proxies
+        proxies = TrustedProxies(
+            configured.split(",") if isinstance(configured, str) else configured
+        )
+    except ValueError as exc:
+        raise ValueError(f"trusted_proxies: {exc}") from None
+    try:
+        origins = parse_origins(app.cors_origins)
+    except ValueError as exc:
+        raise ValueError(f"cors_origins: {exc}") from None
+    return HttpSettings(
+        rate_limiter=RateLimiter(rate_limit_rules(app)),
+        cors_origins=origins,
+        access_log=bool(app.access_log),
+        trusted_proxies=proxies,
+    )
+
+
 def create_asgi_app(app: BaseApp) -> Starlette:
-    """A Starlette app with the kernel's routes and error handling for ``app``."""
+    """A Starlette app with the kernel's routes, error handling and HTTP settings for
+    ``app`` (see :func:`http_settings`; raises ``ValueError`` for a bad one).
+
+    The middleware, outermost first: the access log (it sees every answer, a 429 too),
+    CORS (a preflight is answered before it is counted), the rate limiter, then the
+    catch-all that turns an unexpected exception into a 500.
+    """
+    settings = http_settings(app)
+    proxies = settings.trusted_proxies
+    middleware: list[Middleware] = []
+    if settings.access_log:
+        middleware.append(Middleware(AccessLogMiddleware, proxies=proxies))
+    middleware.append(
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    )
+    if settings.rate_limiter:
+        middleware.append(
+            Middleware(RateLimitMiddleware, limiter=settings.rate_limiter, proxies=proxies)
+        )
+    middleware.append(Middleware(CatchAllMiddleware))
     asgi = Starlette(
         routes=[Route("/api/health", health, methods=["GET", "HEAD"]), *auth_routes()],
-        middleware=[
-            Middleware(
-                CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"]
-            ),
-            Middleware(CatchAllMiddleware),
-        ],
+        middleware=middleware,
         exception_handlers=exception_handlers(),
     )
     asgi.state.pb_app = app
+    setattr(asgi.state, STATE_KEY, proxies)
     return asgi
 
 
@@ -110,7 +199,10 @@ def run_http_server(
         host=host,
         port=port,
         lifespan="off",
+        # The kernel's access log and trusted proxies (apis.clientip) replace uvicorn's:
+        # its proxy headers would believe X-Forwarded-For from 127.0.0.1 by default.
         access_log=False,
+        proxy_headers=False,
         log_config=None,
         timeout_keep_alive=keep_alive_timeout,
     )

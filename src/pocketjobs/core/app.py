@@ -29,6 +29,23 @@ T = TypeVar("T")
 
 KERNEL_MIGRATIONS: tuple[Migration, ...] = (Migration("0001_kernel_auth", create_auth_tables),)
 
+#: A rate limit rule as the kernel keeps it: ``(label, max_requests, duration in
+#: seconds)``; :class:`pocketjobs.apis.RateLimitRule` is the validated, named form.
+RateLimitSpec = tuple[str, int, float]
+
+#: ``app.rate_limits`` to begin with, per client IP (PocketBase's tags; see
+#: :mod:`pocketjobs.apis.ratelimit`). ``*:auth``, the password logins of every collection
+#: together: 10 a minute, enough for a person who mistypes, while a password guesser gets at
+#: most 20 tries in any minute (two fixed windows), about 14,000 a day, instead of as many
+#: as the server can hash (hundreds a minute per core). ``*:authRefresh``: 30 a minute
+#: (a valid token is needed; it bounds the signing work). ``*:create``, sign-ups: 20 a
+#: minute, against scripted account creation.
+DEFAULT_RATE_LIMITS: tuple[RateLimitSpec, ...] = (
+    ("*:auth", 10, 60),
+    ("*:authRefresh", 30, 60),
+    ("*:create", 20, 60),
+)
+
 
 @dataclass(frozen=True)
 class Command:
@@ -86,7 +103,9 @@ class BaseApp:
 
     ``database_url`` selects the database; the ``PB_DATABASE_URL`` environment variable
     overrides it, and the CLI's ``--db`` overrides both. Without one, the app uses the
-    SQLite file ``<data_dir>/data.db``. Settings may be changed until :meth:`bootstrap`.
+    SQLite file ``<data_dir>/data.db``. Settings may be changed until :meth:`bootstrap`;
+    the HTTP settings (``rate_limits``, ``cors_origins``, ``access_log``,
+    ``trusted_proxies``) until the server is built on ``serve``.
     """
 
     def __init__(
@@ -109,6 +128,18 @@ class BaseApp:
         self.background_enabled = True
         self.commands: dict[str, Command] = {}
         self.background_options: list[BackgroundOption] = []
+        #: HTTP rate limit rules, per client IP (:mod:`pocketjobs.apis.ratelimit`);
+        #: ``None`` or empty: none. ``PB_RATE_LIMITS`` replaces them when set.
+        self.rate_limits: Sequence[RateLimitSpec] | None = DEFAULT_RATE_LIMITS
+        #: The CORS allowed origins (``https://example.com``), or ``*`` for any
+        #: (``serve --origins``).
+        self.cors_origins: Sequence[str] = ("*",)
+        #: Whether ``serve`` logs every request to the ``pocketjobs.access`` logger
+        #: (``serve --no-access-log`` turns it off).
+        self.access_log = True
+        #: Reverse proxies (IP addresses or CIDR networks) whose ``X-Forwarded-For`` /
+        #: ``X-Real-IP`` name the client (``serve --trusted-proxy``); none: headers ignored.
+        self.trusted_proxies: Sequence[str] = ()
         self._db: Database | None = None
         self._auth: AuthRecords | None = None
 
