@@ -100,14 +100,22 @@ def loadavg() -> list[float]:
 # -- CPU from /proc ------------------------------------------------------------------------
 
 
-def proc_ticks(pid: int) -> tuple[int, int] | None:
-    """``(utime + stime, starttime)`` of ``pid`` in clock ticks, or ``None`` if it is gone."""
+def proc_cpu(pid: int, *, threads: bool) -> tuple[float, int] | None:
+    """``(CPU seconds, starttime)`` of ``pid``, or ``None`` if it is gone. A process with
+    ``threads``: utime + stime of all its threads (``/proc/<pid>/stat``, clock ticks); a
+    single-threaded one (a PostgreSQL backend): its run time in ns (``schedstat``), fine
+    enough for the microseconds a backend spends on one notification."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
+        rest = text[text.rfind(")") + 2 :].split()  # fields from the 3rd (state) on
+        started = int(rest[19])
+        if not threads:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                ns = int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+                return ns / 1e9, started
     except OSError:
         return None
-    rest = text[text.rfind(")") + 2 :].split()  # fields from the 3rd (state) on
-    return int(rest[11]) + int(rest[12]), int(rest[19])
+    return (int(rest[11]) + int(rest[12])) / TICK, started
 
 
 def postgres_pids() -> list[int]:
@@ -127,44 +135,55 @@ def machine_busy_ticks() -> int:
     return sum(values[:8]) - values[3] - values[4]
 
 
-def self_ticks() -> int:
+def self_seconds() -> float:
     times = os.times()
-    return round((times.user + times.system) * TICK)
+    return times.user + times.system
 
 
 @dataclass
 class CpuSnapshot:
     at: float
     machine: int
-    bench: int
-    workers: dict[int, int]
-    postgres: dict[int, tuple[int, int]]
+    bench: float
+    workers: dict[int, float]
+    postgres: dict[int, tuple[float, int]]
 
     @classmethod
     def take(cls, worker_pids: Sequence[int]) -> CpuSnapshot:
-        workers = {pid: t[0] for pid in worker_pids if (t := proc_ticks(pid)) is not None}
-        pg = {pid: t for pid in postgres_pids() if (t := proc_ticks(pid)) is not None}
-        return cls(time.monotonic(), machine_busy_ticks(), self_ticks(), workers, pg)
+        workers = {
+            pid: t[0] for pid in worker_pids if (t := proc_cpu(pid, threads=True)) is not None
+        }
+        pg = {pid: t for pid in postgres_pids() if (t := proc_cpu(pid, threads=False)) is not None}
+        return cls(time.monotonic(), machine_busy_ticks(), self_seconds(), workers, pg)
+
+
+def pg_seconds(start: CpuSnapshot, end: CpuSnapshot, roles: dict[int, str]) -> dict[str, float]:
+    """CPU seconds of the server's processes between two snapshots, per role (a process
+    not in ``roles`` is one of the server's own, or has gone: ``server``)."""
+    seconds: dict[str, float] = {}
+    for pid, (used, started) in end.postgres.items():
+        before = start.postgres.get(pid)
+        if before is not None and before[1] == started:
+            used -= before[0]
+        role = roles.get(pid, "server")
+        seconds[role] = seconds.get(role, 0.0) + used
+    return seconds
 
 
 def cpu_split(start: CpuSnapshot, end: CpuSnapshot, pg_roles: dict[int, str]) -> dict[str, float]:
     """CPU seconds per role between two snapshots, and each as a share of all cores."""
     wall = end.at - start.at
     seconds: dict[str, float] = {
-        "workers": sum(end.workers[p] - start.workers.get(p, 0) for p in end.workers) / TICK,
-        "bench": (end.bench - start.bench) / TICK,
+        "workers": sum(end.workers[p] - start.workers.get(p, 0.0) for p in end.workers),
+        "bench": end.bench - start.bench,
     }
-    for pid, (ticks, started) in end.postgres.items():
-        before = start.postgres.get(pid)
-        used = ticks - before[0] if before is not None and before[1] == started else ticks
-        role = "pg_" + pg_roles.get(pid, "server")
-        seconds[role] = seconds.get(role, 0.0) + used / TICK
-    for role in ("pg_workers", "pg_bench", "pg_server", "pg_other"):
+    for role, used in pg_seconds(start, end, pg_roles).items():
+        seconds["pg_" + role] = used
+    for role in ("pg_workers", "pg_bench", "pg_server", "pg_other", "pg_listeners"):
         seconds.setdefault(role, 0.0)
     machine = (end.machine - start.machine) / TICK
-    known = sum(seconds.values())
-    seconds["rest"] = max(0.0, machine - known) + seconds["bench"] + seconds["pg_other"]
     seconds["pg"] = seconds["pg_workers"] + seconds["pg_server"]
+    seconds["rest"] = max(0.0, machine - seconds["workers"] - seconds["pg"])
     seconds["machine"] = machine
     out = {f"cpu_s_{k}": v for k, v in seconds.items()}
     out.update({f"cpu_pct_{k}": 100 * v / (CORES * wall) for k, v in seconds.items()})
@@ -224,7 +243,13 @@ class Observer:
             elif datname != self.dbname:
                 roles[int(pid)] = "other"
             else:
-                roles[int(pid)] = "workers" if (app or "").startswith(self.prefix) else "bench"
+                roles[int(pid)] = (
+                    "workers"
+                    if (app or "").startswith(self.prefix)
+                    else "listeners"
+                    if app == "pjscale-listener"
+                    else "bench"
+                )
         return roles
 
 
@@ -292,6 +317,36 @@ def private_kib(pid: int) -> int | None:
         if line.startswith(("Private_Clean:", "Private_Dirty:")):
             total += int(line.split()[1])
     return total
+
+
+def listen_child(url: str, count: int, received: Any, ready: Any, stop: Any) -> None:
+    """In a process of its own: ``count`` connections listening on the jobs' channel, each
+    drained by a thread; ``received[i]`` counts what connection ``i`` got."""
+    import psycopg
+
+    from pocketjobs.plugins.jobs.drivers import NOTIFY_CHANNEL
+
+    conns = []
+    for _ in range(count):
+        conn = psycopg.connect(with_app_name(url, "pjscale-listener"), autocommit=True)
+        conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        conns.append(conn)
+
+    def drain(index: int) -> None:
+        while not stop.is_set():
+            for _ in conns[index].notifies(timeout=0.2):
+                received[index] += 1
+
+    threads = [threading.Thread(target=drain, args=(i,), daemon=True) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    ready.set()
+    stop.wait()
+    for thread in threads:
+        thread.join(1)
+    for conn in conns:
+        with contextlib.suppress(Exception):
+            conn.close()
 
 
 # -- the sweep -----------------------------------------------------------------------------
@@ -400,30 +455,27 @@ class Sweep:
     # -- 2. NOTIFY fan-out ----------------------------------------------------------------
 
     def notify_run(self, listeners: int, jobs: int) -> dict[str, float]:
-        import psycopg
+        """``jobs`` enqueues one by one while ``listeners`` connections of another process
+        listen: enqueues/s, and the CPU the listeners' backends spent per delivery."""
+        import multiprocessing
 
-        from pocketjobs.plugins.jobs.drivers import NOTIFY_CHANNEL
-
-        conns = []
-        received = [0] * listeners
-        stop = threading.Event()
-
-        def drain(index: int, conn: Any) -> None:
-            while not stop.is_set():
-                for _ in conn.notifies(timeout=0.2):
-                    received[index] += 1
-
-        threads = []
+        ctx = multiprocessing.get_context("spawn")
+        received = ctx.Array("q", max(listeners, 1))
+        ready, stop = ctx.Event(), ctx.Event()
+        child = None
+        if listeners:
+            child = ctx.Process(
+                target=listen_child, args=(self.url, listeners, received, ready, stop)
+            )
+            child.start()
+            if not ready.wait(60):
+                child.kill()
+                raise BenchError("the listening process did not start")
         try:
-            for index in range(listeners):
-                conn = psycopg.connect(with_app_name(self.url, "pjscale-listener"), autocommit=True)
-                conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                conns.append(conn)
-                thread = threading.Thread(target=drain, args=(index, conn), daemon=True)
-                thread.start()
-                threads.append(thread)
+            assert self.observer is not None
             load = loadavg()[0]
             latencies = []
+            cpu_start = CpuSnapshot.take([])
             start = time.perf_counter()
             for number in range(jobs):
                 t = time.perf_counter()
@@ -431,20 +483,62 @@ class Sweep:
                 latencies.append(time.perf_counter() - t)
             elapsed = time.perf_counter() - start
             if listeners:
-                wait_until(lambda: min(received) >= jobs, 30, "every notification delivered")
+                wait_until(
+                    lambda: min(received[:listeners]) >= jobs, 60, "every notification delivered"
+                )
+            cpu_end = CpuSnapshot.take([])
+            roles = self.observer.roles()
         finally:
             stop.set()
-            for thread in threads:
-                thread.join(1)
-            for conn in conns:
-                with contextlib.suppress(Exception):
-                    conn.close()
+            if child is not None:
+                child.join(10)
+                if child.is_alive():
+                    child.kill()
+        used = pg_seconds(cpu_start, cpu_end, roles)
+        listener_s, sender_s = used.get("listeners", 0.0), used.get("bench", 0.0)
         self.app.db.execute("DELETE FROM _jobs WHERE topic = ?", (NOTIFY_TOPIC,))
+        deliveries = jobs * listeners
         return {
             "listeners": listeners,
             "enqueue_per_s": jobs / elapsed,
             "enqueue_ms_p50": statistics.median(latencies) * 1000,
-            "received_min": float(min(received)) if received else 0.0,
+            "received_min": float(min(received[:listeners])) if listeners else 0.0,
+            "sender_backend_us_per_enqueue": 1e6 * sender_s / jobs,
+            "listener_backends_us_per_delivery": 1e6 * listener_s / deliveries
+            if deliveries
+            else 0.0,
+            "load1": load,
+        }
+
+    def notify_serial_run(self, threads: int, seconds: float, notify: bool) -> dict[str, float]:
+        """``threads`` connections committing one-row inserts into a scratch table for
+        ``seconds``, each with a ``pg_notify`` in the same statement or without: what the
+        lock that serializes notifying commits costs."""
+        import psycopg
+
+        self.app.db.execute("CREATE TABLE IF NOT EXISTS _bench_scratch (n bigint)")
+        insert = "WITH i AS (INSERT INTO _bench_scratch VALUES (1)) SELECT "
+        sql = insert + ("pg_notify('bench_scratch', '')" if notify else "1")
+        counts = [0] * threads
+        deadline = time.monotonic() + seconds
+
+        def loop(index: int) -> None:
+            with psycopg.connect(with_app_name(self.url, "pjscale-serial"), autocommit=True) as c:
+                while time.monotonic() < deadline:
+                    c.execute(sql)
+                    counts[index] += 1
+
+        workers = [threading.Thread(target=loop, args=(i,)) for i in range(threads)]
+        load = loadavg()[0]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        self.app.db.execute("TRUNCATE _bench_scratch")
+        return {
+            "threads": threads,
+            "notify": float(notify),
+            "commits_per_s": sum(counts) / seconds,
             "load1": load,
         }
 
@@ -638,15 +732,31 @@ def report(results: dict[str, Any]) -> str:
             "N connections listening:"
         )
         lines.append("")
-        lines.append("| listeners | enqueues/s | enqueue p50 (ms) | notifications each got |")
-        lines.append("|---:|---:|---:|---:|")
+        lines.append(
+            "| listeners | enqueues/s | enqueue p50 (ms) | notifications each got | "
+            "sender's backend CPU per enqueue (µs) | listeners' backends CPU per delivery (µs) |"
+        )
+        lines.append("|---:|---:|---:|---:|---:|---:|")
         for count in sorted({r["listeners"] for r in notify}):
             runs = [r for r in notify if r["listeners"] == count]
             lines.append(
                 f"| {count} | {med([r['enqueue_per_s'] for r in runs])} | "
                 f"{med([r['enqueue_ms_p50'] for r in runs])} | "
-                f"{min(r['received_min'] for r in runs):,.0f} |"
+                f"{min(r['received_min'] for r in runs):,.0f} | "
+                f"{med([r['sender_backend_us_per_enqueue'] for r in runs])} | "
+                f"{med([r['listener_backends_us_per_delivery'] for r in runs])} |"
             )
+    serial = results.get("notify_serial")
+    if serial:
+        plain = [r["commits_per_s"] for r in serial if not r["notify"]]
+        notified = [r["commits_per_s"] for r in serial if r["notify"]]
+        lines.append("")
+        lines.append(
+            f"Commits/s of {serial[0]['threads']} connections inserting one row per "
+            f"statement into a scratch table for {results['serial_seconds']:g} s: "
+            f"{med(plain)} without NOTIFY, {med(notified)} with a pg_notify in the "
+            "statement (interleaved)."
+        )
     lines.append("")
     lines.append(f"_jobs reloptions: {results['table'].get('reloptions')}")
     return "\n".join(lines)
@@ -670,6 +780,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=10, help="Config.workers per process")
     parser.add_argument("--listeners", type=parse_counts, default=[0, 10, 40])
     parser.add_argument("--notify-jobs", type=int, default=1_000)
+    parser.add_argument("--serial-threads", type=int, default=8)
+    parser.add_argument("--serial-seconds", type=float, default=2.0)
     parser.add_argument("--timeout", type=float, default=180.0, help="per burn-down (s)")
     parser.add_argument("--json", type=Path, help="write every value to this file")
     args = parser.parse_args(argv)
@@ -685,8 +797,10 @@ def main(argv: list[str] | None = None) -> int:
         "runs": args.runs,
         "procs": args.procs,
         "notify_jobs": args.notify_jobs,
+        "serial_seconds": args.serial_seconds,
         "burndown": [],
         "notify": [],
+        "notify_serial": [],
     }
     with sweep(args.pg_url, args.jobs, args.workers) as s:
         log(f"database {s.dbname}; load {loadavg()}")
@@ -705,6 +819,11 @@ def main(argv: list[str] | None = None) -> int:
                 got = s.notify_run(listeners, args.notify_jobs)
                 log(f"  notify, {listeners} listeners: {got}")
                 results["notify"].append(got)
+        for round_ in range(args.runs):
+            for notify in (False, True) if round_ % 2 == 0 else (True, False):
+                got = s.notify_serial_run(args.serial_threads, args.serial_seconds, notify)
+                log(f"  {args.serial_threads} committers, notify={notify}: {got}")
+                results["notify_serial"].append(got)
         for round_ in range(args.runs):
             order = args.procs if round_ % 2 == 0 else args.procs[::-1]
             log(f"round {round_ + 1}/{args.runs}: {order}")
