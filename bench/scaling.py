@@ -620,6 +620,53 @@ class Sweep:
         )
         return result
 
+    # -- 4. wake-ups: every idle dispatcher claims on every notification ------------------
+
+    def herd_run(self, procs_count: int, jobs: int, interval: float) -> dict[str, Any]:
+        """``procs_count`` idle worker processes; ``jobs`` jobs enqueued one by one,
+        ``interval`` apart: claims and commits per enqueue, and the workers' backends' CPU
+        per enqueue."""
+        assert self.observer is not None
+        self.run_no += 1
+        tag = f"h{self.run_no}"
+        records = self.tmp / f"records-{tag}.bin"
+        self.app.db.execute("TRUNCATE _jobs")
+        procs = self.start_workers(procs_count, records, tag)
+        try:
+            before = db_counters(self.url)
+            for proc in procs:
+                proc.go()
+            time.sleep(1.0)  # started and idle
+            load = loadavg()[0]
+            cpu_start = CpuSnapshot.take([proc.proc.pid for proc in procs])
+            start = time.monotonic()
+            for number in range(jobs):
+                time.sleep(max(0.0, start + number * interval - time.monotonic()))
+                self.store.enqueue(TOPIC, number)
+            wait_for_records(records, jobs, 30)
+            wait_until(lambda: self.remaining() == 0, 30, "the last completions")
+            cpu_end = CpuSnapshot.take([proc.proc.pid for proc in procs])
+            roles = self.observer.roles()
+        finally:
+            for proc in procs:
+                proc.stop()
+        time.sleep(1.5)
+        after = db_counters(self.url)
+        used = pg_seconds(cpu_start, cpu_end, roles)
+        worker_s = sum(cpu_end.workers[p] - cpu_start.workers.get(p, 0.0) for p in cpu_end.workers)
+        window = cpu_end.at - cpu_start.at
+        result = {
+            "procs": procs_count,
+            "load1": load,
+            "claims_per_enqueue": (after["claims"] - before["claims"]) / jobs,
+            "commits_per_enqueue": (after["commits"] - before["commits"]) / jobs,
+            "pg_us_per_enqueue": 1e6 * used.get("workers", 0.0) / jobs,
+            "worker_us_per_enqueue": 1e6 * worker_s / jobs,
+            "window_s": window,
+        }
+        log(f"  wake-ups, {procs_count} idle proc(s): {result}")
+        return result
+
     def table_info(self) -> dict[str, Any]:
         return {
             "reloptions": self.app.db.fetch_value(
@@ -670,9 +717,10 @@ def report(results: dict[str, Any]) -> str:
     lines.append("")
     lines.append(
         "| processes | jobs/s | workers' CPU | PostgreSQL CPU | rest of machine | "
-        "load (1 min) before | claims/s | jobs per claim | claim (ms, mean) |"
+        "load (1 min) before | claims/s | jobs per claim | claim (ms, mean) | "
+        "CPU per job: workers / PostgreSQL (µs) |"
     )
-    lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for procs in results["procs"]:
         runs = [r for r in results["burndown"] if r["procs"] == procs]
 
@@ -683,7 +731,9 @@ def report(results: dict[str, Any]) -> str:
             f"| {procs} | {med(col('jobs_per_s'))} | {med(col('cpu_pct_workers'), pct)} | "
             f"{med(col('cpu_pct_pg'), pct)} | {med(col('cpu_pct_rest'), pct)} | "
             f"{med([r['load_before'][0] for r in runs])} | {med(col('claims_per_s'))} | "
-            f"{med(col('jobs_per_claim'))} | {med(col('claim_ms_mean'))} |"
+            f"{med(col('jobs_per_claim'))} | {med(col('claim_ms_mean'))} | "
+            f"{med([1e6 * r['cpu_s_workers'] / results['jobs'] for r in runs])} / "
+            f"{med([1e6 * r['cpu_s_pg'] / results['jobs'] for r in runs])} |"
         )
     lines.append("")
     lines.append(
@@ -717,6 +767,27 @@ def report(results: dict[str, Any]) -> str:
             f"{statistics.median(memory) / 1024:.1f} MiB ({min(memory) / 1024:.1f}–"
             f"{max(memory) / 1024:.1f}, {len(memory)} backends)."
         )
+    herd = results.get("herd")
+    if herd:
+        lines.append("")
+        lines.append(
+            f"Wake-ups: idle worker processes, {results['herd_jobs']} jobs enqueued one by one "
+            f"{results['herd_interval'] * 1000:g} ms apart:"
+        )
+        lines.append("")
+        lines.append(
+            "| processes | claims per enqueue | commits per enqueue | workers' backends CPU "
+            "per enqueue (µs) | workers' CPU per enqueue (µs) |"
+        )
+        lines.append("|---:|---:|---:|---:|---:|")
+        for procs in results["procs"]:
+            runs = [r for r in herd if r["procs"] == procs]
+            lines.append(
+                f"| {procs} | {med([r['claims_per_enqueue'] for r in runs])} | "
+                f"{med([r['commits_per_enqueue'] for r in runs])} | "
+                f"{med([r['pg_us_per_enqueue'] for r in runs])} | "
+                f"{med([r['worker_us_per_enqueue'] for r in runs])} |"
+            )
     idle = results.get("idle_connections")
     if idle:
         lines.append(
@@ -782,6 +853,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notify-jobs", type=int, default=1_000)
     parser.add_argument("--serial-threads", type=int, default=8)
     parser.add_argument("--serial-seconds", type=float, default=2.0)
+    parser.add_argument("--herd-jobs", type=int, default=200)
+    parser.add_argument("--herd-interval", type=float, default=0.02)
     parser.add_argument("--timeout", type=float, default=180.0, help="per burn-down (s)")
     parser.add_argument("--json", type=Path, help="write every value to this file")
     args = parser.parse_args(argv)
@@ -798,9 +871,12 @@ def main(argv: list[str] | None = None) -> int:
         "procs": args.procs,
         "notify_jobs": args.notify_jobs,
         "serial_seconds": args.serial_seconds,
+        "herd_jobs": args.herd_jobs,
+        "herd_interval": args.herd_interval,
         "burndown": [],
         "notify": [],
         "notify_serial": [],
+        "herd": [],
     }
     with sweep(args.pg_url, args.jobs, args.workers) as s:
         log(f"database {s.dbname}; load {loadavg()}")
@@ -829,6 +905,10 @@ def main(argv: list[str] | None = None) -> int:
             log(f"round {round_ + 1}/{args.runs}: {order}")
             for procs in order:
                 results["burndown"].append(s.burndown_run(procs, args.timeout))
+        for round_ in range(args.runs):
+            order = args.procs if round_ % 2 == 0 else args.procs[::-1]
+            for procs in order:
+                results["herd"].append(s.herd_run(procs, args.herd_jobs, args.herd_interval))
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
