@@ -7,6 +7,7 @@ virtualenv (a local PostgreSQL at ``postgresql://postgres@127.0.0.1:5432/postgre
 ``/proc``)::
 
     python -m bench.scaling [--jobs 20000] [--procs 1,2,4] [--runs 3] [--json FILE]
+    python -m bench.scaling --runs 5     # the figures of docs/SCALING.md, ~5 minutes
 
 One fresh database (``bench_scale_<random>``, dropped afterwards) for the whole sweep, with
 ``track_functions = 'pl'`` so that the claims (``_jobs_claim``) are counted. Then:
@@ -17,8 +18,12 @@ One fresh database (``bench_scale_<random>``, dropped afterwards) for the whole 
    in ``pg_stat_activity`` (every connection of a worker process carries the
    ``application_name`` of that process, through the URL);
 2. **NOTIFY fan-out**: ``--notify-jobs`` ``store.enqueue`` calls one by one (a topic no
-   worker handles) with 0 and more plain connections listening on the jobs' channel,
-   interleaved: enqueues/s and what each listener received;
+   worker handles) while ``--listeners`` plain connections of another process (0, 10, 40)
+   listen on the jobs' channel, interleaved: enqueues/s, what each listener received, and
+   the CPU of the sender's and the listeners' backends (``/proc/<pid>/schedstat``) per
+   enqueue and per delivery; then ``--serial-threads`` connections committing one-row
+   inserts into a scratch table for ``--serial-seconds``, with and without a
+   ``pg_notify`` in the statement (PostgreSQL serializes notifying commits);
 3. **burn-down** of ``--jobs`` no-op jobs with each number of worker processes in
    ``--procs``, ``--runs`` rounds, the order reversed every other round (1,2,4 then
    4,2,1 ...). Each run empties ``_jobs`` (``TRUNCATE``) and takes a ``CHECKPOINT``,
@@ -26,7 +31,8 @@ One fresh database (``bench_scale_<random>``, dropped afterwards) for the whole 
    releases them at once. Measured per run:
 
    - jobs/s from the first to the last handler run (the no-op handler stamps its start);
-   - CPU seconds (``/proc/<pid>/stat`` utime + stime) from the release until ``_jobs``
+   - CPU seconds (worker processes: ``/proc/<pid>/stat`` utime + stime; the server's
+     processes: ``/proc/<pid>/schedstat``) from the release until ``_jobs``
      holds no unfinished job, as a share of cores × that wall time: the worker processes;
      PostgreSQL (the workers' backends, and the server's own processes: walwriter,
      checkpointer, background writer, postmaster); the rest of the machine
@@ -39,6 +45,11 @@ One fresh database (``bench_scale_<random>``, dropped afterwards) for the whole 
    - claims (``_jobs_claim`` calls, from ``pg_stat_user_functions``), commits
      (``pg_stat_database.xact_commit``) and row updates of ``_jobs``
      (``pg_stat_user_tables``), read after the workers exited.
+
+4. **wake-ups**: each number of idle worker processes in ``--procs``; ``--herd-jobs``
+   jobs enqueued one by one, ``--herd-interval`` apart: claims, commits and the CPU of the
+   workers and of their backends per enqueue (every notification wakes every idle
+   dispatcher, and each claims).
 
 Prints the figures (medians with their ranges; progress on stderr); ``--json FILE`` keeps
 every value.
