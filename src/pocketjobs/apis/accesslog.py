@@ -18,13 +18,23 @@ see :mod:`pocketjobs.core.logs`), each record also carries the parts as fields:
 
 The log is off when the logger is not enabled for ``INFO`` (``PB_LOG_LEVEL=warning``), or
 with ``serve --no-access-log`` / ``app.access_log = False``.
+
+Lines are written in batches, by a thread of their own, every :data:`FLUSH_INTERVAL`
+seconds (and at exit): a write to the log per request, on the event loop's thread, gave
+the interpreter lock away at each one, and under load the loop then waited for it behind
+the other threads. So a line may reach the log up to that long after its response (the
+record's time is the response's), and a process killed with SIGKILL loses at most that
+last fraction of a second of lines.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import threading
 import time
+from collections import deque
 from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,10 +42,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pocketjobs.apis.clientip import TrustedProxies
 from pocketjobs.core.logs import LOG_FIELDS, JsonFormatter
 
-__all__ = ["ACCESS_LOGGER", "AccessLogMiddleware"]
+__all__ = ["ACCESS_LOGGER", "FLUSH_INTERVAL", "AccessLogMiddleware"]
 
 #: The name of the access log's logger.
 ACCESS_LOGGER: Final = "pocketjobs.access"
+#: Seconds between two writes of the lines gathered meanwhile.
+FLUSH_INTERVAL: Final = 0.05
 _MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
                   "Nov", "Dec")  # fmt: skip
 
@@ -57,6 +69,39 @@ def _uses_json(logger: logging.Logger) -> bool:
     return False
 
 
+class _Writer:
+    """Hands the gathered records to their logger every ``FLUSH_INTERVAL`` seconds, on a
+    daemon thread started with the first record, and once more at exit."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        self._records: deque[logging.LogRecord] = deque()
+        self._lock = threading.Lock()
+        self._started = False
+
+    def add(self, record: logging.LogRecord) -> None:
+        self._records.append(record)  # deque.append is atomic: no lock on the hot path
+        if not self._started:
+            with self._lock:
+                if not self._started:
+                    self._started = True
+                    atexit.register(self.flush)
+                    threading.Thread(
+                        target=self._run, name="pocketjobs-access-log", daemon=True
+                    ).start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(FLUSH_INTERVAL)
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:  # one flusher at a time keeps the lines in order
+            records = self._records
+            while records:
+                self._logger.handle(records.popleft())
+
+
 class AccessLogMiddleware:
     """ASGI middleware that logs each HTTP request once its response is sent (see the
     module docstring). It costs one record per request and nothing when the logger is
@@ -76,6 +121,7 @@ class AccessLogMiddleware:
         self.with_fields = _uses_json(self.logger)
         self._second = -1
         self._stamp = ""
+        self._writer = _Writer(self.logger)
 
     def _timestamp(self, now: float) -> str:
         second = int(now)
@@ -150,10 +196,10 @@ class AccessLogMiddleware:
                     "duration_ms": round(duration_ms, 3),
                 }
             }
-        # makeRecord + handle is logger.info without its search of the caller's frame
-        # (a third of its cost); the record names this function instead.
-        self.logger.handle(
-            self.logger.makeRecord(
-                self.logger.name, logging.INFO, __file__, 0, message, (), None, "_log", extra
-            )
+        # makeRecord is logger.info without its search of the caller's frame (a third of
+        # its cost); the record names this function instead. It is handled later, in a
+        # batch (see the module doc), with the time of the response.
+        record = self.logger.makeRecord(
+            self.logger.name, logging.INFO, __file__, 0, message, (), None, "_log", extra
         )
+        self._writer.add(record)
