@@ -56,7 +56,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -173,6 +173,8 @@ class Dispatcher:
         self._cancels_seen_at = 0.0  # monotonic: the last look at held claims' cancels
         self._next_deadline: float | None = None  # monotonic: the first running timeout
         self._claim_seconds = 0.0  # moving average of a claim's round trip
+        #: Claims made so far (each one statement; for diagnostics and tests).
+        self.claims = 0
         self._recheck = _RECHECK_DELAY  # grows while due jobs stay unclaimable
         self._throttled = False  # slots are free, but too many outcomes wait to be written
         self._next_due: datetime | None = None
@@ -214,8 +216,11 @@ class Dispatcher:
         slot, and its control thread asleep (for tests and diagnostics)."""
         return self._sleeping and not self._running.active and not self._running.waiting
 
-    def wake(self, due: datetime | None = None) -> None:
-        """Tell the dispatcher that work is due at ``due`` (now if ``None``)."""
+    def wake(self, due: datetime | None = None, topics: Collection[str] | None = None) -> None:
+        """Tell the dispatcher that work is due at ``due`` (now if ``None``), for jobs of
+        ``topics`` (``None``: of any topic); jobs of topics it handles none of wake nothing."""
+        if topics is not None and not any(topic in self._handlers for topic in topics):
+            return
         if due is not None and due > self._clock():
             self._remember_due(due)
         self._wake_event.set()
@@ -353,6 +358,7 @@ class Dispatcher:
         jobs = self._completer.round(params)
         if params is None:
             return False
+        self.claims += 1
         self._claim_seconds = _average(self._claim_seconds, time.monotonic() - started)
         claimed = dict.fromkeys(self.queues, 0)
         for job in jobs:

@@ -2,7 +2,8 @@
 and passes cancel requests on.
 
 An enqueue notifies :data:`~pocketjobs.plugins.jobs.drivers.NOTIFY_CHANNEL` in its own
-transaction, with the new jobs' due time as the payload; the notification is delivered
+transaction, with the new jobs' due time and topics as the payload (``wake_payload``: a
+dispatcher that handles none of the topics is not woken); the notification is delivered
 when (and only if) that transaction commits. A cancel of a running job notifies
 ``cancel:<job id>``. SQLite reports every commit of another connection (by watching its
 data version), with an empty payload: due now, and maybe a cancel to look for. Where a
@@ -20,9 +21,8 @@ from collections.abc import Callable
 from datetime import datetime
 
 from pocketjobs.core import Database, DatabaseError
-from pocketjobs.core.times import parse_time
 from pocketjobs.plugins.jobs.completer import db_backoff
-from pocketjobs.plugins.jobs.drivers import CANCEL_PREFIX, NOTIFY_CHANNEL
+from pocketjobs.plugins.jobs.drivers import CANCEL_PREFIX, NOTIFY_CHANNEL, parse_wake_payload
 
 __all__ = ["Listener"]
 
@@ -31,8 +31,9 @@ _THREAD_NAME = "pocketjobs-listener"
 
 
 class Listener:
-    """Listens on ``db`` and calls ``wake(due)`` for each notification of due jobs (``due``
-    is the notified due time, ``None`` if the payload is not one) and ``cancel(job_id)``
+    """Listens on ``db`` and calls ``wake(due, topics)`` for each notification of due jobs
+    (``due`` is the notified due time, ``None`` if the payload is not one; ``topics`` the
+    new jobs' topics, ``None`` when it does not name them) and ``cancel(job_id)``
     for each cancel request (``cancel(None)`` for a payload that may hide one: look), and
     both after each (re)connection, since notifications may have been missed meanwhile.
     Calls ``unavailable()`` once if the database cannot notify; with ``enabled`` off it
@@ -41,7 +42,7 @@ class Listener:
     def __init__(
         self,
         db: Database,
-        wake: Callable[[datetime | None], None],
+        wake: Callable[[datetime | None, frozenset[str] | None], None],
         logger: logging.Logger,
         cancel: Callable[[str | None], None] | None = None,
         *,
@@ -90,7 +91,7 @@ class Listener:
                 self._unavailable()
                 return
             delay = 0.0
-            self._wake(None)
+            self._wake(None, None)
             self._cancel(None)
             try:
                 while not self._stopping.is_set():
@@ -98,17 +99,10 @@ class Listener:
                         if payload.startswith(CANCEL_PREFIX):
                             self._cancel(payload.removeprefix(CANCEL_PREFIX))
                             continue
-                        self._wake(_due(payload))
+                        self._wake(*parse_wake_payload(payload))
                         if not payload:
                             self._cancel(None)
             except DatabaseError as exc:
                 self._logger.warning("jobs listener: connection lost, reconnecting: %s", exc)
             finally:
                 listener.close()
-
-
-def _due(payload: str) -> datetime | None:
-    try:
-        return parse_time(payload)
-    except ValueError:
-        return None

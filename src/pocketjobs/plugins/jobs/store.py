@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import json
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 
@@ -259,30 +259,31 @@ class JobStore:
                 holders = self._driver.jobs_insert(tx, rows, wake_at=due)
         else:
             holders = self._driver.jobs_insert(self._app.db, rows, wake_at=due)
-        self._wake(due)
+        counts = collections.Counter(
+            (row.queue, row.topic)
+            for row, holder in zip(rows, holders, strict=True)
+            if holder is None
+        )
+        if counts:
+            self._wake(due, {topic for _, topic in counts})
         if self.metrics is not None:
-            counts = collections.Counter(
-                (row.queue, row.topic)
-                for row, holder in zip(rows, holders, strict=True)
-                if holder is None
-            )
             for (queue, topic), count in counts.items():
                 self.metrics.count_enqueued(queue, topic, count)
         return holders
 
     def _inserted(self, due: datetime, queue: str, topic: str, count: int) -> None:
         """``count`` new jobs are in the database (committed): wake the dispatcher, count them."""
-        self._wake(due)
+        self._wake(due, (topic,))
         if self.metrics is not None:
             self.metrics.count_enqueued(queue, topic, count)
 
     def _count_by_queue(self, pending_cap: int) -> dict[str, QueueCounts]:
         return self._driver.jobs_count_by_queue(self._app.db, pending_cap=pending_cap)
 
-    def _wake(self, due: datetime | None) -> None:
+    def _wake(self, due: datetime | None, topics: Collection[str] | None = None) -> None:
         dispatcher = self._dispatcher
         if dispatcher is not None:
-            dispatcher.wake(due)
+            dispatcher.wake(due, topics)
 
     # -- inspect and manage --------------------------------------------------------------
 

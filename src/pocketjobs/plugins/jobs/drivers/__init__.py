@@ -13,6 +13,7 @@ from __future__ import annotations
 from pocketjobs.core import Database
 from pocketjobs.plugins.jobs.drivers.base import (
     CANCEL_PREFIX,
+    MAX_WAKE_TOPICS,
     NOTIFY_CHANNEL,
     Cancelled,
     CancelResult,
@@ -28,10 +29,13 @@ from pocketjobs.plugins.jobs.drivers.base import (
     ScheduleRow,
     Snoozed,
     WorkerInfo,
+    parse_wake_payload,
+    wake_payload,
 )
 
 __all__ = [
     "CANCEL_PREFIX",
+    "MAX_WAKE_TOPICS",
     "NOTIFY_CHANNEL",
     "CancelResult",
     "Cancelled",
@@ -48,6 +52,8 @@ __all__ = [
     "Snoozed",
     "WorkerInfo",
     "driver_for",
+    "parse_wake_payload",
+    "wake_payload",
 ]
 
 

@@ -13,16 +13,19 @@ never by a bare tuple.
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Sequence
+import json
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import ClassVar
 
 from pocketjobs.core import Database, Migration, Queryable
+from pocketjobs.core.times import format_time, parse_time
 from pocketjobs.plugins.jobs.job import DEFAULT_QUEUE, Job, JobFilter
 
 __all__ = [
     "CANCEL_PREFIX",
+    "MAX_WAKE_TOPICS",
     "NOTIFY_CHANNEL",
     "CancelResult",
     "Cancelled",
@@ -38,12 +41,47 @@ __all__ = [
     "ScheduleRow",
     "Snoozed",
     "WorkerInfo",
+    "parse_wake_payload",
+    "wake_payload",
 ]
 
 #: The PostgreSQL notification channel that wakes dispatchers. A payload is a due time
-#: (jobs to claim), or :data:`CANCEL_PREFIX` and a job id (a cancel to carry out).
+#: (jobs to claim), optionally followed by a space and a JSON array of the new jobs'
+#: topics (:func:`wake_payload`), or :data:`CANCEL_PREFIX` and a job id (a cancel to
+#: carry out).
 NOTIFY_CHANNEL = "pocketjobs_jobs"
 CANCEL_PREFIX = "cancel:"
+#: A wake-up names at most this many topics; more, and it names none (wakes everyone).
+MAX_WAKE_TOPICS = 16
+
+
+def wake_payload(due: datetime, topics: Iterable[str] = ()) -> str:
+    """The notification of new jobs due at ``due``: the time, then (when there are at most
+    :data:`MAX_WAKE_TOPICS`) their topics, so a dispatcher that handles none of them need
+    not claim. A reader that knows no topics part takes the whole as "due now"."""
+    names = sorted(set(topics))
+    if not names or len(names) > MAX_WAKE_TOPICS:
+        return format_time(due)
+    return f"{format_time(due)} {json.dumps(names, ensure_ascii=False)}"
+
+
+def parse_wake_payload(payload: str) -> tuple[datetime | None, frozenset[str] | None]:
+    """A :func:`wake_payload` as ``(due, topics)``: ``due`` is ``None`` (now) when the
+    payload holds no time, ``topics`` ``None`` (any topic) when it names none."""
+    text, _, names = payload.partition(" ")
+    try:
+        due: datetime | None = parse_time(text)
+    except ValueError:
+        return None, None
+    if not names:
+        return due, None
+    try:
+        topics = json.loads(names)
+    except ValueError:
+        return due, None
+    if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
+        return due, None
+    return due, frozenset(topics)
 
 
 @dataclass(frozen=True, slots=True)

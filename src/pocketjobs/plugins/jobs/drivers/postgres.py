@@ -29,6 +29,7 @@ from pocketjobs.plugins.jobs.drivers.base import (
     NewJob,
     Outcomes,
     QueueCounts,
+    wake_payload,
 )
 from pocketjobs.plugins.jobs.drivers.portable import (
     CLAIMED_COLUMNS,
@@ -801,7 +802,8 @@ class PostgresJobsDriver(PortableSQLDriver):
         # One statement: the insert, and the notification that is delivered at commit.
         # JSON rows for a batch; plain parameters for one job; a statement of its own for
         # each job with a unique key.
-        notify = (NOTIFY_CHANNEL, format_time(wake_at))
+        # The topics let a dispatcher that handles none of them stay asleep.
+        notify = (NOTIFY_CHANNEL, wake_payload(wake_at, (job.topic for job in jobs)))
         plain = [job for job in jobs if job.unique_key is None]
         if len(plain) == 1:
             job = plain[0]
