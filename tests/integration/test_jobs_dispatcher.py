@@ -29,9 +29,9 @@ from jobs_support import (
     harness_fixture,
     wait_until,
 )
-from pocketjobs.core.times import now_utc, parse_time
+from pocketjobs.core.times import now_utc
 from pocketjobs.plugins import jobs
-from pocketjobs.plugins.jobs.drivers import NOTIFY_CHANNEL, driver_for
+from pocketjobs.plugins.jobs.drivers import NOTIFY_CHANNEL, driver_for, parse_wake_payload
 
 POSTGRES_ONLY = [pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)]
 
@@ -504,7 +504,10 @@ def test_notification_is_not_before_run_at(harness: Harness) -> None:
         listener.close()
     (payload,) = payloads
     stored = node.store.get(job.id).run_at
-    assert parse_time(payload) >= stored, f"notified {payload} for run_at {stored}"
+    due, topics = parse_wake_payload(payload)
+    assert topics == {"later"}
+    assert due is not None
+    assert due >= stored, f"notified {payload} for run_at {stored}"
 
 
 @pytest.mark.slow
