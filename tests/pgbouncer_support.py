@@ -25,7 +25,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -37,6 +36,8 @@ from typing import Any, Final
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg
+
+from support import free_port
 
 __all__ = [
     "PGBOUNCER_OS_USER",
@@ -66,13 +67,6 @@ def find_pgbouncer() -> str | None:
         if os.access(path, os.X_OK):
             return path
     return None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _quoted(value: str) -> str:
@@ -213,7 +207,7 @@ def start_pgbouncer(
     bouncer: PgBouncer | None = None
     try:
         for _ in range(5):  # another process may take the free port first
-            port = _free_port()
+            port = free_port()
             user = _write_config(
                 directory, server_url, port, pool_size=pool_size, pool_mode=pool_mode
             )

@@ -75,7 +75,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -90,6 +89,7 @@ import pytest
 from psycopg import sql
 
 from pgbouncer_support import PgBouncer, PgBouncerError, find_pgbouncer, start_pgbouncer
+from support import free_port
 
 __all__ = [
     "ENV_CI",
@@ -292,13 +292,6 @@ def find_postgres_bin_dir() -> Path | None:
         if _has_server_binaries(candidate):
             return candidate
     return None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _cluster_env() -> dict[str, str]:
@@ -508,7 +501,7 @@ def start_temp_cluster(
 def _start_on_free_port(cluster: TempCluster, *, timeout: float, attempts: int) -> None:
     problem = ""
     for _ in range(attempts):
-        cluster.port = _free_port()
+        cluster.port = free_port()
         settings = [
             "listen_addresses=127.0.0.1",
             f"port={cluster.port}",

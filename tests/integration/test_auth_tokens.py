@@ -29,6 +29,17 @@ def _token(app: App) -> str:
     return app.auth.new_token(record)
 
 
+def _signed(app: App, **claims: object) -> str:
+    """A token of the (existing) superuser with ``claims`` changed, signed as the app
+    signs."""
+    record = app.auth.find_by_email(SUPERUSERS, EMAIL)
+    assert record is not None
+    secret = app.db.fetch_value("SELECT value FROM _params WHERE key = 'auth_secret'")
+    key = app.db.fetch_value(f"SELECT token_key FROM {SUPERUSERS} WHERE id = ?", (record.id,))
+    issued = jwt.decode(app.auth.new_token(record), options={"verify_signature": False})
+    return jwt.encode({**issued, **claims}, secret + key, "HS256")
+
+
 def test_a_verified_token_needs_no_database_read_until_it_is_stale(app: App) -> None:
     app.auth.upsert_superuser(EMAIL, PASSWORD)
     token = _token(app)
@@ -56,11 +67,8 @@ def test_a_change_through_this_process_ends_its_tokens_at_once(app: App) -> None
 
 
 def test_a_token_is_never_trusted_past_its_expiry(app: App) -> None:
-    record, _ = app.auth.upsert_superuser(EMAIL, PASSWORD)
-    secret = app.db.fetch_value("SELECT value FROM _params WHERE key = 'auth_secret'")
-    key = app.db.fetch_value(f"SELECT token_key FROM {SUPERUSERS} WHERE id = ?", (record.id,))
-    claims = jwt.decode(_token(app), options={"verify_signature": False})
-    short = jwt.encode({**claims, "exp": int(time.time()) + 2}, secret + key, "HS256")
+    app.auth.upsert_superuser(EMAIL, PASSWORD)
+    short = _signed(app, exp=int(time.time()) + 2)
     assert app.auth.verify_token(short) is not None
     expiry = jwt.decode(short, options={"verify_signature": False})["exp"]
     while time.time() < expiry + 0.1:  # still within the cache's seconds, past the expiry
@@ -70,14 +78,9 @@ def test_a_token_is_never_trusted_past_its_expiry(app: App) -> None:
 
 
 def test_the_remembered_tokens_stay_bounded(app: App) -> None:
-    record, _ = app.auth.upsert_superuser(EMAIL, PASSWORD)
-    secret = app.db.fetch_value("SELECT value FROM _params WHERE key = 'auth_secret'")
-    key = app.db.fetch_value(f"SELECT token_key FROM {SUPERUSERS} WHERE id = ?", (record.id,))
-    claims = jwt.decode(_token(app), options={"verify_signature": False})
-    tokens = [
-        jwt.encode({**claims, "exp": claims["exp"] + n}, secret + key, "HS256")
-        for n in range(TOKEN_CACHE_SIZE + 10)
-    ]
+    exp = int(time.time()) + 3600
+    app.auth.upsert_superuser(EMAIL, PASSWORD)
+    tokens = [_signed(app, exp=exp + n) for n in range(TOKEN_CACHE_SIZE + 10)]
     for token in tokens:
         assert app.auth.verify_token(token) is not None
     remembered = sum(app.auth.cached_token(token) is not None for token in tokens)

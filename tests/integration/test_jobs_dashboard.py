@@ -18,18 +18,19 @@ import os
 import re
 import shutil
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urljoin, urlsplit
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 
+import jobs_support
 from conftest import LiveServer
+from dashboard_support import CHROMIUM_ARGS, assert_security_headers
 from pocketjobs import App
 from pocketjobs.core import ServeEvent
 from pocketjobs.core.times import format_time
@@ -41,16 +42,6 @@ from support import REPO_ROOT
 EMAIL = "dash-admin@example.com"
 PASSWORD = "dash-admin-password-1"
 ARTIFACTS = REPO_ROOT / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 #: Chromium logs every non-2xx fetch as a console error; these are expected while the
 #: test provokes them (the log may arrive after the page has shown the result).
 BAD_LOGIN_LOG = "the server responded with a status of 400"
@@ -62,6 +53,8 @@ BROWSER_TZ = "America/New_York"
 SCHEDULE_CRON = "0 7 29 2 *"
 #: A schedule no process registers any more; its name is shown as text, never as HTML.
 GONE_SCHEDULE = "old report <img src=x onerror=alert(1)>"
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -78,13 +71,9 @@ def hang(job: jobs.Job) -> None:
     job.cancel_requested.wait(60)  # runs until it is cancelled
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-    return value
+def wait_until(predicate: Callable[[], T], timeout: float = 15.0, what: str = "condition") -> T:
+    """``jobs_support.wait_until`` with the longer wait a browser test needs."""
+    return jobs_support.wait_until(predicate, timeout, what)
 
 
 def _is_ci() -> bool:
@@ -111,16 +100,6 @@ def _bind_dashboard_once(event: ServeEvent) -> None:
     event.next()
     if not any(getattr(route, "path", "") == "/_/jobs" for route in event.router.routes):
         dashboard.bind_dashboard(event.router)
-
-
-def assert_security_headers(response: httpx.Response) -> None:
-    """The dashboard's security headers, on its page and on each of its assets."""
-    headers = response.headers
-    assert headers["content-security-policy"] == dashboard.CONTENT_SECURITY_POLICY, response.url
-    assert "frame-ancestors 'none'" in headers["content-security-policy"]
-    assert headers["x-content-type-options"] == "nosniff", response.url
-    assert headers["referrer-policy"] == "no-referrer", response.url
-    assert headers["x-frame-options"] == "DENY", response.url
 
 
 def _local(moment: datetime) -> str:

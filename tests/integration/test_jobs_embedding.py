@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -38,11 +38,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
+import jobs_support
+from dashboard_support import CHROMIUM_ARGS, assert_security_headers
 from pocketjobs import App
 from pocketjobs.apis import ServeAborted
 from pocketjobs.core import BootstrapEvent, ServeEvent, TerminateEvent
 from pocketjobs.plugins import jobs
-from pocketjobs.plugins.jobs import dashboard
 from pocketjobs.tools.hook import Handler
 from support import REPO_ROOT, AppProcess, ProcessError, child_env, free_port, run_cli
 
@@ -50,29 +51,17 @@ EMAIL = "embed-admin@example.com"
 PASSWORD = "embed-admin-password-1"
 PREFIX = "/admin/queue"
 FASTAPI_EXAMPLE = REPO_ROOT / "examples" / "fastapi" / "main.py"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 #: Chromium logs a failed sign-in (a 400 from the auth route) as a console error.
 BAD_LOGIN_LOG = "the server responded with a status of 400"
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.timeout(240)
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-    return value
+def wait_until(predicate: Callable[[], T], timeout: float = 15.0, what: str = "condition") -> T:
+    """``jobs_support.wait_until`` with the longer wait a browser test needs."""
+    return jobs_support.wait_until(predicate, timeout, what)
 
 
 def assert_error(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -85,15 +74,6 @@ def assert_error(response: httpx.Response, status: int) -> dict[str, Any]:
     assert isinstance(body["message"], str)
     assert body["message"]
     return body
-
-
-def assert_security_headers(response: httpx.Response) -> None:
-    headers = response.headers
-    assert headers["content-security-policy"] == dashboard.CONTENT_SECURITY_POLICY, response.url
-    assert "frame-ancestors 'none'" in headers["content-security-policy"]
-    assert headers["x-content-type-options"] == "nosniff", response.url
-    assert headers["referrer-policy"] == "no-referrer", response.url
-    assert headers["x-frame-options"] == "DENY", response.url
 
 
 def check_mounted_dashboard(http: httpx.Client, prefix: str) -> None:
