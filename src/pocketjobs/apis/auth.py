@@ -23,7 +23,7 @@ from pocketjobs.apis.errors import (
     field_error,
 )
 from pocketjobs.apis.rules import RequestInfo, Rule
-from pocketjobs.core.auth import SUPERUSERS, USERS, AuthRecord, ValidationError
+from pocketjobs.core.auth import SUPERUSERS, USERS, AuthError, AuthRecord, ValidationError
 
 if TYPE_CHECKING:
     from pocketjobs.core import BaseApp
@@ -130,14 +130,20 @@ async def auth_with_password(request: Request) -> JSONResponse:
     record = await run_in_threadpool(app.auth.authenticate, collection, identity, password)
     if record is None:
         raise BadRequestError("Failed to authenticate.")
-    return await run_in_threadpool(_auth_response, app, record)
+    try:
+        return await run_in_threadpool(_auth_response, app, record)
+    except AuthError:  # deleted by another process in between
+        raise BadRequestError("Failed to authenticate.") from None
 
 
 async def auth_refresh(request: Request) -> JSONResponse:
     """``POST /api/collections/{collection}/auth-refresh``: a fresh token for the caller."""
     collection = _collection(request)
     record = await require_auth(request, collection)
-    return await run_in_threadpool(_auth_response, get_app(request), record)
+    try:
+        return await run_in_threadpool(_auth_response, get_app(request), record)
+    except AuthError:  # deleted since its token was verified (by another process)
+        raise UnauthorizedError() from None
 
 
 async def create_record(request: Request) -> JSONResponse:
