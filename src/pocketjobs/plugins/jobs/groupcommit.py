@@ -67,9 +67,8 @@ class GroupCommit:
         self._waiting: deque[_Request] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._writer_running = False
-        #: Batches written so far (each one statement and one commit), and their rows.
+        #: Batches written so far (each one statement and one commit).
         self.batches = 0
-        self.rows = 0
 
     async def submit(self, rows: Sequence[NewJob]) -> Holders:
         """Write ``rows`` (one caller's jobs, kept together in one batch); return what
@@ -109,7 +108,6 @@ class GroupCommit:
         while (batch := self._next_batch()) is not None:
             rows = [row for request in batch for row in request.rows]
             self.batches += 1
-            self.rows += len(rows)
             try:
                 holders = self._write(rows)
             except BaseException as exc:  # every caller of the batch gets the error

@@ -207,41 +207,40 @@ class JobStore:
         )  # fmt: skip
         if not rows:
             return []
-        if tx is None and any(spec.unique_keys):
-            with self._app.db.transaction() as own_tx:  # several statements: all or nothing
-                holders = self._driver.jobs_insert(own_tx, rows, wake_at=spec.due)
+        if tx is None:
+            holders = self._write_batch(rows)
         else:
-            holders = self._driver.jobs_insert(
-                tx if tx is not None else self._app.db, rows, wake_at=spec.due
-            )
-        inserted = sum(holder is None for holder in holders)
-        if inserted:
-            if tx is not None:
+            holders = self._driver.jobs_insert(tx, rows, wake_at=spec.due)
+            inserted = sum(holder is None for holder in holders)
+            if inserted:
                 tx.on_commit(lambda: self._inserted(spec.due, spec.queue, topic, inserted))
-            else:
-                self._inserted(spec.due, spec.queue, topic, inserted)
         return _jobs_of(spec, rows, payloads, holders, now)
 
     def _new_rows(
         self,
         topic: str,
         payloads: Sequence[Any],
-        **options: Any,
+        *,
+        run_at: datetime | None,
+        delay: timedelta | float | None,
+        max_retries: int | None,
+        priority: int | None,
+        unique_keys: Sequence[str | None] | None,
+        queue: str | None,
+        timeout: timedelta | float | None,
     ) -> tuple[EnqueueSpec, builtins.list[NewJob], datetime]:
         """Validate an enqueue (the handler's defaults filled in) and make its rows; the
         spec, the rows and the time they were made. Raises as :meth:`enqueue` does."""
         now = to_millis(self._clock())
         defaults = self._options.get(topic) if isinstance(topic, str) else None
-        priority, max_retries, queue = options["priority"], options["max_retries"], options["queue"]
         if defaults is not None:
             priority = defaults.priority if priority is None else priority
             max_retries = defaults.max_retries if max_retries is None else max_retries
             queue = defaults.queue if queue is None else queue
         spec = check_enqueue(
-            topic, payloads, options["run_at"], options["delay"], max_retries, now=now,
-            priority=priority, unique_keys=options["unique_keys"], queue=queue,
-            timeout=options["timeout"], default_max_retries=self.config.max_retries,
-            max_size=self.config.max_payload_size,
+            topic, payloads, run_at, delay, max_retries, now=now, priority=priority,
+            unique_keys=unique_keys, queue=queue, timeout=timeout,
+            default_max_retries=self.config.max_retries, max_size=self.config.max_payload_size,
         )  # fmt: skip
         rows = [
             NewJob(uuid7(), topic, text, spec.due, spec.max_retries, now, spec.priority, key,
@@ -251,8 +250,9 @@ class JobStore:
         return spec, rows, now
 
     def _write_batch(self, rows: Sequence[NewJob]) -> builtins.list[Job | None]:
-        """Insert the rows of a group commit (``groupcommit.py``): one statement, in a
-        transaction when some have a unique key; count and wake once committed."""
+        """Insert ``rows`` (an enqueue's, or a group commit's: ``groupcommit.py``): one
+        statement, in a transaction when some have a unique key (several statements: all
+        or nothing); count and wake once committed."""
         due = min(row.run_at for row in rows)
         if any(row.unique_key is not None for row in rows):
             with self._app.db.transaction() as tx:
