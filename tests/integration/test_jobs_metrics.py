@@ -449,9 +449,12 @@ def test_worker_serves_its_metrics(data_dir: Path, db_url: str | None) -> None:
                 samples = parse(httpx.get(url, timeout=10).text)
                 found = counters(samples)
                 done = found.get("completed", {}).get(("default", "demo:echo"))
-                return samples if done == 5 and found.get("failed") else None
+                # Counters count attempts as they end; the gauges read the database, which
+                # has the outcomes once the completer's batch is written, a moment later.
+                settled = gauges(samples).get(("default", "processing")) == 0
+                return samples if done == 5 and found.get("failed") and settled else None
 
-            samples = wait_until(scraped, 20, "the worker's counters")
+            samples = wait_until(scraped, 20, "the worker's counters and settled outcomes")
             assert counters(samples) == {
                 "completed": {("default", "demo:echo"): 5},
                 "failed": {("default", "demo:echo"): 1},
