@@ -89,7 +89,8 @@ def test_transactions_hop_between_server_connections(pgbouncer_url: str) -> None
         with first.transaction():
             held = pid(first)  # this server connection stays first's until the commit
             elsewhere = {pid(second), pid(third)}  # so these two share the other one
-        assert len(elsewhere) == 1 and held not in elsewhere, (held, elsewhere)
+        assert len(elsewhere) == 1, (held, elsewhere)
+        assert held not in elsewhere, (held, elsewhere)
         with second.transaction():
             taken = pid(second)
             assert pid(first) != taken  # first now runs wherever second is not
