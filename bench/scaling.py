@@ -13,7 +13,7 @@ One fresh database (``bench_scale_<random>``, dropped afterwards) for the whole 
 ``track_functions = 'pl'`` so that the claims (``_jobs_claim``) are counted. Then:
 
 1. **connections at idle**: one worker process (the bench adapter's ``pocketjobs-pg``
-   worker: ``Config(workers=10, batch_size=10)``, the defaults otherwise, a plain no-op
+   worker: ``Config(workers=10)``, the defaults otherwise, a plain no-op
    handler) bootstrapped, then with its dispatcher started and nothing to do: its backends
    in ``pg_stat_activity`` (every connection of a worker process carries the
    ``application_name`` of that process, through the URL);
@@ -73,7 +73,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.adapters.pocketjobs_adapter import BATCH_SIZE, TOPIC, PocketjobsPostgres, make_app
+from bench.adapters.pocketjobs_adapter import TOPIC, PocketjobsPostgres, make_app
 from bench.common import (
     DEFAULT_PG_URL,
     POSTGRES,
@@ -392,7 +392,7 @@ class Sweep:
         )
         self.app = make_app(POSTGRES, self.tmp, with_app_name(self.url, "pjscale-bench"))
         self.store = jobs.must_register(
-            self.app, jobs.Config(workers=self.workers, batch_size=BATCH_SIZE, auto_start=False)
+            self.app, jobs.Config(workers=self.workers, auto_start=False)
         )
         self.app.bootstrap()
         self.observer = Observer(self.admin_url, self.dbname, self.prefix)
@@ -712,6 +712,12 @@ def pct(value: float) -> str:
     return f"{value:.0f}%"
 
 
+def default_batch_size() -> int:
+    from pocketjobs.plugins import jobs
+
+    return jobs.Config().batch_size
+
+
 def report(results: dict[str, Any]) -> str:
     lines = []
     info = results["machine"]
@@ -722,7 +728,7 @@ def report(results: dict[str, Any]) -> str:
     )
     lines.append(
         f"{results['jobs']:,} no-op jobs per run; each process Config(workers="
-        f"{results['workers']}, batch_size={BATCH_SIZE}), the defaults otherwise; "
+        f"{results['workers']}), the defaults otherwise (batch_size {default_batch_size()}); "
         f"{results['runs']} runs per row, medians (min–max)."
     )
     lines.append("")

@@ -3,6 +3,8 @@
 
 * its tuned setup, as in pgqueuer's own benchmark tool: the asyncpg driver, 5 queue
   managers (one connection each) in one worker process, dequeue batch 10;
+* the same with dequeue batch 100, the claim size of pocketjobs' default (burn-down
+  only);
 * psycopg (async) with one queue manager, batch 10.
 
 Producer: ``Queries.enqueue(entrypoint, payload)`` one call per job, and the list form
@@ -16,7 +18,7 @@ import signal
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from bench.adapters.base import Adapter
+from bench.adapters.base import BURNDOWN, Adapter
 from bench.common import POSTGRES, record, worker_ready_and_wait
 
 ENTRYPOINT = "noop"
@@ -77,7 +79,12 @@ class _PgqueuerBase(Adapter):
         return self.ctx.count_sql("SELECT count(*) FROM pgqueuer")
 
     def worker_spec(self) -> dict[str, Any]:
-        return {**super().worker_spec(), "driver": self.driver_kind, "managers": self.managers}
+        return {
+            **super().worker_spec(),
+            "driver": self.driver_kind,
+            "managers": self.managers,
+            "batch_size": self.batch_size,
+        }
 
     @classmethod
     def worker_main(cls, spec: dict[str, Any]) -> None:
@@ -107,7 +114,7 @@ class _PgqueuerBase(Adapter):
         loop.add_signal_handler(signal.SIGTERM, shutdown)
         loop.add_signal_handler(signal.SIGINT, shutdown)
         await loop.run_in_executor(None, worker_ready_and_wait, spec)
-        await asyncio.gather(*(qm.run(batch_size=cls.batch_size) for qm in managers))
+        await asyncio.gather(*(qm.run(batch_size=spec["batch_size"]) for qm in managers))
 
 
 class PgqueuerTuned(_PgqueuerBase):
@@ -115,6 +122,18 @@ class PgqueuerTuned(_PgqueuerBase):
     label = "pgqueuer (asyncpg, 5 managers × batch 10)"
     driver_kind = "asyncpg"
     managers = 5
+
+
+class PgqueuerTunedBatch100(PgqueuerTuned):
+    key = "pgqueuer-asyncpg-batch100"
+    label = "pgqueuer (asyncpg, 5 managers × batch 100)"
+    batch_size = 100
+    workloads = (BURNDOWN,)
+    notes = (
+        "pgqueuer (asyncpg, 5 managers × batch 100): dequeues of up to 100 jobs, as large "
+        "as pocketjobs' default claims (pgqueuer then runs up to 500 jobs at once: its "
+        "in-flight jobs are what its managers dequeued).",
+    )
 
 
 class PgqueuerPsycopg(_PgqueuerBase):
@@ -125,4 +144,4 @@ class PgqueuerPsycopg(_PgqueuerBase):
     notes = ()
 
 
-ADAPTERS: list[type[Adapter]] = [PgqueuerTuned, PgqueuerPsycopg]
+ADAPTERS: list[type[Adapter]] = [PgqueuerTuned, PgqueuerTunedBatch100, PgqueuerPsycopg]

@@ -1,6 +1,8 @@
 """pocketjobs: ``store.enqueue`` / ``store.enqueue_many`` in the benchmark process, and a
-worker process that runs the dispatcher with ``Config(workers=10, batch_size=10)`` and a
-plain (thread-pool) no-op handler -- what ``python main.py worker`` does.
+worker process that runs the dispatcher with ``Config(workers=10)`` (the default
+``batch_size``, 100) and a plain (thread-pool) no-op handler -- what ``python main.py
+worker`` does. A "batch 10" row runs the burn-down with ``batch_size=10``, the claim size
+of pgqueuer's tuned row.
 
 Its metrics are on (the default: every attempt counted as it ends); the "metrics off" rows
 (``Config(metrics=False)``: nothing counted) run the same enqueue and burn-down beside
@@ -24,7 +26,8 @@ from bench.common import POSTGRES, SQLITE, Scenario, record, set_record_path, wo
 
 TOPIC = "noop"
 WORKERS = 10
-BATCH_SIZE = 10
+#: The worker's ``Config.batch_size`` (``None``: the default).
+BATCH_SIZE: int | None = None
 
 
 def make_app(db: str, tmp: str | Path, pg_url: str | None) -> Any:
@@ -32,6 +35,11 @@ def make_app(db: str, tmp: str | Path, pg_url: str | None) -> Any:
     from pocketjobs import App
 
     return App(data_dir=Path(tmp) / "pb_data", database_url=pg_url if db == POSTGRES else None)
+
+
+def config_batch(batch_size: int | None) -> dict[str, int]:
+    """The ``Config`` keyword for ``batch_size`` (none for ``None``: the default)."""
+    return {} if batch_size is None else {"batch_size": batch_size}
 
 
 def _noop(job: Any) -> None:
@@ -42,10 +50,14 @@ class _PocketjobsBase(Adapter):
     library = "pocketjobs"
     #: ``Config.metrics`` of the producer and the worker process.
     metrics: ClassVar[bool] = True
+    #: ``Config.batch_size`` of the worker process.
+    batch_size: ClassVar[int | None] = BATCH_SIZE
     notes = (
-        "pocketjobs: worker process = App + jobs.Config(workers=10, batch_size=10), a plain "
-        "(thread-pool) no-op handler; producer = store.enqueue / store.enqueue_many (chunks "
-        "of 1,000) in the benchmark process. SQLite: WAL, synchronous=NORMAL (its default).",
+        "pocketjobs: worker process = App + jobs.Config(workers=10), the default batch_size "
+        "(100: a claim takes the free slots plus, while handlers are short, what the slots "
+        "finish in two claim round trips, at most 100 jobs), a plain (thread-pool) no-op "
+        "handler; producer = store.enqueue / store.enqueue_many (chunks of 1,000) in the "
+        "benchmark process. SQLite: WAL, synchronous=NORMAL (its default).",
     )
 
     def setup(self) -> None:
@@ -55,7 +67,7 @@ class _PocketjobsBase(Adapter):
         self.store = jobs.must_register(
             self.app,
             jobs.Config(
-                workers=WORKERS, batch_size=BATCH_SIZE, auto_start=False, metrics=self.metrics
+                workers=WORKERS, auto_start=False, metrics=self.metrics, **config_batch(None)
             ),
         )
         self.app.bootstrap()
@@ -86,8 +98,8 @@ class _PocketjobsBase(Adapter):
         store = jobs.must_register(
             app,
             jobs.Config(
-                workers=spec["concurrency"], batch_size=BATCH_SIZE, auto_start=False,
-                metrics=cls.metrics,
+                workers=spec["concurrency"], auto_start=False, metrics=cls.metrics,
+                **config_batch(cls.batch_size),
             ),
         )  # fmt: skip
         store.register(TOPIC, _noop)
@@ -145,6 +157,19 @@ class PocketjobsNoMetricsSQLite(_PocketjobsNoMetrics, PocketjobsSQLite):
     key = "pocketjobs-nometrics-sqlite"
 
 
+class PocketjobsBatch10Postgres(PocketjobsPostgres):
+    """Burn-down with ``batch_size=10``: claims as large as pgqueuer's tuned row's."""
+
+    key = "pocketjobs-batch10-pg"
+    label = "pocketjobs (batch 10)"
+    batch_size = 10
+    workloads = (BURNDOWN,)
+    notes = (
+        "pocketjobs (batch 10): the same worker with Config(batch_size=10), so that each "
+        "claim takes at most 10 jobs, as each dequeue of pgqueuer's batch-10 rows does.",
+    )
+
+
 class _InProcessHandle(WorkerHandle):
     def __init__(self, store: Any) -> None:
         self.store = store
@@ -187,6 +212,7 @@ class PocketjobsInProcessSQLite(_PocketjobsInProcess):
 ADAPTERS: list[type[Adapter]] = [
     PocketjobsPostgres,
     PocketjobsNoMetricsPostgres,
+    PocketjobsBatch10Postgres,
     PocketjobsInProcessPostgres,
     PocketjobsSQLite,
     PocketjobsNoMetricsSQLite,

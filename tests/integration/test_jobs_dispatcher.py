@@ -584,8 +584,9 @@ def test_several_dispatchers_share_one_database(harness: Harness) -> None:
 
 def test_slow_bookkeeping_holds_back_claims(harness: Harness) -> None:
     """While the outcomes of finished jobs wait to be written (here: every write takes
-    50 ms), handlers never exceed ``workers``, claims stop once 4 x ``workers`` finished
-    jobs wait, and every job is completed exactly once."""
+    50 ms), handlers never exceed ``workers``, claims stop once 4 x ``batch_size`` (the
+    larger of it and ``workers``) finished jobs wait, and every job is completed exactly
+    once."""
     import logging
 
     from pocketjobs.plugins.jobs.dispatcher import Dispatcher
@@ -625,9 +626,9 @@ def test_slow_bookkeeping_holds_back_claims(harness: Harness) -> None:
     assert rec.counter() == Counter({job.id: 1 for job in enqueued})
     assert rec.max_active <= 3
     assert samples, "the watcher took no samples"
-    # running + claimed ahead + waiting for their outcome (a claim may be under way when
-    # the limit is reached): 3 + 3 + 4 * 3 + 3
-    assert max(samples) <= 21, f"up to {max(samples)} jobs were 'processing'"
+    # running + claimed ahead (within a batch) + waiting for their outcome + a claim under
+    # way when the limit is reached: 3 + 10 + 4 * 10 + 10
+    assert max(samples) <= 63, f"up to {max(samples)} jobs were 'processing'"
 
 
 def test_error_text_with_nul_characters_is_recorded(harness: Harness) -> None:
@@ -642,6 +643,28 @@ def test_error_text_with_nul_characters_is_recorded(harness: Harness) -> None:
     assert failed.last_error is not None
     assert "ValueError: bad\\x00byte" in failed.last_error
     assert "\x00" not in failed.last_error
+
+
+def test_a_deep_backlog_of_short_jobs_is_claimed_in_large_batches(harness: Harness) -> None:
+    """Handlers far shorter than a claim round trip: each claim takes up to ``batch_size``
+    jobs (what the slots finish in two round trips), not just one per slot, and every job
+    still runs once with no more handlers at a time than slots."""
+    rec = Recorder()
+
+    def short(job: jobs.Job) -> None:
+        with rec.running(job):
+            pass
+
+    node = harness.node(workers=2, batch_size=50, handlers={"short": short})
+    enqueued = node.store.enqueue_many("short", list(range(1000)))
+    wait_until(lambda: node.store.stats().completed == 1000, 60, "the short jobs")
+    dispatcher = node.store._dispatcher
+    assert dispatcher is not None
+    assert rec.counter() == Counter({job.id: 1 for job in enqueued})
+    assert rec.max_active <= 2
+    # Claims for the free slots and one slot's worth ahead would take at least 250; up to
+    # 50 a claim, at least 20.
+    assert 20 <= dispatcher.claims <= 125, f"{dispatcher.claims} claims for 1,000 jobs"
 
 
 def test_short_jobs_are_claimed_ahead_and_long_ones_are_not(harness: Harness) -> None:

@@ -7,7 +7,7 @@ field                    default                         env override
 ``workers``              ``10``                          ``PB_JOBS_WORKERS`` (int)
 ``poll_interval``        1 s                             ``PB_JOBS_POLL_INTERVAL`` (duration)
 ``lock_duration``        5 min                           ``PB_JOBS_LOCK_DURATION`` (duration)
-``batch_size``           ``10``                          ``PB_JOBS_BATCH_SIZE`` (int)
+``batch_size``           ``100``                         ``PB_JOBS_BATCH_SIZE`` (int)
 ``max_retries``          ``3``                           ``PB_JOBS_MAX_RETRIES`` (int)
 ``max_payload_size``     1 MiB = ``1048576`` JSON bytes  ``PB_JOBS_MAX_PAYLOAD_SIZE`` (int)
 ``http_enabled``         ``True``                        ``PB_JOBS_HTTP_ENABLED`` (bool)
@@ -162,7 +162,7 @@ class Config:
     workers: int = 10
     poll_interval: timedelta = timedelta(seconds=1)
     lock_duration: timedelta = timedelta(minutes=5)
-    batch_size: int = 10
+    batch_size: int = 100
     max_retries: int = 3
     max_payload_size: int = 1024 * 1024
     http_enabled: bool = True

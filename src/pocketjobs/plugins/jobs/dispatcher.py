@@ -20,9 +20,13 @@ Each queue the process works on has its own slots (``Config.queues``; by default
 from each, as many due jobs as it has free slots (at most ``batch_size``), and for a queue
 with a global limit (``Config.queue_limits``) no more than leaves its running jobs across
 all processes within it. While a queue's handlers take less than about two claim round
-trips, it also claims one batch ahead for that queue, so that the next jobs arrive as
-slots free up instead of one round trip later; with longer handlers it never does, so no
-claimed job waits for a slot while another process could run it.
+trips, it also claims ahead for that queue: as many jobs as its slots finish in two claim
+round trips (at least one per slot; all within ``batch_size``), so that the next jobs
+arrive as slots free up instead of one round trip later, and a deep backlog of short jobs
+is claimed in large batches (one statement per ``batch_size`` jobs rather than per
+``workers``); a job claimed ahead waits for a slot about two round trips at most. With
+longer handlers it never claims ahead, so no claimed job waits for a slot while another
+process could run it.
 
 It sleeps until something happens: a finished job, an enqueue in this process
 (:meth:`Dispatcher.wake`), a notification, the next known due time, maintenance, or at the
@@ -96,7 +100,10 @@ __all__ = ["Dispatcher", "JobHandler", "is_async_handler"]
 _RECHECK_DELAY = timedelta(milliseconds=20)
 _CANCEL_CHECK_DELAY = 0.1  # seconds: the soonest look at held claims' cancels after another
 _SETTLE_WINDOW = 0.001  # seconds a claim waits for more running jobs to finish
-_UNWRITTEN_PER_WORKER = 4  # outcomes waiting to be written, per slot, before claims pause
+_SHORTEST_HANDLER = 1e-5  # seconds: a handler's run time as claiming ahead counts it, at least
+# Claims pause while this many claims' worth of outcomes (the larger of the slots and
+# batch_size) wait to be written.
+_UNWRITTEN_CLAIMS = 4
 
 
 class Dispatcher:
@@ -134,7 +141,7 @@ class Dispatcher:
         self._completer: Completer = new_completer(
             db,
             driver,
-            limit=_UNWRITTEN_PER_WORKER * workers,
+            limit=_UNWRITTEN_CLAIMS * max(workers, config.batch_size),
             clock=self._clock,
             on_written=self._written,
             logger=logger,
@@ -400,18 +407,27 @@ class Dispatcher:
         than that."""
         return self._running.handler_seconds[queue] <= 2 * self._claim_seconds
 
+    def _ahead(self, queue: str, slots: int) -> int:
+        """How many jobs to claim for ``queue`` beyond its free slots: while it claims
+        ahead (:meth:`_claims_ahead`), what its ``slots`` finish in about two claim round
+        trips (at least one job per slot), so that no job claimed ahead waits for a slot
+        longer than that; else none."""
+        if not self._claims_ahead(queue):
+            return 0
+        handler = max(self._running.handler_seconds[queue], _SHORTEST_HANDLER)
+        return max(slots, int(slots * 2 * self._claim_seconds / handler))
+
     def _lanes(self) -> list[QueueClaim]:
-        """What to claim now from each queue: its free slots (plus up to a batch claimed
-        ahead, see :meth:`_claims_ahead`), at most ``batch_size``; nothing while the
-        completer's backlog throttles claims."""
+        """What to claim now from each queue: its free slots plus what it claims ahead
+        (:meth:`_ahead`), at most ``batch_size``; nothing while the completer's backlog
+        throttles claims."""
         self._throttled = self._completer.throttled()
         if self._throttled:
             return []
         batch, limits = self._config.batch_size, self._config.queue_limits
         lanes = []
         for queue, slots in self.queues.items():
-            ahead = min(slots, batch) if self._claims_ahead(queue) else 0
-            limit = min(batch, self._running.free(queue) + ahead)
+            limit = min(batch, self._running.free(queue) + self._ahead(queue, slots))
             if limit > 0:
                 lanes.append(QueueClaim(queue, limit, limits.get(queue)))
         return lanes
